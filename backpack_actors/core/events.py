@@ -1,0 +1,149 @@
+"""Public event types delivered to consumers.
+
+Prices and sizes are exact ``Decimal``; exchange times are integer microseconds (``E`` is the
+WebSocket emit time, ``T`` the matching-engine time) with float-second properties for convenience;
+``received_at`` is the local receipt time in seconds (``time.time()`` domain) stamped by the shell.
+Symbols are normalized (``BTC-USDC``, perps ``BTC-USDC-PERP``); ``exchange_symbol`` keeps the
+exchange id (``BTC_USDC``).
+"""
+
+from __future__ import annotations
+
+import enum
+from decimal import Decimal
+
+import msgspec
+
+__all__ = [
+    "BookDelta",
+    "BookSnapshot",
+    "Event",
+    "Level",
+    "ProtocolErrorEvent",
+    "Side",
+    "StatusEvent",
+    "StatusKind",
+    "Trade",
+]
+
+Level = tuple[Decimal, Decimal]
+"""One price level: ``(price, size)``; a size of zero in a delta removes the level."""
+
+
+class Side(enum.StrEnum):
+    """Aggressor side of a trade."""
+
+    BUY = "buy"
+    SELL = "sell"
+
+
+class StatusKind(enum.StrEnum):
+    """What a :class:`StatusEvent` announces."""
+
+    BOOK_READY = "book_ready"
+    GAP_DETECTED = "gap_detected"
+    RESYNCING = "resyncing"
+    RESYNCED = "resynced"
+    STALE = "stale"
+    RECONNECTING = "reconnecting"
+    DEGRADED_REST_ONLY = "degraded_rest_only"
+    RECOVERED_WS = "recovered_ws"
+    TRADE_GAP = "trade_gap"
+    TRADES_BACKFILLED = "trades_backfilled"
+    BOOK_CONFLATED = "book_conflated"
+
+
+class Trade(msgspec.Struct, frozen=True, kw_only=True):
+    """One public trade."""
+
+    symbol: str
+    exchange_symbol: str
+    trade_id: int
+    price: Decimal
+    amount: Decimal
+    side: Side
+    event_time_us: int
+    engine_time_us: int
+    received_at: float
+    backfilled: bool = False
+
+    @property
+    def timestamp(self) -> float:
+        """Engine time ``T`` in float seconds."""
+        return self.engine_time_us / 1_000_000
+
+    @property
+    def event_time(self) -> float:
+        """Emit time ``E`` in float seconds."""
+        return self.event_time_us / 1_000_000
+
+
+class BookSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """A whole book (``force=True``): after a (re)sync, on every snapshot interval, or conflated.
+
+    ``bids`` are best (highest) first, ``asks`` best (lowest) first. ``update_id`` is the id of the
+    last update the book contains (REST ``lastUpdateId`` or the last applied ``u``).
+    """
+
+    symbol: str
+    exchange_symbol: str
+    update_id: int
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    engine_time_us: int | None
+    received_at: float
+    reason: str
+    force: bool = True
+
+    @property
+    def timestamp(self) -> float | None:
+        """Engine time in float seconds, when the exchange gave one."""
+        return None if self.engine_time_us is None else self.engine_time_us / 1_000_000
+
+
+class BookDelta(msgspec.Struct, frozen=True, kw_only=True):
+    """Changed levels (absolute sizes; zero removes) covering update ids ``first..last``."""
+
+    symbol: str
+    exchange_symbol: str
+    first_update_id: int
+    last_update_id: int
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    event_time_us: int
+    engine_time_us: int
+    received_at: float
+
+    @property
+    def timestamp(self) -> float:
+        """Engine time ``T`` in float seconds."""
+        return self.engine_time_us / 1_000_000
+
+    @property
+    def event_time(self) -> float:
+        """Emit time ``E`` in float seconds."""
+        return self.event_time_us / 1_000_000
+
+
+class StatusEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """In-band news about a symbol's feed: readiness, gaps, resyncs, reconnects, mode changes."""
+
+    symbol: str
+    kind: StatusKind
+    reason: str
+    counts: dict[str, int] = msgspec.field(default_factory=dict)
+    at: float = 0.0
+
+
+class ProtocolErrorEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A frame or body that did not decode: counted, reported, and otherwise dropped."""
+
+    symbol: str
+    stream: str
+    reason: str
+    excerpt: str
+    count: int
+    at: float = 0.0
+
+
+Event = Trade | BookSnapshot | BookDelta | StatusEvent | ProtocolErrorEvent
