@@ -1,0 +1,408 @@
+"""Per-symbol book continuity: the state machine that keeps a local book provably in sync.
+
+The exact bridging rule is REFERENCE.md §4.5. :class:`BookSync` is fed stream starts, depth deltas
+and REST snapshots and answers with small action objects that the trio shell carries out
+(request a snapshot, publish the book or a delta, tell consumers about a gap). It never awaits,
+never reads a clock and raises nothing on bad input: every discontinuity becomes a resync of this
+symbol only, and nothing is published for it between the gap and the end of its resync.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Generic, Protocol, TypeVar
+
+from backpack_actors.core.book import OrderBook
+from backpack_actors.core.events import StatusKind
+
+__all__ = [
+    "Action",
+    "BookSync",
+    "DepthDelta",
+    "DepthSnapshotLike",
+    "PublishDelta",
+    "PublishSnapshot",
+    "RequestSnapshot",
+    "Status",
+    "SyncState",
+]
+
+_Levels = Sequence[tuple[Decimal, Decimal]]
+
+
+class DepthDelta(Protocol):
+    """What :class:`BookSync` reads from a WS depth event (``core.wire.DepthEvent`` fits)."""
+
+    @property
+    def first_update_id(self) -> int: ...
+    @property
+    def last_update_id(self) -> int: ...
+    @property
+    def engine_time(self) -> int: ...
+    @property
+    def bids(self) -> _Levels: ...
+    @property
+    def asks(self) -> _Levels: ...
+
+
+class DepthSnapshotLike(Protocol):
+    """What :class:`BookSync` reads from a REST depth body (``core.wire.DepthSnapshot`` fits)."""
+
+    @property
+    def last_update_id(self) -> int: ...
+    @property
+    def timestamp(self) -> int | None: ...
+    @property
+    def bids(self) -> _Levels: ...
+    @property
+    def asks(self) -> _Levels: ...
+
+
+D = TypeVar("D", bound=DepthDelta)
+
+
+class SyncState(enum.Enum):
+    """Where a symbol's book stands."""
+
+    WAITING_FOR_STREAM = "waiting_for_stream"
+    BUFFERING = "buffering"
+    LIVE = "live"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSnapshot:
+    """Fetch ``/api/v1/depth`` for ``symbol``; ``retry`` marks a repeat after a useless snapshot."""
+
+    symbol: str
+    reason: str
+    retry: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PublishSnapshot:
+    """Publish the whole current ``sync.book`` (force) as of ``update_id``."""
+
+    symbol: str
+    update_id: int
+    reason: str
+    engine_time_us: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishDelta(Generic[D]):
+    """Publish ``delta``; it has been applied to ``sync.book``."""
+
+    symbol: str
+    delta: D
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Tell consumers in-band what happened to the symbol's feed."""
+
+    symbol: str
+    kind: StatusKind
+    reason: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+Action = RequestSnapshot | PublishSnapshot | PublishDelta[D] | Status
+"""What :class:`BookSync` asks the shell to do (generic in the delta type)."""
+
+_COUNTER_NAMES = (
+    "gaps",
+    "crossed",
+    "resyncs",
+    "duplicates",
+    "stale_epoch_frames",
+    "buffer_gaps",
+    "buffer_overflows",
+    "snapshots_too_old",
+    "snapshots_rejected",
+    "snapshots_failed",
+    "snapshot_mismatches",
+    "snapshot_checks",
+    "ignored_snapshots",
+)
+
+
+class BookSync(Generic[D]):
+    """The continuity state machine for one symbol's L2 book.
+
+    Feed it :meth:`stream_started` before the first frame of every connection, every depth frame
+    via :meth:`on_delta`, and every REST snapshot outcome via :meth:`on_snapshot` /
+    :meth:`on_snapshot_failed`. Each call returns the actions to carry out, in order. Epochs must
+    increase per symbol across connections; frames tagged with another epoch are dropped.
+    """
+
+    __slots__ = (
+        "_bridging",
+        "_buffer",
+        "_cause",
+        "_check",
+        "_ever_ready",
+        "_max_buffer",
+        "book",
+        "counters",
+        "epoch",
+        "last_engine_time_us",
+        "last_update_id",
+        "state",
+        "symbol",
+    )
+
+    def __init__(self, symbol: str, *, max_buffer: int = 10_000) -> None:
+        if max_buffer < 1:
+            raise ValueError("max_buffer must be at least 1")
+        self.symbol = symbol
+        self.state = SyncState.WAITING_FOR_STREAM
+        self.book = OrderBook()
+        self.epoch: int | None = None
+        self.last_update_id: int | None = None
+        self.last_engine_time_us: int | None = None
+        self.counters: dict[str, int] = dict.fromkeys(_COUNTER_NAMES, 0)
+        self._max_buffer = max_buffer
+        self._buffer: deque[D] = deque()
+        # The next delta is the first after a snapshot: it must bridge (U <= last+1 <= u).
+        self._bridging = False
+        self._ever_ready = False
+        # Why the current resync started (reported with RESYNCED).
+        self._cause = ""
+        # A snapshot newer than the book while LIVE, compared when the book reaches its id.
+        self._check: DepthSnapshotLike | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Deltas held while waiting for a snapshot."""
+        return len(self._buffer)
+
+    def counts(self) -> dict[str, int]:
+        """A copy of the counters (as sent in status events)."""
+        return dict(self.counters)
+
+    # -- stream lifecycle ---------------------------------------------------------------------
+
+    def stream_started(self, epoch: int) -> list[Action[D]]:
+        """A new connection (first or reconnect) whose frames carry ``epoch``."""
+        was_live = self.state is SyncState.LIVE
+        self.epoch = epoch
+        self._buffer.clear()
+        self._check = None
+        self.state = SyncState.BUFFERING
+        actions: list[Action[D]] = []
+        if was_live:
+            self._cause = "reconnect"
+            actions.append(self._status(StatusKind.RESYNCING, "reconnect"))
+        elif not self._ever_ready:
+            self._cause = ""
+        else:
+            self._cause = self._cause or "reconnect"
+        reason = "resync: reconnect" if self._ever_ready else "initial"
+        actions.append(RequestSnapshot(self.symbol, reason))
+        return actions
+
+    def request_refresh(self) -> list[Action[D]]:
+        """A periodic snapshot refresh; only asked for while LIVE."""
+        if self.state is not SyncState.LIVE:
+            return []
+        return [RequestSnapshot(self.symbol, "interval")]
+
+    # -- deltas -------------------------------------------------------------------------------
+
+    def on_delta(self, epoch: int, delta: D) -> list[Action[D]]:
+        """One depth frame of connection ``epoch``."""
+        if epoch != self.epoch:
+            self.counters["stale_epoch_frames"] += 1
+            return []
+        if self.state is SyncState.LIVE:
+            return self._on_live_delta(delta)
+        self._buffer_delta(delta)
+        return []
+
+    def _on_live_delta(self, delta: D) -> list[Action[D]]:
+        last = self.last_update_id
+        assert last is not None
+        first_id = delta.first_update_id
+        last_id = delta.last_update_id
+        if last_id <= last:
+            self.counters["duplicates"] += 1
+            return []
+        if self._bridging:
+            ok = first_id <= last + 1
+            expected = f"U <= {last + 1} <= u"
+        else:
+            ok = first_id == last + 1
+            expected = f"U == {last + 1}"
+        if not ok:
+            self.counters["gaps"] += 1
+            reason = f"gap: expected {expected}, got U={first_id} u={last_id}"
+            return self._desync(StatusKind.GAP_DETECTED, reason, delta)
+        self.book.apply(delta.bids, delta.asks)
+        if self.book.is_crossed():
+            self.counters["crossed"] += 1
+            bid = self.book.best_bid()
+            ask = self.book.best_ask()
+            reason = (
+                f"book crossed after update {first_id}..{last_id}: "
+                f"best bid {bid[0] if bid else None} >= best ask {ask[0] if ask else None}"
+            )
+            return self._desync(StatusKind.GAP_DETECTED, reason, delta)
+        self._bridging = False
+        self.last_update_id = last_id
+        self.last_engine_time_us = delta.engine_time
+        actions: list[Action[D]] = [PublishDelta(self.symbol, delta)]
+        if self._check is not None and last_id >= self._check.last_update_id:
+            actions.extend(self._run_check())
+        return actions
+
+    def _desync(self, kind: StatusKind, reason: str, delta: D | None) -> list[Action[D]]:
+        self.state = SyncState.BUFFERING
+        self._buffer.clear()
+        self._check = None
+        self._bridging = False
+        if delta is not None:
+            self._buffer.append(delta)
+        self._cause = reason
+        return [
+            self._status(kind, reason),
+            self._status(StatusKind.RESYNCING, reason),
+            RequestSnapshot(self.symbol, f"resync: {reason}"),
+        ]
+
+    def _buffer_delta(self, delta: D) -> None:
+        buffer = self._buffer
+        if buffer:
+            prev_u = buffer[-1].last_update_id
+            if delta.last_update_id <= prev_u:
+                self.counters["duplicates"] += 1
+                return
+            if delta.first_update_id != prev_u + 1:
+                # Any snapshot that bridges the new delta makes everything before it obsolete.
+                self.counters["buffer_gaps"] += 1
+                buffer.clear()
+        if len(buffer) >= self._max_buffer:
+            # Dropping the oldest makes an old snapshot fail the bridge check, which re-requests.
+            self.counters["buffer_overflows"] += 1
+            buffer.popleft()
+        buffer.append(delta)
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def on_snapshot(
+        self, snapshot: DepthSnapshotLike, *, epoch: int | None = None
+    ) -> list[Action[D]]:
+        """A REST snapshot arrived.
+
+        Update ids are one sequence per market, independent of connections, so a snapshot is
+        judged by its ``lastUpdateId`` against the buffer whatever ``epoch`` it was asked for in.
+        """
+        if self.state is SyncState.WAITING_FOR_STREAM:
+            self.counters["ignored_snapshots"] += 1
+            return []
+        if self.state is SyncState.LIVE:
+            return self._on_live_snapshot(snapshot)
+        return self._bridge(snapshot)
+
+    def _bridge(self, snapshot: DepthSnapshotLike) -> list[Action[D]]:
+        s = snapshot.last_update_id
+        buffer = self._buffer
+        if buffer and buffer[0].first_update_id > s + 1:
+            self.counters["snapshots_too_old"] += 1
+            return [RequestSnapshot(self.symbol, "snapshot older than stream", retry=True)]
+        kept = [d for d in buffer if d.last_update_id > s]
+        last = s
+        for d in kept:
+            if last == s:
+                ok = d.first_update_id <= s + 1 <= d.last_update_id
+            else:
+                ok = d.first_update_id == last + 1
+            if not ok:
+                self.counters["snapshots_rejected"] += 1
+                buffer.clear()
+                return [
+                    RequestSnapshot(
+                        self.symbol,
+                        f"buffered deltas do not bridge snapshot {s}: "
+                        f"expected U={last + 1}, got U={d.first_update_id}",
+                        retry=True,
+                    )
+                ]
+            last = d.last_update_id
+        book = self.book
+        book.load(snapshot.bids, snapshot.asks)
+        for d in kept:
+            book.apply(d.bids, d.asks)
+        if book.is_crossed():
+            self.counters["snapshots_rejected"] += 1
+            book.clear()
+            return [RequestSnapshot(self.symbol, f"book crossed after snapshot {s}", retry=True)]
+        buffer.clear()
+        self.state = SyncState.LIVE
+        self.last_update_id = last
+        self.last_engine_time_us = kept[-1].engine_time if kept else snapshot.timestamp
+        self._bridging = not kept
+        if self._ever_ready:
+            self.counters["resyncs"] += 1
+            cause = self._cause or "resync"
+            self._cause = ""
+            return [
+                PublishSnapshot(self.symbol, last, "resync", self.last_engine_time_us),
+                self._status(StatusKind.RESYNCED, f"resynced at update {last} after {cause}"),
+            ]
+        self._ever_ready = True
+        return [
+            PublishSnapshot(self.symbol, last, "initial", self.last_engine_time_us),
+            self._status(StatusKind.BOOK_READY, f"book ready at update {last}"),
+        ]
+
+    def _on_live_snapshot(self, snapshot: DepthSnapshotLike) -> list[Action[D]]:
+        last = self.last_update_id
+        assert last is not None
+        s = snapshot.last_update_id
+        if s > last:
+            # Newer than the book: keep it and compare once the book reaches its id.
+            self._check = snapshot
+            return [PublishSnapshot(self.symbol, last, "interval", self.last_engine_time_us)]
+        if s == last:
+            self._check = snapshot
+            return self._run_check(publish_reason="interval")
+        return [PublishSnapshot(self.symbol, last, "interval", self.last_engine_time_us)]
+
+    def _run_check(self, publish_reason: str | None = None) -> list[Action[D]]:
+        snapshot = self._check
+        assert snapshot is not None
+        self._check = None
+        last = self.last_update_id
+        assert last is not None
+        if snapshot.last_update_id != last:
+            # A merged delta jumped over the snapshot's id: nothing comparable.
+            return []
+        self.counters["snapshot_checks"] += 1
+        if self.book.top_matches(snapshot.bids, snapshot.asks):
+            if publish_reason is None:
+                return []
+            return [PublishSnapshot(self.symbol, last, publish_reason, self.last_engine_time_us)]
+        # The snapshot is the exchange's book at our own id: adopt it instead of fetching again.
+        self.counters["snapshot_mismatches"] += 1
+        self.counters["resyncs"] += 1
+        reason = f"book differs from REST snapshot at update {last}"
+        self.book.load(snapshot.bids, snapshot.asks)
+        return [
+            self._status(StatusKind.RESYNCING, reason),
+            PublishSnapshot(self.symbol, last, "resync", self.last_engine_time_us),
+            self._status(StatusKind.RESYNCED, f"resynced at update {last} after {reason}"),
+        ]
+
+    def on_snapshot_failed(self, reason: str) -> list[Action[D]]:
+        """The snapshot request failed; while the book is not live, ask again."""
+        self.counters["snapshots_failed"] += 1
+        if self.state is SyncState.BUFFERING:
+            return [RequestSnapshot(self.symbol, f"snapshot failed: {reason}", retry=True)]
+        return []
+
+    def _status(self, kind: StatusKind, reason: str) -> Status:
+        return Status(self.symbol, kind, reason, dict(self.counters))
