@@ -180,6 +180,11 @@ class BookSync(Generic[D]):
         """Deltas held while waiting for a snapshot."""
         return len(self._buffer)
 
+    @property
+    def bridging(self) -> bool:
+        """True when the next live delta is the first after a snapshot (``U <= last+1 <= u``)."""
+        return self._bridging
+
     def counts(self) -> dict[str, int]:
         """A copy of the counters (as sent in status events)."""
         return dict(self.counters)
@@ -315,6 +320,11 @@ class BookSync(Generic[D]):
             return [RequestSnapshot(self.symbol, "snapshot older than stream", retry=True)]
         kept = [d for d in buffer if d.last_update_id > s]
         last = s
+        published = self.last_update_id
+        if published is not None and max(s, buffer[-1].last_update_id if buffer else s) < published:
+            # Consumers already hold a newer book: going live on this one would rewind them.
+            self.counters["snapshots_too_old"] += 1
+            return [RequestSnapshot(self.symbol, "snapshot older than published book", retry=True)]
         for d in kept:
             if last == s:
                 ok = d.first_update_id <= s + 1 <= d.last_update_id

@@ -1,0 +1,517 @@
+"""BookSync: every transition of the continuity state machine, then a model-based fuzz."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from backpack_actors.core.book import OrderBook
+from backpack_actors.core.events import StatusKind
+from backpack_actors.core.sync import (
+    Action,
+    BookSync,
+    PublishDelta,
+    PublishSnapshot,
+    RequestSnapshot,
+    Status,
+    SyncState,
+)
+
+D = Decimal
+SYM = "BTC_USDC"
+Lv = tuple[Decimal, Decimal]
+
+
+@dataclass(frozen=True)
+class Delta:
+    first_update_id: int
+    last_update_id: int
+    bids: list[Lv] = field(default_factory=list)
+    asks: list[Lv] = field(default_factory=list)
+    engine_time: int = 0
+    event_time: int = 0
+    symbol: str = SYM
+
+
+@dataclass(frozen=True)
+class Snap:
+    last_update_id: int
+    bids: list[Lv] = field(default_factory=list)
+    asks: list[Lv] = field(default_factory=list)
+    timestamp: int | None = 1_700_000_000_000_000
+
+
+def d(
+    u0: int, u1: int | None = None, bids: list[Lv] | None = None, asks: list[Lv] | None = None
+) -> Delta:
+    return Delta(u0, u0 if u1 is None else u1, bids or [], asks or [], engine_time=u0 * 10)
+
+
+def kinds(actions: list[Action[Delta]]) -> list[object]:
+    return [a.kind if isinstance(a, Status) else type(a).__name__ for a in actions]
+
+
+BASE_SNAP = Snap(10, bids=[(D("99"), D("1")), (D("100"), D("2"))], asks=[(D("101"), D("3"))])
+
+
+def live_sync(snapshot: Snap = BASE_SNAP) -> BookSync[Delta]:
+    sync: BookSync[Delta] = BookSync(SYM)
+    sync.stream_started(1)
+    sync.on_delta(1, d(snapshot.last_update_id + 1))
+    acts = sync.on_snapshot(snapshot, epoch=1)
+    assert sync.state is SyncState.LIVE, acts
+    return sync
+
+
+# -- table tests -------------------------------------------------------------------------------
+
+
+def test_initial_stream_requests_snapshot_immediately() -> None:
+    sync: BookSync[Delta] = BookSync(SYM)
+    assert sync.state is SyncState.WAITING_FOR_STREAM
+    assert sync.stream_started(1) == [RequestSnapshot(SYM, "initial")]
+    assert sync.state is SyncState.BUFFERING
+    assert sync.on_delta(1, d(5)) == []
+    assert sync.buffered == 1
+
+
+def test_frames_before_any_stream_are_stale_and_snapshots_ignored() -> None:
+    sync: BookSync[Delta] = BookSync(SYM)
+    assert sync.on_delta(0, d(5)) == []
+    assert sync.on_snapshot(BASE_SNAP) == []
+    assert sync.counters["stale_epoch_frames"] == 1
+    assert sync.counters["ignored_snapshots"] == 1
+    assert sync.state is SyncState.WAITING_FOR_STREAM
+
+
+def test_snapshot_older_than_stream_is_retried() -> None:
+    sync: BookSync[Delta] = BookSync(SYM)
+    sync.stream_started(1)
+    sync.on_delta(1, d(20))
+    acts = sync.on_snapshot(Snap(18), epoch=1)
+    assert acts == [RequestSnapshot(SYM, "snapshot older than stream", retry=True)]
+    assert sync.state is SyncState.BUFFERING
+    assert sync.buffered == 1
+    # S + 1 == U bridges exactly.
+    acts = sync.on_snapshot(Snap(19, bids=[(D("1"), D("1"))]), epoch=1)
+    assert acts[0] == PublishSnapshot(SYM, 20, "initial", 200)
+    assert isinstance(acts[1], Status)
+    assert acts[1].kind is StatusKind.BOOK_READY
+    assert acts[1].reason == "book ready at update 20"
+    assert sync.last_update_id == 20
+
+
+def test_bridge_drops_old_deltas_and_applies_merged_bridge() -> None:
+    sync: BookSync[Delta] = BookSync(SYM)
+    sync.stream_started(1)
+    sync.on_delta(1, d(8, 9, bids=[(D("50"), D("9"))]))
+    # A merged message 10..12 straddles S = 11: re-applying absolute levels 10..11 is harmless.
+    sync.on_delta(1, d(10, 12, bids=[(D("99"), D("0"))], asks=[(D("102"), D("4"))]))
+    sync.on_delta(1, d(13, 13, asks=[(D("101"), D("0"))]))
+    acts = sync.on_snapshot(Snap(11, bids=BASE_SNAP.bids, asks=BASE_SNAP.asks), epoch=1)
+    assert kinds(acts) == ["PublishSnapshot", StatusKind.BOOK_READY]
+    assert acts[0] == PublishSnapshot(SYM, 13, "initial", 130)
+    assert sync.state is SyncState.LIVE
+    assert sync.book.depth() == (((D("100"), D("2")),), ((D("102"), D("4")),))
+
+
+def test_empty_buffer_snapshot_goes_live_and_next_delta_must_bridge() -> None:
+    sync: BookSync[Delta] = BookSync(SYM)
+    sync.stream_started(1)
+    acts = sync.on_snapshot(BASE_SNAP, epoch=1)
+    assert acts[0] == PublishSnapshot(SYM, 10, "initial", BASE_SNAP.timestamp)
+    assert sync.state is SyncState.LIVE
+    # Bridging accepts a merged message containing S + 1.
+    acts = sync.on_delta(1, d(9, 12, asks=[(D("105"), D("1"))]))
+    assert kinds(acts) == ["PublishDelta"]
+    assert sync.last_update_id == 12
+    # After the bridge, continuity is strict again.
+    acts = sync.on_delta(1, d(12, 14))
+    assert kinds(acts) == [StatusKind.GAP_DETECTED, StatusKind.RESYNCING, "RequestSnapshot"]
+
+
+def test_empty_buffer_snapshot_then_bridge_failure_is_a_gap() -> None:
+    sync: BookSync[Delta] = BookSync(SYM)
+    sync.stream_started(1)
+    sync.on_snapshot(BASE_SNAP, epoch=1)
+    acts = sync.on_delta(1, d(13))
+    assert isinstance(acts[0], Status)
+    assert acts[0].reason == "gap: expected U <= 11 <= u, got U=13 u=13"
+
+
+def test_live_continuity_duplicates_and_gap() -> None:
+    sync = live_sync()
+    assert kinds(sync.on_delta(1, d(12, bids=[(D("100"), D("5"))]))) == ["PublishDelta"]
+    assert sync.on_delta(1, d(12)) == []
+    assert sync.on_delta(1, d(11)) == []
+    assert sync.counters["duplicates"] == 2
+    assert sync.counters["gaps"] == 0
+    acts = sync.on_delta(1, d(15, 16))
+    assert kinds(acts) == [StatusKind.GAP_DETECTED, StatusKind.RESYNCING, "RequestSnapshot"]
+    gap, resyncing, request = acts
+    assert isinstance(gap, Status)
+    assert gap.reason == "gap: expected U == 13, got U=15 u=16"
+    assert gap.counts["gaps"] == 1
+    assert isinstance(resyncing, Status)
+    assert resyncing.reason == gap.reason
+    assert request == RequestSnapshot(SYM, "resync: " + gap.reason)
+    assert sync.state is SyncState.BUFFERING
+    # Nothing is published until the resync completes.
+    assert sync.on_delta(1, d(17, 17, asks=[(D("101"), D("7"))])) == []
+    acts = sync.on_snapshot(Snap(16, bids=[(D("98"), D("1"))], asks=[(D("101"), D("1"))]))
+    assert kinds(acts) == ["PublishSnapshot", StatusKind.RESYNCED]
+    assert acts[0] == PublishSnapshot(SYM, 17, "resync", 170)
+    resynced = acts[1]
+    assert isinstance(resynced, Status)
+    assert resynced.reason == f"resynced at update 17 after {gap.reason}"
+    assert resynced.counts["resyncs"] == 1
+    assert resynced.counts["gaps"] == 1
+    assert resynced.counts["duplicates"] == 2
+    assert sync.book.depth() == (((D("98"), D("1")),), ((D("101"), D("7")),))
+
+
+def test_overlapping_delta_while_live_is_a_gap() -> None:
+    sync = live_sync()
+    acts = sync.on_delta(1, d(10, 12))
+    assert isinstance(acts[0], Status)
+    assert acts[0].reason == "gap: expected U == 12, got U=10 u=12"
+
+
+def test_crossed_book_desyncs() -> None:
+    sync = live_sync()
+    acts = sync.on_delta(1, d(12, bids=[(D("101.5"), D("1"))]))
+    assert kinds(acts) == [StatusKind.GAP_DETECTED, StatusKind.RESYNCING, "RequestSnapshot"]
+    assert isinstance(acts[0], Status)
+    assert acts[0].reason == ("book crossed after update 12..12: best bid 101.5 >= best ask 101")
+    assert sync.counters["crossed"] == 1
+    assert sync.buffered == 1
+
+
+def test_reconnect_while_live_and_stale_epoch_frames() -> None:
+    sync = live_sync()
+    acts = sync.stream_started(2)
+    assert acts == [
+        Status(SYM, StatusKind.RESYNCING, "reconnect", sync.counts()),
+        RequestSnapshot(SYM, "resync: reconnect"),
+    ]
+    assert sync.on_delta(1, d(12)) == []
+    assert sync.counters["stale_epoch_frames"] == 1
+    assert sync.buffered == 0
+    sync.on_delta(2, d(14))
+    acts = sync.on_snapshot(Snap(13), epoch=2)
+    assert kinds(acts) == ["PublishSnapshot", StatusKind.RESYNCED]
+    assert isinstance(acts[1], Status)
+    assert acts[1].reason == "resynced at update 14 after reconnect"
+
+
+def test_reconnect_while_buffering_only_requests_again() -> None:
+    sync: BookSync[Delta] = BookSync(SYM)
+    sync.stream_started(1)
+    sync.on_delta(1, d(3))
+    assert sync.stream_started(2) == [RequestSnapshot(SYM, "initial")]
+    assert sync.buffered == 0
+
+
+def test_live_snapshot_older_publishes_current_book_without_rewind() -> None:
+    sync = live_sync()
+    sync.on_delta(1, d(12, bids=[(D("100"), D("9"))]))
+    before = sync.book.copy()
+    acts = sync.on_snapshot(BASE_SNAP)
+    assert acts == [PublishSnapshot(SYM, 12, "interval", 120)]
+    assert sync.book == before
+
+
+def test_live_snapshot_at_same_id_is_verified() -> None:
+    sync = live_sync()
+    sync.on_delta(1, d(12, bids=[(D("100"), D("9"))]))
+    good = Snap(12, bids=[(D("99"), D("1")), (D("100"), D("9"))], asks=[(D("101"), D("3"))])
+    assert sync.on_snapshot(good) == [PublishSnapshot(SYM, 12, "interval", 120)]
+    assert sync.counters["snapshot_checks"] == 1
+    bad = Snap(12, bids=[(D("100"), D("8"))], asks=[(D("101"), D("3"))])
+    acts = sync.on_snapshot(bad)
+    assert kinds(acts) == [StatusKind.RESYNCING, "PublishSnapshot", StatusKind.RESYNCED]
+    assert acts[1] == PublishSnapshot(SYM, 12, "resync", 120)
+    assert isinstance(acts[0], Status)
+    assert acts[0].reason == "book differs from REST snapshot at update 12"
+    assert sync.book.depth() == (((D("100"), D("8")),), ((D("101"), D("3")),))
+    assert sync.state is SyncState.LIVE
+
+
+def test_live_snapshot_newer_is_checked_when_the_book_reaches_it() -> None:
+    sync = live_sync()
+    newer = Snap(13, bids=[(D("99"), D("1")), (D("100"), D("2"))], asks=[(D("101"), D("4"))])
+    assert sync.on_snapshot(newer) == [PublishSnapshot(SYM, 11, "interval", 110)]
+    assert kinds(sync.on_delta(1, d(12))) == ["PublishDelta"]
+    acts = sync.on_delta(1, d(13, asks=[(D("101"), D("5"))]))
+    assert kinds(acts) == [
+        "PublishDelta",
+        StatusKind.RESYNCING,
+        "PublishSnapshot",
+        StatusKind.RESYNCED,
+    ]
+    assert sync.book.best_ask() == (D("101"), D("4"))
+    assert sync.counters["snapshot_mismatches"] == 1
+
+
+def test_live_snapshot_newer_and_matching_stays_quiet() -> None:
+    sync = live_sync()
+    newer = Snap(12, bids=BASE_SNAP.bids, asks=[(D("101"), D("4"))])
+    sync.on_snapshot(newer)
+    assert kinds(sync.on_delta(1, d(12, asks=[(D("101"), D("4"))]))) == ["PublishDelta"]
+    assert sync.counters["snapshot_checks"] == 1
+    assert sync.counters["snapshot_mismatches"] == 0
+
+
+def test_snapshot_failure_and_refresh() -> None:
+    sync: BookSync[Delta] = BookSync(SYM)
+    assert sync.request_refresh() == []
+    sync.stream_started(1)
+    assert sync.on_snapshot_failed("HTTP 503") == [
+        RequestSnapshot(SYM, "snapshot failed: HTTP 503", retry=True)
+    ]
+    sync.on_snapshot(BASE_SNAP)
+    assert sync.on_snapshot_failed("timeout") == []
+    assert sync.request_refresh() == [RequestSnapshot(SYM, "interval")]
+    assert sync.counters["snapshots_failed"] == 2
+
+
+def test_buffer_overflow_drops_oldest_and_forces_a_newer_snapshot() -> None:
+    sync: BookSync[Delta] = BookSync(SYM, max_buffer=3)
+    sync.stream_started(1)
+    for u in range(11, 16):
+        sync.on_delta(1, d(u))
+    assert sync.buffered == 3
+    assert sync.counters["buffer_overflows"] == 2
+    acts = sync.on_snapshot(Snap(10))
+    assert acts == [RequestSnapshot(SYM, "snapshot older than stream", retry=True)]
+    acts = sync.on_snapshot(Snap(12))
+    assert acts[0] == PublishSnapshot(SYM, 15, "initial", 150)
+
+
+def test_gap_inside_buffer_restarts_the_buffer() -> None:
+    sync: BookSync[Delta] = BookSync(SYM)
+    sync.stream_started(1)
+    for u in (1, 2, 3, 6, 6, 7):
+        sync.on_delta(1, d(u))
+    assert sync.buffered == 2
+    assert sync.counters["buffer_gaps"] == 1
+    assert sync.counters["duplicates"] == 1
+    assert sync.on_snapshot(Snap(2))[0] == RequestSnapshot(
+        SYM, "snapshot older than stream", retry=True
+    )
+    assert sync.on_snapshot(Snap(5))[0] == PublishSnapshot(SYM, 7, "initial", 70)
+
+
+def test_crossed_snapshot_is_rejected() -> None:
+    sync: BookSync[Delta] = BookSync(SYM)
+    sync.stream_started(1)
+    acts = sync.on_snapshot(Snap(5, bids=[(D("2"), D("1"))], asks=[(D("1"), D("1"))]))
+    assert acts == [RequestSnapshot(SYM, "book crossed after snapshot 5", retry=True)]
+    assert sync.state is SyncState.BUFFERING
+
+
+def test_wire_structs_fit_the_protocols() -> None:
+    from backpack_actors.core import wire
+
+    snap_t = getattr(wire, "DepthSnapshot", None)
+    event_t = getattr(wire, "DepthEvent", None)
+    assert snap_t is not None
+    assert event_t is not None
+    sync: BookSync[wire.DepthEvent] = BookSync(SYM)
+    sync.stream_started(1)
+    ev = event_t(
+        event_time=1,
+        engine_time=2,
+        symbol=SYM,
+        first_update_id=11,
+        last_update_id=11,
+        asks=[(D("101"), D("1"))],
+        bids=[],
+    )
+    sync.on_delta(1, ev)
+    snap = snap_t(
+        asks=[(D("101"), D("3"))],
+        bids=[(D("99"), D("1")), (D("100"), D("2"))],
+        last_update_id=10,
+        timestamp=5,
+    )
+    acts = sync.on_snapshot(snap, epoch=1)
+    assert acts[0] == PublishSnapshot(SYM, 11, "initial", 2)
+    assert sync.book.depth() == (
+        ((D("100"), D("2")), (D("99"), D("1"))),
+        ((D("101"), D("1")),),
+    )
+
+
+# -- model-based fuzz --------------------------------------------------------------------------
+
+BID_PRICES = [D(p) for p in range(90, 100)]
+ASK_PRICES = [D(p) for p in range(100, 110)]
+level_changes = st.lists(
+    st.tuples(st.booleans(), st.integers(0, 9), st.integers(0, 3)), min_size=0, max_size=4
+)
+
+
+class BookSyncMachine(RuleBasedStateMachine):
+    """Drive BookSync against an exchange model and a consumer that only sees published actions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sync: BookSync[Delta] = BookSync(SYM, max_buffer=8)
+        self.bids: dict[Decimal, Decimal] = {D(95): D(1)}
+        self.asks: dict[Decimal, Decimal] = {D(105): D(1)}
+        self.cur = 100
+        self.history: dict[int, tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]] = {
+            100: (dict(self.bids), dict(self.asks))
+        }
+        self.epoch = 0
+        self.wire: list[Delta] = []
+        self.sent: list[Delta] = []
+        self.old_wire: list[Delta] = []
+        # The consumer's view, rebuilt only from published actions.
+        self.consumer: OrderBook | None = None
+        self.consumer_last: int | None = None
+        self.in_resync = False
+
+    # exchange
+    @rule(changes=st.lists(level_changes, min_size=1, max_size=3))
+    def exchange_updates(self, changes: list[list[tuple[bool, int, int]]]) -> None:
+        first = self.cur + 1
+        touched_b: dict[Decimal, Decimal] = {}
+        touched_a: dict[Decimal, Decimal] = {}
+        for update in changes:
+            self.cur += 1
+            for is_bid, idx, size in update:
+                side, touched, price = (
+                    (self.bids, touched_b, BID_PRICES[idx])
+                    if is_bid
+                    else (self.asks, touched_a, ASK_PRICES[idx])
+                )
+                if size:
+                    side[price] = D(size)
+                else:
+                    side.pop(price, None)
+                touched[price] = D(size)
+            self.history[self.cur] = (dict(self.bids), dict(self.asks))
+        msg = Delta(
+            first,
+            self.cur,
+            sorted(touched_b.items()),
+            sorted(touched_a.items()),
+            engine_time=self.cur,
+        )
+        if self.epoch:
+            self.wire.append(msg)
+
+    # network
+    @precondition(lambda self: self.wire)
+    @rule(mode=st.sampled_from(["ok", "ok", "ok", "drop", "dup", "swap"]))
+    def deliver(self, mode: str) -> None:
+        if mode == "drop":
+            self.wire.pop(0)
+            return
+        if mode == "dup" and self.sent:
+            self.send(self.sent[-1])
+            return
+        if mode == "swap" and len(self.wire) >= 2:
+            self.wire[0], self.wire[1] = self.wire[1], self.wire[0]
+        self.send(self.wire.pop(0))
+
+    def send(self, msg: Delta) -> None:
+        self.sent.append(msg)
+        live_before = self.sync.state is SyncState.LIVE
+        bridging = self.sync.bridging
+        last = self.sync.last_update_id
+        acts = self.sync.on_delta(self.epoch, msg)
+        if live_before and last is not None and msg.last_update_id > last:
+            gap = msg.first_update_id > last + 1 or (
+                not bridging and msg.first_update_id != last + 1
+            )
+            if gap:
+                assert any(
+                    isinstance(a, Status) and a.kind is StatusKind.GAP_DETECTED for a in acts
+                ), (msg, last, acts)
+        self.consume(acts)
+
+    @rule()
+    def reconnect(self) -> None:
+        self.old_wire = self.wire + self.old_wire[:3]
+        self.wire = []
+        self.epoch += 1
+        self.consume(self.sync.stream_started(self.epoch))
+
+    @precondition(lambda self: self.old_wire and self.epoch)
+    @rule()
+    def stale_frame(self) -> None:
+        before = self.sync.counters["stale_epoch_frames"]
+        assert self.sync.on_delta(self.epoch - 1, self.old_wire.pop()) == []
+        assert self.sync.counters["stale_epoch_frames"] == before + 1
+
+    @rule(back=st.integers(0, 6))
+    def snapshot(self, back: int) -> None:
+        s = max(100, self.cur - back)
+        bids, asks = self.history[s]
+        snap = Snap(s, sorted(bids.items()), sorted(asks.items()))
+        self.consume(self.sync.on_snapshot(snap, epoch=self.epoch))
+
+    @rule()
+    def snapshot_failed(self) -> None:
+        self.consume(self.sync.on_snapshot_failed("HTTP 503"))
+
+    @rule()
+    def heal(self) -> None:
+        """Deliver everything cleanly, then a fresh snapshot must bring the book live."""
+        if not self.epoch:
+            self.reconnect()
+        while self.wire:
+            self.send(self.wire.pop(0))
+        self.exchange_updates([[(True, 0, 1)]])
+        self.send(self.wire.pop(0))
+        self.snapshot(0)
+        assert self.sync.state is SyncState.LIVE
+        assert self.sync.last_update_id == self.cur
+        assert self.sync.book.as_dicts() == self.history[self.cur]
+        assert not self.in_resync
+
+    def consume(self, acts: list[Action[Delta]]) -> None:
+        for act in acts:
+            if isinstance(act, Status):
+                if act.kind in (StatusKind.GAP_DETECTED, StatusKind.RESYNCING):
+                    self.in_resync = True
+            elif isinstance(act, PublishSnapshot):
+                if act.reason == "interval":
+                    assert not self.in_resync
+                else:
+                    self.in_resync = False
+                assert self.consumer_last is None or act.update_id >= self.consumer_last
+                assert self.sync.book.as_dicts() == self.history[act.update_id]
+                self.consumer = self.sync.book.copy()
+                self.consumer_last = act.update_id
+            elif isinstance(act, PublishDelta):
+                assert not self.in_resync
+                assert self.consumer is not None
+                assert self.consumer_last is not None
+                delta = act.delta
+                assert delta.first_update_id <= self.consumer_last + 1 <= delta.last_update_id
+                self.consumer.apply(delta.bids, delta.asks)
+                self.consumer_last = delta.last_update_id
+                assert self.consumer.as_dicts() == self.history[self.consumer_last]
+
+    @invariant()
+    def live_book_matches_exchange_at_last(self) -> None:
+        sync = self.sync
+        if sync.state is SyncState.LIVE:
+            assert sync.last_update_id is not None
+            assert sync.book.as_dicts() == self.history[sync.last_update_id]
+        assert sync.counters["crossed"] == 0
+        assert sync.counters["snapshot_mismatches"] == 0
+
+
+BookSyncMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=40, deadline=None
+)
+TestBookSyncMachine = BookSyncMachine.TestCase
