@@ -94,8 +94,8 @@ __all__ = [
     "encode_json",
 ]
 
-NonNegInt = Annotated[int, Meta(ge=0)]
-"""Ids and timestamps: never negative."""
+NonNegInt = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+"""Ids and timestamps: non-negative and within int64, as the exchange's own types are."""
 
 Level = tuple[Decimal, Decimal]
 """One ``(price, size)`` level as sent."""
@@ -848,7 +848,10 @@ def _decode_ws_frame_slow(raw: bytes | str, exc: BaseException) -> WsFrame:
         probe = _TagProbe()
     if probe.e in _KNOWN_TAGS or not data_raw:
         raise ProtocolError(stream, _reason(exc), raw) from exc
-    payload = _ANY_DECODER.decode(data_raw)
+    try:
+        payload = _ANY_DECODER.decode(data_raw)
+    except _DECODE_ERRORS as payload_exc:
+        raise ProtocolError(stream, _reason(payload_exc), raw) from payload_exc
     event: WsEvent | None = None
     if (
         probe.e is None
