@@ -409,17 +409,24 @@ class BookSyncMachine(RuleBasedStateMachine):
 
     # network
     @precondition(lambda self: self.wire)
-    @rule(mode=st.sampled_from(["ok", "ok", "ok", "drop", "dup", "swap"]))
-    def deliver(self, mode: str) -> None:
-        if mode == "drop":
-            self.wire.pop(0)
-            return
-        if mode == "dup" and self.sent:
-            self.send(self.sent[-1])
-            return
-        if mode == "swap" and len(self.wire) >= 2:
-            self.wire[0], self.wire[1] = self.wire[1], self.wire[0]
-        self.send(self.wire.pop(0))
+    @rule(
+        modes=st.lists(
+            st.sampled_from(["ok"] * 5 + ["drop", "dup", "swap"]), min_size=1, max_size=6
+        )
+    )
+    def deliver(self, modes: list[str]) -> None:
+        for mode in modes:
+            if not self.wire:
+                return
+            if mode == "drop":
+                self.wire.pop(0)
+                continue
+            if mode == "dup" and self.sent:
+                self.send(self.sent[-1])
+                continue
+            if mode == "swap" and len(self.wire) >= 2:
+                self.wire[0], self.wire[1] = self.wire[1], self.wire[0]
+            self.send(self.wire.pop(0))
 
     def send(self, msg: Delta) -> None:
         self.sent.append(msg)
@@ -437,7 +444,11 @@ class BookSyncMachine(RuleBasedStateMachine):
                 ), (msg, last, acts)
         self.consume(acts)
 
-    @rule()
+    @rule(dice=st.integers(0, 5))
+    def maybe_reconnect(self, dice: int) -> None:
+        if dice == 0 or not self.epoch:
+            self.reconnect()
+
     def reconnect(self) -> None:
         self.old_wire = self.wire + self.old_wire[:3]
         self.wire = []
@@ -451,15 +462,17 @@ class BookSyncMachine(RuleBasedStateMachine):
         assert self.sync.on_delta(self.epoch - 1, self.old_wire.pop()) == []
         assert self.sync.counters["stale_epoch_frames"] == before + 1
 
-    @rule(back=st.integers(0, 6))
+    @rule(back=st.one_of(st.just(0), st.integers(0, 6)))
     def snapshot(self, back: int) -> None:
         s = max(100, self.cur - back)
         bids, asks = self.history[s]
         snap = Snap(s, sorted(bids.items()), sorted(asks.items()))
         self.consume(self.sync.on_snapshot(snap, epoch=self.epoch))
 
-    @rule()
-    def snapshot_failed(self) -> None:
+    @rule(dice=st.integers(0, 5))
+    def snapshot_failed(self, dice: int) -> None:
+        if dice:
+            return
         self.consume(self.sync.on_snapshot_failed("HTTP 503"))
 
     @rule()
@@ -512,6 +525,6 @@ class BookSyncMachine(RuleBasedStateMachine):
 
 
 BookSyncMachine.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=40, deadline=None
+    max_examples=150, stateful_step_count=50, deadline=None
 )
 TestBookSyncMachine = BookSyncMachine.TestCase
