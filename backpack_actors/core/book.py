@@ -2,9 +2,12 @@
 
 Each side is a ``dict`` price -> size plus a sorted list of its prices. Most deltas change the
 size of an existing level (one dict store); a new price costs one ``bisect.insort`` and a removed
-one a ``bisect`` + ``del``, so best bid/ask are O(1) and ``depth(n)`` is O(n). Measured on the
-project's 2-core box: applying a 3-level delta takes about 1 µs (see ``tests/unit/test_book.py``
-for the micro-benchmark that reports it).
+one a ``bisect`` + ``del``, so best bid/ask are O(1) and ``depth(n)`` is O(n).
+
+Measured on the project's 2-core box, 3-level delta on a 2000-level book: ~0.5-1 µs when the
+price Decimals were seen before, ~2.6 µs with fresh Decimals straight from the msgspec decoder,
+where hashing each new Decimal (~0.45 µs) dominates. Integer-tick keys would remove that cost;
+they are not used because they need the tick size here and make the book scale-sensitive.
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Generic, Protocol, TypeVar
+
+import msgspec
 
 from backpack_actors.core.book import OrderBook
 from backpack_actors.core.events import StatusKind
@@ -73,8 +74,7 @@ class SyncState(enum.Enum):
     LIVE = "live"
 
 
-@dataclass(frozen=True, slots=True)
-class RequestSnapshot:
+class RequestSnapshot(msgspec.Struct, frozen=True, gc=False):
     """Fetch ``/api/v1/depth`` for ``symbol``; ``retry`` marks a repeat after a useless snapshot."""
 
     symbol: str
@@ -82,8 +82,7 @@ class RequestSnapshot:
     retry: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class PublishSnapshot:
+class PublishSnapshot(msgspec.Struct, frozen=True, gc=False):
     """Publish the whole current ``sync.book`` (force) as of ``update_id``."""
 
     symbol: str
@@ -92,22 +91,20 @@ class PublishSnapshot:
     engine_time_us: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class PublishDelta(Generic[D]):
+class PublishDelta(msgspec.Struct, Generic[D], frozen=True, gc=False):
     """Publish ``delta``; it has been applied to ``sync.book``."""
 
     symbol: str
     delta: D
 
 
-@dataclass(frozen=True, slots=True)
-class Status:
+class Status(msgspec.Struct, frozen=True, gc=False):
     """Tell consumers in-band what happened to the symbol's feed."""
 
     symbol: str
     kind: StatusKind
     reason: str
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 Action = RequestSnapshot | PublishSnapshot | PublishDelta[D] | Status

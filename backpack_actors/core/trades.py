@@ -8,9 +8,10 @@ backfill resolves; duplicates (typically replayed after a reconnect) are dropped
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, Protocol
+
+import msgspec
 
 from backpack_actors.core.events import Side, StatusKind
 from backpack_actors.core.sync import Status
@@ -63,8 +64,7 @@ class RestTradeLike(Protocol):
     def is_buyer_maker(self) -> bool: ...
 
 
-@dataclass(frozen=True, slots=True)
-class EmitTrade:
+class EmitTrade(msgspec.Struct, frozen=True, gc=False):
     """Publish one trade; times are integer µs (REST trades: the ms timestamp × 1000 for both)."""
 
     symbol: str
@@ -77,8 +77,7 @@ class EmitTrade:
     backfilled: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class RequestBackfill:
+class RequestBackfill(msgspec.Struct, frozen=True, gc=False):
     """Fetch trade ids ``first_missing..last_missing`` (``newest_known``: see plan_backfill)."""
 
     symbol: str
@@ -90,8 +89,7 @@ class RequestBackfill:
 TradeAction = EmitTrade | RequestBackfill | Status
 
 
-@dataclass(frozen=True, slots=True)
-class BackfillPage:
+class BackfillPage(msgspec.Struct, frozen=True, gc=False):
     """One REST call: ``recent`` is ``/api/v1/trades?limit=``, ``history`` adds ``offset=``."""
 
     endpoint: Literal["recent", "history"]
