@@ -1,0 +1,519 @@
+"""Feed configuration: the :class:`FeedConfig` record, YAML loading, ``${ENV}`` interpolation.
+
+The YAML format is cryptofeed's (``exchanges: {<name>: {class: CcxtBackpackFeed, ...}}``) plus our
+own tunables in the same mapping; :meth:`FeedConfig.from_kwargs` takes the same keys from Python.
+Every problem raises :class:`~backpack_actors.errors.ConfigError` naming the key path (e.g.
+``exchanges.ccxt_backpack.snapshot_interval``) and what was expected.
+
+Environment interpolation: ``${VAR}`` and ``${VAR:-default}`` inside string values. An unset
+variable without a default is an error (a typo in a variable name must not silently drop a
+setting). An *empty* ``api_key``/``api_secret`` (the variable set to ``""``, or ``${VAR:-}``) means
+"no credentials": public market data needs none, so CI can export empty variables.
+
+Credentials are wrapped in :class:`Secret`, which never prints its value; error messages never
+show a credential's value either.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hmac
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import attrs
+import yaml
+
+from backpack_actors.core.restart import Backoff, RestartWindow
+from backpack_actors.errors import ConfigError
+
+__all__ = [
+    "CHANNELS",
+    "EXCHANGE",
+    "FEED_CLASS",
+    "L2_BOOK",
+    "TRADES",
+    "BookPolicy",
+    "FeedConfig",
+    "Secret",
+    "TradePolicy",
+    "config_from_mapping",
+    "load_config",
+]
+
+TRADES = "trades"
+L2_BOOK = "l2_book"
+CHANNELS = (TRADES, L2_BOOK)
+FEED_CLASS = "CcxtBackpackFeed"
+EXCHANGE = "backpack"
+
+TradePolicy = Literal["block", "drop_oldest"]
+BookPolicy = Literal["conflate", "block"]
+_TRADE_POLICIES = ("block", "drop_oldest")
+_BOOK_POLICIES = ("conflate", "block")
+# Keys of the cryptofeed format that only identify the feed; checked, not stored.
+_IDENTITY_KEYS = ("class", "exchange")
+
+
+class Secret:
+    """A credential that prints as ``***``; :meth:`reveal` returns the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret value itself; only for the code that signs requests."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "***"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+
+@attrs.frozen(kw_only=True)
+class FeedConfig:
+    """Everything a Backpack feed needs; every default carries its reason.
+
+    Construct with :meth:`from_kwargs` (lenient: accepts lists, channel names in any case, plain
+    strings for secrets) or the constructor (the same validation runs either way).
+    """
+
+    # Required: there is no sensible default market.
+    symbols: tuple[str, ...]
+    # Both channels: a book without trades (or the reverse) is rarely what a market-data user wants.
+    channels: tuple[str, ...] = CHANNELS
+    # 30 s bounds how long a silently wrong book could survive; 0 disables periodic snapshots
+    # (books are still resynced on every gap or reconnect).
+    snapshot_interval: float = 30.0
+    # WebSocket is the only way to get every delta; REST-only is the degraded mode.
+    websocket: bool = True
+    # Explicit REST-only switch (the seed's name); either this or ``websocket: false`` selects it.
+    rest_only: bool = False
+    # Public market data needs no credentials.
+    api_key: Secret | None = None
+    api_secret: Secret | None = None
+    # Production endpoints; override for proxies, alternate hosts or the simulator.
+    rest_url: str = "https://api.backpack.exchange"
+    ws_url: str = "wss://ws.backpack.exchange"
+    # Depth streams of liquid markets tick many times a second; 30 s of silence means a dead link.
+    stale_timeout: float = 30.0
+    # Five consecutive WS failures (with backoff, about a minute) before serving a symbol by REST.
+    max_ws_failures: int = 5
+    # Probe WS once a minute while degraded: cheap, and recovery within a minute is fine.
+    promote_probe_interval: float = 60.0
+    # A probe must stay healthy 30 s before the symbol moves back to WS (avoids flapping).
+    promote_healthy_after: float = 30.0
+    # Reconnect backoff: 0.5 s first retry, doubling, capped at 30 s, ±20 % jitter so that many
+    # streams do not reconnect in lockstep; the attempt counter resets after 30 s healthy.
+    reconnect_base: float = 0.5
+    reconnect_factor: float = 2.0
+    reconnect_cap: float = 30.0
+    reconnect_jitter: float = 0.2
+    reconnect_stable_after: float = 30.0
+    # OTP's restart window: more than 10 restarts within 60 s means retrying no longer helps.
+    restart_intensity: int = 10
+    restart_period: float = 60.0
+    # Stream -> reconciler: ~1 s of a busy depth stream; full means the reconciler is stuck, and the
+    # stream restarts (a stalled WS reader would stop answering pings).
+    stream_queue: int = 1024
+    # The reconciler's single inbox is shared by every stream and the snapshot actor: 4x a stream.
+    reconciler_inbox: int = 4096
+    # Per consumer: lets a consumer pause for a few seconds of full-rate events without loss.
+    consumer_queue: int = 10_000
+    # Backpack allows 2000 requests/min per account; 10/s with a burst of 20 stays far below it
+    # while a resync storm over many symbols still completes in seconds.
+    rest_rate_per_s: float = 10.0
+    rest_burst: int = 20
+    # Historical routes (trade backfill) are limited to 30 requests/min by Backpack.
+    history_rate_per_min: float = 30.0
+    # Markets (tick sizes, listings) change rarely; hourly is plenty. 0 disables refreshing.
+    metadata_refresh_interval: float = 3600.0
+    # Levels per side in published snapshots; 0 = the whole book (exactness first).
+    book_depth: int = 0
+    # Trades are lossless by default: a slow consumer slows the emitter rather than losing trades.
+    trade_policy: TradePolicy = "block"
+    # A book is a state: a slow consumer gets the latest one; every conflation is counted.
+    book_policy: BookPolicy = "conflate"
+
+    def __attrs_post_init__(self) -> None:
+        clean = _normalize(attrs.asdict(self, recurse=False), prefix="")
+        for name, value in clean.items():
+            if getattr(self, name) != value or type(getattr(self, name)) is not type(value):
+                # Frozen attrs classes allow this in __attrs_post_init__ only.
+                object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: object) -> FeedConfig:
+        """Build and validate from keyword arguments (the YAML keys, ``class``/``exchange`` too)."""
+        return cls(**_normalize(kwargs, prefix=""))
+
+    @property
+    def use_websocket(self) -> bool:
+        """False when the feed starts REST-only (``rest_only`` or ``websocket: false``)."""
+        return self.websocket and not self.rest_only
+
+    def make_backoff(self) -> Backoff:
+        """A fresh reconnect :class:`Backoff` with this config's parameters."""
+        return Backoff(
+            base=self.reconnect_base,
+            factor=self.reconnect_factor,
+            cap=self.reconnect_cap,
+            jitter=self.reconnect_jitter,
+            stable_after=self.reconnect_stable_after,
+        )
+
+    def make_restart_window(self) -> RestartWindow:
+        """A fresh :class:`RestartWindow` with this config's intensity and period."""
+        return RestartWindow(self.restart_intensity, self.restart_period)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    name: str | None = None,
+) -> FeedConfig:
+    """Load a YAML config file; see :func:`config_from_mapping`."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, f"a readable config file ({exc.strerror or exc})") from exc
+    try:
+        mapping = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        # Only the problem and the position: the snippet could show a credential.
+        raise ConfigError(source, f"valid YAML ({exc.problem or 'syntax error'}{where})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, f"valid YAML ({type(exc).__name__})") from None
+    return config_from_mapping(mapping, source=source, env=env, name=name)
+
+
+def config_from_mapping(
+    mapping: object,
+    *,
+    source: str = "<config>",
+    env: Mapping[str, str] | None = None,
+    name: str | None = None,
+) -> FeedConfig:
+    """Build a FeedConfig from the parsed cryptofeed-style mapping.
+
+    ``env`` feeds ``${VAR}`` interpolation (default ``os.environ``). ``name`` selects the entry
+    under ``exchanges``; without it there must be exactly one.
+    """
+    environ: Mapping[str, str] = os.environ if env is None else env
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(source, "a mapping with an 'exchanges' section", _type_name(mapping))
+    _reject_unknown(mapping, ("exchanges",), prefix="")
+    exchanges = mapping.get("exchanges")
+    if not isinstance(exchanges, Mapping) or not exchanges:
+        raise ConfigError(
+            "exchanges", "a mapping of feed name -> feed settings", _type_name(exchanges)
+        )
+    if name is None:
+        if len(exchanges) != 1:
+            names = ", ".join(sorted(map(str, exchanges)))
+            raise ConfigError("exchanges", f"exactly one feed, or a name to pick one of: {names}")
+        name = str(next(iter(exchanges)))
+    elif name not in exchanges:
+        raise ConfigError(f"exchanges.{name}", f"a feed entry{_suggest(name, map(str, exchanges))}")
+    prefix = f"exchanges.{name}."
+    entry = exchanges[name]
+    if not isinstance(entry, Mapping):
+        raise ConfigError(prefix[:-1], "a mapping of feed settings", _type_name(entry))
+    values = {
+        str(key): _interpolate(value, prefix + str(key), environ) for key, value in entry.items()
+    }
+    return FeedConfig(**_normalize(values, prefix=prefix))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool | None):
+                continue  # SafeLoader itself reports unhashable keys
+            if key in seen:
+                mark = key_node.start_mark
+                raise ConfigError(
+                    str(key),
+                    f"a key that appears once (duplicate at line {mark.line + 1}, "
+                    f"column {mark.column + 1})",
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+# --- interpolation ---------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Interpolated(str):
+    """A string that came (partly) from the environment: numbers and booleans may be parsed."""
+
+    __slots__ = ()
+
+
+def _interpolate(value: object, path: str, env: Mapping[str, str]) -> object:
+    if isinstance(value, str):
+        return _substitute(value, path, env)
+    if isinstance(value, list):
+        return [_interpolate(item, f"{path}[{i}]", env) for i, item in enumerate(value)]
+    if isinstance(value, Mapping):
+        return {key: _interpolate(item, f"{path}.{key}", env) for key, item in value.items()}
+    return value
+
+
+def _substitute(text: str, path: str, env: Mapping[str, str]) -> str:
+    if "${" not in text:
+        return text
+
+    def replace(match: re.Match[str]) -> str:
+        variable, default = match.group(1), match.group(2)
+        if variable in env:
+            return env[variable]
+        if default is not None:
+            return default
+        raise ConfigError(
+            path,
+            f"environment variable {variable} to be set (or a default: ${{{variable}:-…}})",
+        )
+
+    result = _VAR.sub(replace, text)
+    if "${" in _VAR.sub("", text):
+        raise ConfigError(path, "${NAME} or ${NAME:-default} references with a valid NAME")
+    return _Interpolated(result)
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _normalize(values: Mapping[str, object], *, prefix: str) -> dict[str, Any]:
+    """Check and canonicalize every key; returns the FeedConfig constructor arguments."""
+    field_names = [field.name for field in attrs.fields(FeedConfig)]
+    _reject_unknown(values, (*field_names, *_IDENTITY_KEYS), prefix=prefix)
+    _check_identity(values, prefix)
+    if "symbols" not in values:
+        raise ConfigError(prefix + "symbols", "a non-empty list of symbols, e.g. ['BTC-USDC']")
+    clean: dict[str, Any] = {}
+    for name in field_names:
+        if name in values:
+            clean[name] = _PARSERS[name](values[name], prefix + name)
+    _check_cross_fields(clean, prefix)
+    return clean
+
+
+def _check_identity(values: Mapping[str, object], prefix: str) -> None:
+    for key, wanted in (("class", FEED_CLASS), ("exchange", EXCHANGE)):
+        if key in values and values[key] != wanted:
+            raise ConfigError(prefix + key, repr(wanted), values[key])
+
+
+def _check_cross_fields(clean: dict[str, Any], prefix: str) -> None:
+    has_key = clean.get("api_key") is not None
+    has_secret = clean.get("api_secret") is not None
+    if has_key != has_secret:
+        missing = "api_secret" if has_key else "api_key"
+        raise ConfigError(prefix + missing, "api_key and api_secret together, or neither")
+    fields = attrs.fields(FeedConfig)
+    base = cast(float, clean.get("reconnect_base", fields.reconnect_base.default))
+    cap = cast(float, clean.get("reconnect_cap", fields.reconnect_cap.default))
+    if cap < base:
+        raise ConfigError(prefix + "reconnect_cap", f"a number >= reconnect_base ({base:g})", cap)
+
+
+def _reject_unknown(values: Mapping[Any, object], known: tuple[str, ...], *, prefix: str) -> None:
+    for key in values:
+        if key not in known:
+            raise ConfigError(prefix + str(key), f"a known key{_suggest(str(key), known)}")
+
+
+def _suggest(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _from_env(value: object) -> object:
+    """An interpolated scalar is parsed as YAML would have parsed it in place."""
+    if isinstance(value, _Interpolated):
+        try:
+            parsed: object = yaml.safe_load(str(value))
+        except yaml.YAMLError:
+            return str(value)
+        return parsed
+    return value
+
+
+def _seconds(*, allow_zero: bool, meaning: str = "") -> Any:
+    floor = ">= 0" if allow_zero else "> 0"
+    expected = f"a number of seconds {floor}{meaning}"
+
+    def parse(value: object, path: str) -> float:
+        value = _from_env(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(path, expected, value)
+        number = float(value)
+        if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+            raise ConfigError(path, expected, value)
+        return number
+
+    return parse
+
+
+def _number(low: float, high: float | None, expected: str) -> Any:
+    def parse(value: object, path: str) -> float:
+        value = _from_env(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(path, expected, value)
+        number = float(value)
+        if not math.isfinite(number) or number < low or (high is not None and number >= high):
+            raise ConfigError(path, expected, value)
+        return number
+
+    return parse
+
+
+def _integer(minimum: int, expected: str) -> Any:
+    def parse(value: object, path: str) -> int:
+        value = _from_env(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(path, expected, value)
+        return value
+
+    return parse
+
+
+def _boolean(value: object, path: str) -> bool:
+    value = _from_env(value)
+    if not isinstance(value, bool):
+        raise ConfigError(path, "true or false", value)
+    return value
+
+
+def _url(schemes: tuple[str, ...]) -> Any:
+    expected = " or ".join(f"a {scheme}:// URL" for scheme in schemes)
+
+    def parse(value: object, path: str) -> str:
+        if not isinstance(value, str):
+            raise ConfigError(path, expected, value)
+        url = value.strip().rstrip("/")
+        scheme, sep, host = url.partition("://")
+        if not sep or scheme.lower() not in schemes or not host:
+            raise ConfigError(path, expected, value)
+        return url
+
+    return parse
+
+
+def _choice(options: tuple[str, ...]) -> Any:
+    expected = " or ".join(repr(option) for option in options)
+
+    def parse(value: object, path: str) -> str:
+        if not isinstance(value, str) or value.lower() not in options:
+            raise ConfigError(path, expected, value)
+        return value.lower()
+
+    return parse
+
+
+def _symbols(value: object, path: str) -> tuple[str, ...]:
+    expected = "a non-empty list of symbols, e.g. ['BTC-USDC']"
+    if isinstance(value, str) or not isinstance(value, list | tuple) or not value:
+        raise ConfigError(path, expected, value)
+    symbols: list[str] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            raise ConfigError(f"{path}[{i}]", "a symbol such as 'BTC-USDC'", item)
+        symbol = item.strip()
+        if symbol in symbols:
+            raise ConfigError(f"{path}[{i}]", "each symbol once", symbol)
+        symbols.append(symbol)
+    return tuple(symbols)
+
+
+def _channels(value: object, path: str) -> tuple[str, ...]:
+    expected = "a non-empty list of channels: TRADES, L2_BOOK"
+    if isinstance(value, str) or not isinstance(value, list | tuple) or not value:
+        raise ConfigError(path, expected, value)
+    channels: list[str] = []
+    for i, item in enumerate(value):
+        name = item.lower() if isinstance(item, str) else None
+        if name not in CHANNELS:
+            hint = _suggest(item.upper(), ("TRADES", "L2_BOOK")) if isinstance(item, str) else ""
+            raise ConfigError(f"{path}[{i}]", f"TRADES or L2_BOOK{hint}", item)
+        assert name is not None
+        if name not in channels:  # a repeated channel subscribes once
+            channels.append(name)
+    return tuple(channels)
+
+
+def _secret(value: object, path: str) -> Secret | None:
+    if value is None or isinstance(value, Secret):
+        return value if not (isinstance(value, Secret) and not value.reveal()) else None
+    if not isinstance(value, str):
+        # Never echo the value: it may be a credential typed without quotes.
+        raise ConfigError(path, f"a string (got a {_type_name(value)})")
+    return Secret(str(value)) if value else None
+
+
+_PARSERS: dict[str, Any] = {
+    "symbols": _symbols,
+    "channels": _channels,
+    "snapshot_interval": _seconds(allow_zero=True, meaning=" (0 disables periodic snapshots)"),
+    "websocket": _boolean,
+    "rest_only": _boolean,
+    "api_key": _secret,
+    "api_secret": _secret,
+    "rest_url": _url(("https", "http")),
+    "ws_url": _url(("wss", "ws")),
+    "stale_timeout": _seconds(allow_zero=False),
+    "max_ws_failures": _integer(1, "an integer >= 1"),
+    "promote_probe_interval": _seconds(allow_zero=False),
+    "promote_healthy_after": _seconds(allow_zero=True),
+    "reconnect_base": _seconds(allow_zero=True),
+    "reconnect_factor": _number(1.0, None, "a number >= 1"),
+    "reconnect_cap": _seconds(allow_zero=True),
+    "reconnect_jitter": _number(0.0, 1.0, "a number in [0, 1)"),
+    "reconnect_stable_after": _seconds(allow_zero=True),
+    "restart_intensity": _integer(0, "an integer >= 0"),
+    "restart_period": _seconds(allow_zero=False),
+    "stream_queue": _integer(1, "an integer >= 1 (a bounded channel size)"),
+    "reconciler_inbox": _integer(1, "an integer >= 1 (a bounded channel size)"),
+    "consumer_queue": _integer(1, "an integer >= 1 (a bounded channel size)"),
+    "rest_rate_per_s": _number(0.001, None, "a rate > 0 requests per second"),
+    "rest_burst": _integer(1, "an integer >= 1"),
+    "history_rate_per_min": _number(0.001, None, "a rate > 0 requests per minute"),
+    "metadata_refresh_interval": _seconds(allow_zero=True, meaning=" (0 disables refreshing)"),
+    "book_depth": _integer(0, "an integer >= 0 (0 = the whole book)"),
+    "trade_policy": _choice(_TRADE_POLICIES),
+    "book_policy": _choice(_BOOK_POLICIES),
+}
+assert set(_PARSERS) == {field.name for field in attrs.fields(FeedConfig)}
