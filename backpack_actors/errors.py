@@ -7,6 +7,7 @@
      │   └─ UnknownSymbolError      symbol not listed; suggests the closest listed ones
      ├─ ProtocolError               a payload that does not decode; names the stream, shows an excerpt
      ├─ RegionRestrictedError       HTTP 451 / non-JSON 403: terminal, never retried
+     ├─ ExchangeRequestError        any other 4xx answer (a request the exchange refuses)
      ├─ TransientError              retryable by supervisors
      │   ├─ RateLimitedError        HTTP 429 (retry_after seconds when the server said so)
      │   ├─ ExchangeUnavailableError  5xx, network failures, refused handshakes
@@ -24,6 +25,7 @@ __all__ = [
     "BackpackActorsError",
     "ConfigError",
     "EscalationError",
+    "ExchangeRequestError",
     "ExchangeUnavailableError",
     "ProtocolError",
     "RateLimitedError",
@@ -100,6 +102,17 @@ class RegionRestrictedError(BackpackActorsError):
             "location. Point rest_url/ws_url at an alternate endpoint or a proxy you are allowed "
             "to use; retrying will not help."
         )
+
+
+class ExchangeRequestError(BackpackActorsError):
+    """The exchange refused a request (4xx other than 429/451); retrying the same request won't help."""
+
+    def __init__(self, url: str, status: int, code: str | None, message: str) -> None:
+        self.url = url
+        self.status = status
+        self.code = code
+        label = f"{code}: " if code else ""
+        super().__init__(f"Backpack answered HTTP {status} for {url}: {label}{message}")
 
 
 class TransientError(BackpackActorsError):

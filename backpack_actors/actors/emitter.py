@@ -1,0 +1,89 @@
+"""The edge to consumers: a bounded queue with the written policy of ``core.conflation``.
+
+Producers (the reconciler) call :meth:`EventQueue.put`; it returns at once for book events (which are
+conflated for a slow reader) and waits for room for trades and status events (lossless by default).
+With ``trade_policy="drop_oldest"`` a full queue drops its oldest lossless event instead, counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+from backpack_actors.core.conflation import ConflatingQueue
+from backpack_actors.core.events import BookSnapshot, Event
+
+__all__ = ["EventQueue"]
+
+
+class EventQueue:
+    """One consumer's queue; trio-aware wrapper around :class:`ConflatingQueue`."""
+
+    def __init__(
+        self,
+        capacity: int,
+        snapshot_of: Callable[[str], BookSnapshot | None],
+        *,
+        trade_policy: str = "block",
+    ) -> None:
+        self._queue = ConflatingQueue(capacity, snapshot_of)
+        self._trade_policy = trade_policy
+        self._readable = trio.Event()
+        self._writable = trio.Event()
+        self._closed = False
+        self.dropped = 0
+        self.blocked = 0
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    @property
+    def conflated(self) -> dict[str, int]:
+        """Book events absorbed per symbol by conflation."""
+        return dict(self._queue.conflated)
+
+    @property
+    def max_depth(self) -> int:
+        return self._queue.max_depth
+
+    def close(self) -> None:
+        """No more events: a waiting reader wakes and ends."""
+        self._closed = True
+        self._readable.set()
+
+    async def put(self, event: Event) -> None:
+        queue = self._queue
+        while not queue.offer(event):
+            if self._trade_policy == "drop_oldest":
+                queue.pop()
+                self.dropped += 1
+                continue
+            self.blocked += 1
+            self._writable = trio.Event()
+            await self._writable.wait()
+        self._readable.set()
+
+    def put_nowait_or_false(self, event: Event) -> bool:
+        accepted = self._queue.offer(event)
+        if accepted:
+            self._readable.set()
+        return accepted
+
+    async def get(self) -> Event:
+        """The next event; raises ``trio.EndOfChannel`` once closed and drained."""
+        while True:
+            event = self._queue.pop()
+            if event is not None:
+                self._writable.set()
+                return event
+            if self._closed:
+                raise trio.EndOfChannel
+            self._readable = trio.Event()
+            await self._readable.wait()
+
+    def get_nowait(self) -> Event | None:
+        event = self._queue.pop()
+        if event is not None:
+            self._writable.set()
+        return event

@@ -1,0 +1,148 @@
+"""The snapshot actor: depth snapshots and trade backfills, on request and on a timer.
+
+Requests arrive with ``send_nowait`` from the reconciler (which keeps at most one outstanding per
+symbol and kind). Resync snapshots are served before periodic ones and before backfills, so a
+desynced book waits as little as possible. Everything goes through the shared :class:`RestGateway`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+
+import trio
+
+from backpack_actors.actors.messages import (
+    BackfillDone,
+    BackfillRequest,
+    InboxMessage,
+    RestRequest,
+    SnapshotFailed,
+    SnapshotReady,
+    SnapshotRequest,
+)
+from backpack_actors.actors.rest_gateway import RestGateway
+from backpack_actors.core.wire import RestTrade
+from backpack_actors.errors import ExchangeUnavailableError, ProtocolError, RateLimitedError
+from backpack_actors.transport.rest import RestClient
+
+__all__ = ["INTERVAL_REASON", "backfill_trades", "run_snapshot_actor"]
+
+log = logging.getLogger(__name__)
+
+INTERVAL_REASON = "interval"
+# /api/v1/trades returns at most this many of the newest trades; older ones need /trades/history.
+RECENT_LIMIT = 1000
+
+
+def _priority(request: RestRequest) -> int:
+    if isinstance(request, SnapshotRequest):
+        return 1 if request.reason == INTERVAL_REASON else 0
+    return 2
+
+
+async def backfill_trades(
+    gateway: RestGateway, client: RestClient, symbol: str, first_id: int, last_id: int
+) -> list[RestTrade]:
+    """Trades ``first_id..last_id`` (what REST still has of them), ascending by id."""
+    found: dict[int, RestTrade] = {}
+    recent = await gateway.call(
+        f"trades {symbol}", lambda: client.recent_trades(symbol, RECENT_LIMIT), max_attempts=5
+    )
+    for trade in recent:
+        if first_id <= trade.id <= last_id:
+            found[trade.id] = trade
+    if recent and min(t.id for t in recent) > first_id:
+        # Older than the recent window: page back through history (its own ~30/min budget).
+        newest = max(t.id for t in recent)
+        upper = last_id
+        while upper >= first_id and len(found) < last_id - first_id + 1:
+            limit = min(RECENT_LIMIT, upper - first_id + 1)
+            offset = newest - upper
+            page = await gateway.call(
+                f"trades/history {symbol}",
+                functools.partial(client.trade_history, symbol, limit, offset),
+                history=True,
+                max_attempts=5,
+            )
+            if not page:
+                break
+            for trade in page:
+                if first_id <= trade.id <= last_id:
+                    found[trade.id] = trade
+            upper = min(t.id for t in page) - 1
+    return [found[i] for i in sorted(found)]
+
+
+async def run_snapshot_actor(
+    *,
+    requests: trio.MemoryReceiveChannel[RestRequest],
+    inbox: trio.MemorySendChannel[InboxMessage],
+    gateway: RestGateway,
+    client: RestClient,
+    symbols: Sequence[str],
+    snapshot_interval: float,
+    wall_clock: Callable[[], float],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve snapshot and backfill requests until cancelled."""
+    pending: list[RestRequest] = []
+    wakeup = trio.Event()
+
+    def enqueue(request: RestRequest) -> None:
+        nonlocal wakeup
+        if request not in pending:
+            pending.append(request)
+        wakeup.set()
+
+    async def take_requests() -> None:
+        async for request in requests:
+            enqueue(request)
+
+    async def timer() -> None:
+        while True:
+            await trio.sleep(snapshot_interval)
+            for symbol in symbols:
+                enqueue(SnapshotRequest(symbol, INTERVAL_REASON))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(take_requests)
+        if snapshot_interval > 0:
+            nursery.start_soon(timer)
+        task_status.started()
+        while True:
+            if not pending:
+                await wakeup.wait()
+                wakeup = trio.Event()
+                continue
+            pending.sort(key=_priority)
+            request = pending.pop(0)
+            await _serve(request, inbox, gateway, client, wall_clock)
+
+
+async def _serve(
+    request: RestRequest,
+    inbox: trio.MemorySendChannel[InboxMessage],
+    gateway: RestGateway,
+    client: RestClient,
+    wall_clock: Callable[[], float],
+) -> None:
+    symbol = request.symbol
+    if isinstance(request, SnapshotRequest):
+        try:
+            snapshot = await gateway.call(
+                f"depth {symbol}", lambda: client.depth(symbol), max_attempts=None
+            )
+        except (RateLimitedError, ExchangeUnavailableError, ProtocolError) as exc:
+            await inbox.send(SnapshotFailed(symbol, str(exc)))
+            return
+        await inbox.send(SnapshotReady(symbol, snapshot, request.reason, wall_clock()))
+        return
+    assert isinstance(request, BackfillRequest)
+    try:
+        trades = await backfill_trades(gateway, client, symbol, request.first_id, request.last_id)
+        error = None
+    except (RateLimitedError, ExchangeUnavailableError, ProtocolError) as exc:
+        trades, error = [], str(exc)
+    await inbox.send(BackfillDone(symbol, trades, error, wall_clock()))

@@ -1,0 +1,286 @@
+"""Per-symbol stream actors: a WebSocket reader, and the REST-only poller that replaces it.
+
+:func:`run_symbol_stream` is the supervised child for one symbol. It runs the WebSocket reader while
+the symbol is healthy; after ``max_ws_failures`` consecutive failures (a failure counts only if the
+connection had not been stable for ``stable_after`` seconds) it switches the symbol to REST-only
+polling, and a background probe promotes it back to WebSocket once a probe connection stays healthy
+for ``promote_healthy_after`` seconds. Each (re)connection and each mode switch is announced to the
+reconciler as a :class:`StreamStarted` with a fresh epoch *before* its first frame.
+
+Overflow policy of the stream → reconciler edge: the reader never blocks on the reconciler (a blocked
+reader stops answering pings); if the inbox is full it raises :class:`StreamOverflowError`, the
+supervisor restarts the stream and the new epoch forces a resync.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+import attrs
+import msgspec
+import trio
+
+from backpack_actors.actors.messages import (
+    FrameBatch,
+    FrameError,
+    InboxMessage,
+    RestTrades,
+    SnapshotReady,
+    StreamNews,
+    StreamStarted,
+)
+from backpack_actors.actors.rest_gateway import RestGateway
+from backpack_actors.core.events import StatusKind
+from backpack_actors.core.wire import DepthEvent, TradeEvent, decode_ws_frame
+from backpack_actors.errors import (
+    ExchangeRequestError,
+    ProtocolError,
+    StreamOverflowError,
+    StreamStaleError,
+    TransientError,
+)
+from backpack_actors.transport.rest import RestClient
+from backpack_actors.transport.ws import WsConnector
+
+__all__ = ["StreamSettings", "SymbolHealth", "run_symbol_stream", "subscribe_frame"]
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class StreamSettings:
+    """Tunables of one symbol's stream (from FeedConfig)."""
+
+    trades: bool = True
+    book: bool = True
+    stale_timeout: float = 30.0
+    max_ws_failures: int = 5
+    stable_after: float = 30.0
+    websocket: bool = True
+    snapshot_interval: float = 30.0
+    rest_poll_interval: float = 1.0
+    promote_probe_interval: float = 60.0
+    promote_healthy_after: float = 30.0
+
+
+@attrs.define
+class SymbolHealth:
+    """Survives restarts of the symbol's child: failure count and mode."""
+
+    symbol: str
+    rest_only: bool = False
+    consecutive_failures: int = 0
+    connected_at: float | None = None
+    reconnects: int = 0
+    degradations: int = 0
+    promotions: int = 0
+    frames: int = 0
+    decode_errors: int = 0
+
+    def record_failure(self, now: float, stable_after: float) -> int:
+        if self.connected_at is not None and now - self.connected_at >= stable_after:
+            self.consecutive_failures = 0
+        self.connected_at = None
+        self.consecutive_failures += 1
+        return self.consecutive_failures
+
+
+def subscribe_frame(symbol: str, *, trades: bool, book: bool) -> str:
+    streams = []
+    if trades:
+        streams.append(f"trade.{symbol}")
+    if book:
+        streams.append(f"depth.{symbol}")
+    return msgspec.json.encode({"method": "SUBSCRIBE", "params": streams}).decode()
+
+
+async def run_symbol_stream(
+    *,
+    symbol: str,
+    connector: WsConnector,
+    inbox: trio.MemorySendChannel[InboxMessage],
+    gateway: RestGateway,
+    client: RestClient,
+    settings: StreamSettings,
+    health: SymbolHealth,
+    epochs: Iterator[int],
+    wall_clock: Callable[[], float],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The supervised child for ``symbol``: WebSocket while healthy, REST-only otherwise."""
+    started = False
+
+    def mark_started() -> None:
+        nonlocal started
+        if not started:
+            started = True
+            task_status.started()
+
+    while True:
+        if health.rest_only or not settings.websocket:
+            promoted = await _run_rest_poller(
+                symbol, connector, inbox, gateway, client, settings, health, epochs, wall_clock,
+                mark_started,
+            )
+            if not promoted:
+                return
+            continue
+        try:
+            await _run_ws(symbol, connector, inbox, settings, health, epochs, wall_clock, mark_started)
+        except TransientError as exc:
+            failures = health.record_failure(trio.current_time(), settings.stable_after)
+            health.reconnects += 1
+            if failures >= settings.max_ws_failures:
+                health.rest_only = True
+                health.degradations += 1
+                await inbox.send(
+                    StreamNews(
+                        symbol,
+                        StatusKind.DEGRADED_REST_ONLY,
+                        f"{failures} consecutive WebSocket failures, last: {exc}",
+                        {"failures": failures},
+                    )
+                )
+                continue
+            await inbox.send(
+                StreamNews(
+                    symbol,
+                    StatusKind.STALE if isinstance(exc, StreamStaleError) else
+                    StatusKind.RECONNECTING,
+                    str(exc),
+                    {"failures": failures, "reconnects": health.reconnects},
+                )
+            )
+            raise
+
+
+async def _run_ws(
+    symbol: str,
+    connector: WsConnector,
+    inbox: trio.MemorySendChannel[InboxMessage],
+    settings: StreamSettings,
+    health: SymbolHealth,
+    epochs: Iterator[int],
+    wall_clock: Callable[[], float],
+    mark_started: Callable[[], None],
+) -> None:
+    async with connector() as conn:
+        epoch = next(epochs)
+        await inbox.send(StreamStarted(symbol, epoch, "ws"))
+        await conn.send(subscribe_frame(symbol, trades=settings.trades, book=settings.book))
+        health.connected_at = trio.current_time()
+        mark_started()
+        while True:
+            with trio.move_on_after(settings.stale_timeout) as scope:
+                batch = await conn.receive_batch()
+            if scope.cancelled_caught:
+                raise StreamStaleError(
+                    f"{symbol}: no frame for {settings.stale_timeout:g} s; reconnecting"
+                )
+            received_at = wall_clock()
+            frames: list[DepthEvent | TradeEvent] = []
+            for raw in batch:
+                try:
+                    frame = decode_ws_frame(raw)
+                except ProtocolError as exc:
+                    health.decode_errors += 1
+                    _offer(inbox, FrameError(symbol, exc.stream, exc.reason, exc.excerpt))
+                    continue
+                if frame.error is not None:
+                    # The exchange refused our subscription: retrying the same frame won't help.
+                    raise ExchangeRequestError(
+                        "ws", 200, str(frame.error.code), f"{symbol}: {frame.error.message}"
+                    )
+                data = frame.data
+                if isinstance(data, DepthEvent | TradeEvent):
+                    frames.append(data)
+            health.frames += len(frames)
+            if frames:
+                _offer(inbox, FrameBatch(symbol, epoch, frames, received_at))
+
+
+def _offer(inbox: trio.MemorySendChannel[InboxMessage], message: InboxMessage) -> None:
+    try:
+        inbox.send_nowait(message)
+    except trio.WouldBlock:
+        raise StreamOverflowError("reconciler inbox full; restarting the stream") from None
+
+
+async def _run_rest_poller(
+    symbol: str,
+    connector: WsConnector,
+    inbox: trio.MemorySendChannel[InboxMessage],
+    gateway: RestGateway,
+    client: RestClient,
+    settings: StreamSettings,
+    health: SymbolHealth,
+    epochs: Iterator[int],
+    wall_clock: Callable[[], float],
+    mark_started: Callable[[], None],
+) -> bool:
+    """Poll snapshots and trades over REST; True when a WebSocket probe succeeded (promote)."""
+    await inbox.send(StreamStarted(symbol, next(epochs), "rest"))
+    mark_started()
+    promoted = False
+    snapshot_every = settings.snapshot_interval if settings.snapshot_interval > 0 else 5.0
+    async with trio.open_nursery() as nursery:
+
+        async def poll_book() -> None:
+            while True:
+                snapshot = await gateway.call(f"depth {symbol}", lambda: client.depth(symbol))
+                await inbox.send(SnapshotReady(symbol, snapshot, "rest_only", wall_clock()))
+                await trio.sleep(snapshot_every)
+
+        async def poll_trades() -> None:
+            while True:
+                trades = await gateway.call(
+                    f"trades {symbol}", lambda: client.recent_trades(symbol, 1000)
+                )
+                await inbox.send(RestTrades(symbol, trades, wall_clock()))
+                await trio.sleep(settings.rest_poll_interval)
+
+        async def probe() -> None:
+            nonlocal promoted
+            while True:
+                await trio.sleep(settings.promote_probe_interval)
+                if await _probe_ws(symbol, connector, settings):
+                    promoted = True
+                    nursery.cancel_scope.cancel()
+                    return
+
+        if settings.book:
+            nursery.start_soon(poll_book)
+        if settings.trades:
+            nursery.start_soon(poll_trades)
+        if settings.websocket:
+            nursery.start_soon(probe)
+    if promoted:
+        health.rest_only = False
+        health.consecutive_failures = 0
+        health.promotions += 1
+        await inbox.send(
+            StreamNews(
+                symbol,
+                StatusKind.RECOVERED_WS,
+                f"WebSocket healthy for {settings.promote_healthy_after:g} s; leaving REST-only",
+                {"promotions": health.promotions},
+            )
+        )
+    return promoted
+
+
+async def _probe_ws(symbol: str, connector: WsConnector, settings: StreamSettings) -> bool:
+    """Connect, subscribe and require frames without error for ``promote_healthy_after`` s."""
+    try:
+        async with connector() as conn:
+            await conn.send(subscribe_frame(symbol, trades=settings.trades, book=settings.book))
+            with trio.move_on_after(settings.promote_healthy_after):
+                while True:
+                    with trio.fail_after(settings.stale_timeout):
+                        await conn.receive_batch()
+            return True
+    except (TransientError, trio.TooSlowError) as exc:
+        log.info("%s: WebSocket probe failed: %s", symbol, exc)
+        return False
+

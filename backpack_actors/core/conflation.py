@@ -1,0 +1,100 @@
+"""The consumer queue's policy (ARCHITECTURE §5): trades lossless, books conflated for a slow reader.
+
+Pure: the trio shell waits when :meth:`ConflatingQueue.offer` says the queue is full.
+
+- Trades, status and error events are never dropped: when the queue is full the producer must wait.
+- Book events (snapshots and deltas) of a symbol are never allowed to block the producer: once the
+  queue is full, a marker for that symbol is queued and every later book event of the symbol is
+  absorbed (counted) until the reader reaches the marker; the marker then becomes one
+  ``BookSnapshot(reason="conflated")`` of the symbol's book at that moment, built by a callback.
+  Markers add at most one entry per symbol, so the queue stays bounded by capacity + symbols.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from backpack_actors.core.events import BookDelta, BookSnapshot, Event
+
+__all__ = ["ConflatedMarker", "ConflatingQueue"]
+
+
+class ConflatedMarker:
+    """Stands in the queue for every book event of ``symbol`` absorbed since it was queued."""
+
+    __slots__ = ("absorbed", "symbol")
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.absorbed = 0
+
+    def __repr__(self) -> str:
+        return f"ConflatedMarker({self.symbol!r}, absorbed={self.absorbed})"
+
+
+class ConflatingQueue:
+    """Bounded FIFO of events with per-symbol book conflation."""
+
+    def __init__(
+        self,
+        capacity: int,
+        snapshot_of: Callable[[str], BookSnapshot | None],
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._snapshot_of = snapshot_of
+        self._items: deque[Event | ConflatedMarker] = deque()
+        self._markers: dict[str, ConflatedMarker] = {}
+        self.conflated: dict[str, int] = {}
+        self.max_depth = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def offer(self, event: Event) -> bool:
+        """Queue ``event``; False means the queue is full and a lossless event must wait."""
+        items = self._items
+        if isinstance(event, BookDelta | BookSnapshot):
+            marker = self._markers.get(event.symbol)
+            if marker is not None:
+                marker.absorbed += 1
+                self.conflated[event.symbol] = self.conflated.get(event.symbol, 0) + 1
+                return True
+            if len(items) >= self.capacity:
+                marker = ConflatedMarker(event.symbol)
+                marker.absorbed = 1
+                self._markers[event.symbol] = marker
+                self.conflated[event.symbol] = self.conflated.get(event.symbol, 0) + 1
+                items.append(marker)
+                self._note_depth()
+                return True
+        elif len(items) >= self.capacity:
+            return False
+        items.append(event)
+        self._note_depth()
+        return True
+
+    def _note_depth(self) -> None:
+        if len(self._items) > self.max_depth:
+            self.max_depth = len(self._items)
+
+    def has_room(self) -> bool:
+        """True when a lossless event would be accepted now."""
+        return len(self._items) < self.capacity
+
+    def pop(self) -> Event | None:
+        """The next event, or None when empty. A marker turns into the symbol's current book."""
+        items = self._items
+        while items:
+            item = items.popleft()
+            if isinstance(item, ConflatedMarker):
+                del self._markers[item.symbol]
+                snapshot = self._snapshot_of(item.symbol)
+                if snapshot is None:
+                    # The symbol is resyncing: its next published snapshot will carry the book.
+                    continue
+                return snapshot
+            return item
+        return None

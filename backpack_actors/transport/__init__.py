@@ -1,0 +1,1 @@
+"""Thin adapters between the trio shell and the outside world (REST via ccxt, WebSocket)."""

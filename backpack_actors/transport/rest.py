@@ -1,0 +1,254 @@
+"""REST access to Backpack: ccxt's sync client in a worker thread, or the simulator in-process.
+
+Both clients return the wire layer's exact types (decimal strings kept exact, ``lastUpdateId`` as an
+int) and raise the project's error tree, mapped in one place (:func:`raise_for_status`):
+
+=========================  ===========================================================
+HTTP 429                   :class:`RateLimitedError` (``Retry-After`` seconds when sent)
+HTTP 451, non-JSON 403     :class:`RegionRestrictedError` (terminal, never retried)
+HTTP 5xx, network errors   :class:`ExchangeUnavailableError` (retryable)
+other 4xx                  :class:`ExchangeRequestError`
+=========================  ===========================================================
+
+The rate budget is kept by the caller in trio time; ccxt's own sleeping throttle is disabled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlencode
+
+import msgspec
+import trio
+
+from backpack_actors.core.symbols import MarketTable
+from backpack_actors.core.wire import (
+    DepthSnapshot,
+    RestTrade,
+    convert_depth_snapshot,
+    convert_trades,
+    decode_depth_snapshot,
+    decode_trades,
+)
+from backpack_actors.errors import (
+    ExchangeRequestError,
+    ExchangeUnavailableError,
+    ProtocolError,
+    RateLimitedError,
+    RegionRestrictedError,
+)
+
+__all__ = [
+    "CcxtRestClient",
+    "RestClient",
+    "SimRestClient",
+    "raise_for_status",
+]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+# What the pipeline relies on in ccxt's Backpack class; a missing flag is worth a warning.
+_REQUIRED_HAS = ("fetchMarkets", "fetchOrderBook", "fetchTrades")
+
+
+class RestClient(Protocol):
+    """What the actors need from REST."""
+
+    async def load_markets(self) -> MarketTable: ...
+
+    async def depth(self, exchange_symbol: str) -> DepthSnapshot: ...
+
+    async def recent_trades(self, exchange_symbol: str, limit: int) -> list[RestTrade]: ...
+
+    async def trade_history(
+        self, exchange_symbol: str, limit: int, offset: int
+    ) -> list[RestTrade]: ...
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    if not headers:
+        return None
+    for key, value in headers.items():
+        if key.lower() == "retry-after":
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                # An HTTP-date form is legal but unused by Backpack; fall back to our own backoff.
+                return None
+    return None
+
+
+def raise_for_status(
+    status: int, headers: Mapping[str, str] | None, body: str | bytes, url: str
+) -> None:
+    """Raise the project's error for a non-2xx answer; return quietly for a 2xx."""
+    if 200 <= status < 300:
+        return
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+    parsed: Any = None
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            parsed = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            parsed = None
+    if status == 429:
+        raise RateLimitedError(url, _retry_after(headers))
+    if status == 451 or (status == 403 and not isinstance(parsed, dict)):
+        raise RegionRestrictedError(url, status)
+    if status >= 500:
+        raise ExchangeUnavailableError(f"Backpack answered HTTP {status} for {url}")
+    code = parsed.get("code") if isinstance(parsed, dict) else None
+    message = parsed.get("message") if isinstance(parsed, dict) else None
+    raise ExchangeRequestError(url, status, code, str(message or text[:200] or "no body"))
+
+
+def _make_ccxt_client(rest_url: str, timeout_ms: int) -> Any:
+    import ccxt
+
+    class _Backpack(ccxt.backpack):  # type: ignore[misc]
+        """ccxt's client with HTTP failures mapped onto our error tree before ccxt's own mapping."""
+
+        def handle_errors(
+            self,
+            code: int,
+            reason: str,
+            url: str,
+            method: str,
+            headers: dict[str, str],
+            body: str,
+            response: object,
+            request_headers: object,
+            request_body: object,
+        ) -> Any:
+            if code is not None and not 200 <= code < 300:
+                raise_for_status(code, headers, body or "", url)
+            return super().handle_errors(
+                code, reason, url, method, headers, body, response, request_headers, request_body
+            )
+
+    base = rest_url.rstrip("/")
+    return _Backpack(
+        {
+            "urls": {"api": {"public": base, "private": base}},
+            # Our token bucket runs in trio time; ccxt's sleeping throttle would block the worker thread.
+            "enableRateLimit": False,
+            "timeout": timeout_ms,
+        }
+    )
+
+
+class CcxtRestClient:
+    """ccxt's sync Backpack client, called in one worker thread at a time, cancellable."""
+
+    def __init__(self, rest_url: str, *, timeout: float = 10.0) -> None:
+        self.rest_url = rest_url.rstrip("/")
+        self._exchange = _make_ccxt_client(self.rest_url, int(timeout * 1000))
+        # ccxt's sync client shares one requests session: serialise calls through it.
+        self._limiter = trio.CapacityLimiter(1)
+        self.calls = 0
+
+    def __repr__(self) -> str:
+        return f"CcxtRestClient(rest_url={self.rest_url!r})"
+
+    async def _call(self, what: str, fn: Callable[[], _T]) -> _T:
+        import ccxt
+
+        self.calls += 1
+        try:
+            return await trio.to_thread.run_sync(fn, limiter=self._limiter, abandon_on_cancel=True)
+        except (RateLimitedError, RegionRestrictedError, ExchangeRequestError):
+            raise
+        except ExchangeUnavailableError:
+            raise
+        except ccxt.NetworkError as exc:
+            raise ExchangeUnavailableError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        except ccxt.ExchangeNotAvailable as exc:
+            raise ExchangeUnavailableError(f"{what}: {exc}") from exc
+
+    async def load_markets(self) -> MarketTable:
+        ex = self._exchange
+        markets = await self._call("load_markets", lambda: ex.load_markets(reload=True))
+        missing = [flag for flag in _REQUIRED_HAS if not ex.has.get(flag)]
+        if missing:
+            log.warning("ccxt's backpack class lacks %s; some features may fail", missing)
+        return MarketTable.from_ccxt_markets(markets)
+
+    async def depth(self, exchange_symbol: str) -> DepthSnapshot:
+        ex = self._exchange
+        body = await self._call(
+            "depth", lambda: ex.publicGetApiV1Depth({"symbol": exchange_symbol})
+        )
+        return convert_depth_snapshot(body, exchange_symbol)
+
+    async def recent_trades(self, exchange_symbol: str, limit: int) -> list[RestTrade]:
+        ex = self._exchange
+        params = {"symbol": exchange_symbol, "limit": limit}
+        body = await self._call("trades", lambda: ex.publicGetApiV1Trades(params))
+        return convert_trades(body, exchange_symbol)
+
+    async def trade_history(
+        self, exchange_symbol: str, limit: int, offset: int
+    ) -> list[RestTrade]:
+        ex = self._exchange
+        params = {"symbol": exchange_symbol, "limit": limit, "offset": offset}
+        body = await self._call("trades/history", lambda: ex.publicGetApiV1TradesHistory(params))
+        return convert_trades(body, exchange_symbol)
+
+
+class _InProcessExchange(Protocol):
+    def handle_http(self, method: str, path: str, query: Mapping[str, str]) -> Any: ...
+
+
+class SimRestClient:
+    """The simulator's REST API called in-process: no sockets, no threads, virtual-time friendly.
+
+    Responses still go through the exchange's real request handler and our real decoders, so this
+    exercises everything but HTTP framing. Use :class:`CcxtRestClient` for over-the-wire tests.
+    """
+
+    def __init__(self, exchange: _InProcessExchange, *, rest_url: str = "sim://in-process") -> None:
+        self._exchange = exchange
+        self.rest_url = rest_url
+        self.calls = 0
+
+    def __repr__(self) -> str:
+        return f"SimRestClient(rest_url={self.rest_url!r})"
+
+    async def _get(self, path: str, query: Sequence[tuple[str, str]]) -> bytes:
+        self.calls += 1
+        answer = self._exchange.handle_http("GET", path, dict(query))
+        if hasattr(answer, "__await__"):
+            answer = await answer
+        # A checkpoint per call, as a socket round trip would have.
+        await trio.lowlevel.checkpoint()
+        url = f"{self.rest_url}{path}?{urlencode(list(query))}"
+        raise_for_status(answer.status, dict(answer.headers), answer.body, url)
+        body: bytes = answer.body
+        return body
+
+    async def load_markets(self) -> MarketTable:
+        body = await self._get("/api/v1/markets", [])
+        try:
+            items = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ProtocolError("rest:/api/v1/markets", str(exc), body) from exc
+        return MarketTable.from_markets_json(items)
+
+    async def depth(self, exchange_symbol: str) -> DepthSnapshot:
+        body = await self._get("/api/v1/depth", [("symbol", exchange_symbol)])
+        return decode_depth_snapshot(body, exchange_symbol)
+
+    async def recent_trades(self, exchange_symbol: str, limit: int) -> list[RestTrade]:
+        body = await self._get("/api/v1/trades", [("symbol", exchange_symbol), ("limit", str(limit))])
+        return decode_trades(body, exchange_symbol)
+
+    async def trade_history(
+        self, exchange_symbol: str, limit: int, offset: int
+    ) -> list[RestTrade]:
+        query = [("symbol", exchange_symbol), ("limit", str(limit)), ("offset", str(offset))]
+        body = await self._get("/api/v1/trades/history", query)
+        return decode_trades(body, exchange_symbol)

@@ -1,0 +1,80 @@
+"""A consumer that rebuilds books from published events, for comparing with the simulator's truth."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from backpack_actors.core.book import OrderBook
+from backpack_actors.core.events import BookDelta, BookSnapshot, Event, StatusEvent, StatusKind, Trade
+
+
+class ConsumerBooks:
+    """Applies events the way a user would and checks what a user relies on as it goes."""
+
+    def __init__(self) -> None:
+        self.books: dict[str, OrderBook] = {}
+        self.last_id: dict[str, int] = {}
+        self.trades: dict[str, list[Trade]] = {}
+        self.statuses: list[StatusEvent] = []
+        self.snapshots: dict[str, int] = {}
+        self.deltas: dict[str, int] = {}
+
+    def apply(self, event: Event) -> None:
+        sym = getattr(event, "exchange_symbol", None)
+        if isinstance(event, BookSnapshot):
+            assert sym is not None
+            assert event.force
+            prev = self.last_id.get(sym)
+            assert prev is None or event.update_id >= prev, "a published book never rewinds"
+            book = self.books.setdefault(sym, OrderBook())
+            book.load(event.bids, event.asks)
+            assert not book.is_crossed()
+            self.last_id[sym] = event.update_id
+            self.snapshots[sym] = self.snapshots.get(sym, 0) + 1
+        elif isinstance(event, BookDelta):
+            assert sym is not None
+            prev = self.last_id.get(sym)
+            assert prev is not None, "a delta before any snapshot"
+            assert event.first_update_id <= prev + 1 <= event.last_update_id, (
+                f"{sym}: published delta {event.first_update_id}..{event.last_update_id} "
+                f"does not continue {prev}"
+            )
+            self.books[sym].apply(event.bids, event.asks)
+            self.last_id[sym] = event.last_update_id
+            self.deltas[sym] = self.deltas.get(sym, 0) + 1
+        elif isinstance(event, Trade):
+            assert sym is not None
+            seen = self.trades.setdefault(sym, [])
+            if seen:
+                assert event.trade_id == seen[-1].trade_id + 1, (
+                    f"{sym}: trade {event.trade_id} after {seen[-1].trade_id}"
+                )
+            seen.append(event)
+        elif isinstance(event, StatusEvent):
+            self.statuses.append(event)
+
+    def kinds(self, symbol: str | None = None) -> list[StatusKind]:
+        return [s.kind for s in self.statuses if symbol is None or s.symbol == symbol]
+
+    def levels(self, sym: str) -> tuple[tuple[tuple[Decimal, Decimal], ...], ...]:
+        return self.books[sym].depth()
+
+
+def assert_matches_truth(consumer: ConsumerBooks, exchange: object, sym: str) -> int:
+    """The consumer's book equals the simulator's at the consumer's last update id."""
+    last = consumer.last_id[sym]
+    bids, asks = exchange.book_at(sym, last)  # type: ignore[attr-defined]
+    got_bids, got_asks = consumer.books[sym].depth()
+    assert list(got_bids) == [tuple(level) for level in bids], f"{sym} bids differ at {last}"
+    assert list(got_asks) == [tuple(level) for level in asks], f"{sym} asks differ at {last}"
+    return last
+
+
+def assert_trades_match(consumer: ConsumerBooks, exchange: object, sym: str) -> int:
+    """Every delivered trade equals the simulator's trade with that id."""
+    truth = {t.id: t for t in exchange.trades(sym)}  # type: ignore[attr-defined]
+    got = consumer.trades.get(sym, [])
+    for trade in got:
+        real = truth[trade.trade_id]
+        assert (trade.price, trade.amount) == (real.price, real.quantity), trade
+    return len(got)
