@@ -306,9 +306,20 @@ class SimExchange:
         self._aggregates: dict[str, _Aggregate] = {}
         self._rate_windows: dict[tuple[str, bool], deque[float]] = {}
         self._last_gen: float | None = None
-        self._carry: dict[str, float] = dict.fromkeys(self.models, 0.0)
+        self._carry: dict[str, int] = dict.fromkeys(self.models, 0)
         self._next_ticker = 0.0
         self._valid_streams = self._build_valid_streams()
+        self._origin: float | None = None
+
+    def now_us(self) -> int:
+        """Exchange time in µs: a fixed 2026 epoch plus trio time since this exchange started."""
+        return self._clock_us(trio.current_time())
+
+    def _clock_us(self, now: float) -> int:
+        # Relative to the first reading, so equal seeds give equal frames whatever the clock start.
+        if self._origin is None:
+            self._origin = now
+        return EPOCH_BASE_US + round((now - self._origin) * 1_000_000)
 
     # ------------------------------------------------------------------ ground truth
     def book_at(self, symbol: str, update_id: int) -> BookLevels:
@@ -351,7 +362,7 @@ class SimExchange:
 
     def generate(self, n: int = 1, symbol: str | None = None) -> None:
         """Produce and publish ``n`` messages now for ``symbol`` (or every market)."""
-        now_us = _now_us()
+        now_us = self.now_us()
         for sym in [symbol] if symbol else list(self.models):
             model = self._model(sym)
             for _ in range(n):
@@ -359,6 +370,8 @@ class SimExchange:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Generator task: batches ``rate × elapsed`` messages per market every tick."""
+        self._clock_us(trio.current_time())
+        self._last_gen = trio.current_time() if self._running else None
         task_status.started()
         cfg = self.config
         while True:
@@ -377,14 +390,15 @@ class SimExchange:
         self._last_gen = now
         if last is None:
             return
-        t0 = int(last * 1_000_000)
-        span = int(now * 1_000_000) - t0
+        t0 = self._clock_us(last)
+        span = self._clock_us(now) - t0
+        # Integer accounting (milli-messages × µs) so batch sizes never depend on float rounding.
+        rate_milli = round(self.config.rate * 1000)
         for sym, model in self.models.items():
-            due = self._carry[sym] + self.config.rate * (now - last)
-            n = int(due)
-            self._carry[sym] = due - n
+            due = self._carry[sym] + rate_milli * span
+            n, self._carry[sym] = divmod(due, 1_000_000_000)
             for i in range(n):
-                engine_us = EPOCH_BASE_US + t0 + (i + 1) * span // n
+                engine_us = t0 + (i + 1) * span // n
                 self._publish_message(model.next_message(engine_us))
 
     # ------------------------------------------------------------------ publishing
@@ -487,7 +501,7 @@ class SimExchange:
             self._emit(sym, stream, _frame(stream, data))
 
     def _publish_tickers(self) -> None:
-        now_us = _now_us()
+        now_us = self.now_us()
         for sym, model in self.models.items():
             stream = f"ticker.{sym}"
             if not self._subs.get(stream):
@@ -568,18 +582,48 @@ class SimExchange:
         client_stream, server_stream = trio.testing.memory_stream_pair()
 
         async def serve() -> None:
-            request = await trio_websocket.wrap_server_stream(nursery, server_stream)
-            await self.serve_trio_websocket(request)
+            try:
+                request = await trio_websocket.wrap_server_stream(nursery, server_stream)
+                await self.serve_trio_websocket(request)
+            finally:
+                await trio.aclose_forcefully(server_stream)
 
         nursery.start_soon(serve)
-        conn: trio_websocket.WebSocketConnection = await trio_websocket.wrap_client_stream(
-            nursery,
-            # trio-websocket is typed for sockets but works over any trio Stream.
-            cast(Any, client_stream),
-            "ws.sim.local",
-            "/",
+        conn: trio_websocket.WebSocketConnection = await nursery.start(
+            self._memory_client, client_stream
         )
         return conn
+
+    async def _memory_client(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        task_status: trio.TaskStatus[trio_websocket.WebSocketConnection],
+    ) -> None:
+        # trio-websocket raises a rejected handshake from its reader task; an inner nursery turns
+        # that into a plain ConnectionRejected for the caller instead of crashing their nursery.
+        rejected: trio_websocket.ConnectionRejected | None = None
+        try:
+            async with trio.open_nursery() as inner:
+                conn = await trio_websocket.wrap_client_stream(
+                    inner,
+                    # trio-websocket is typed for sockets but works over any trio Stream.
+                    cast(Any, stream),
+                    "ws.sim.local",
+                    "/",
+                )
+                task_status.started(conn)
+        except BaseExceptionGroup as group:
+            match, rest = group.split(trio_websocket.ConnectionRejected)
+            if match is None or rest is not None:
+                raise
+            leaf: BaseException = match
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            rejected = cast(trio_websocket.ConnectionRejected, leaf)
+        if rejected is not None:
+            await trio.aclose_forcefully(stream)
+            raise rejected
 
     # ------------------------------------------------------------------ REST
     async def handle_http(
@@ -750,7 +794,7 @@ class SimExchange:
             "asks": asks,
             "bids": bids,
             "lastUpdateId": str(model.last_update_id),
-            "timestamp": _now_us(),
+            "timestamp": self.now_us(),
         }
         return _json_response(200, body)
 
@@ -811,11 +855,11 @@ class SimExchange:
                 _error(400, "INVALID_CLIENT_REQUEST", "failed to parse parameter `startTime`")
             )
         start = _int_param(params, "startTime", 0, "i64")
-        end = _int_param(params, "endTime", _now_us() // 1_000_000 + 1, "i64")
+        end = _int_param(params, "endTime", self.now_us() // 1_000_000 + 1, "i64")
         return _json_response(200, _klines(model, seconds, start, end))
 
     def _get_time(self, params: dict[str, list[str]]) -> HttpResponse:
-        return _text_response(200, str(_now_us() // 1000))
+        return _text_response(200, str(self.now_us() // 1000))
 
     def _get_ping(self, params: dict[str, list[str]]) -> HttpResponse:
         return _text_response(200, "pong")
@@ -848,10 +892,6 @@ _REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unav
 
 def _trio_now() -> float:
     return trio.current_time()
-
-
-def _now_us() -> int:
-    return EPOCH_BASE_US + int(trio.current_time() * 1_000_000)
 
 
 def _frame(stream: str, data: dict[str, Any]) -> str:
