@@ -232,7 +232,8 @@ round-trip against the same server: **{rtt * 1e3:.1f} ms**. Client CPU per frame
 `time.process_time` over frames received (the simulator's CPU is not counted); the ceiling is
 1 / CPU per frame on one core. The simulator's rate, not the clients, bounds frames/s here, so
 the sustained-rate comparison uses the CPU ceilings; a server fast enough to saturate both
-clients (as in the reference table) is not part of this suite.
+clients (as in the reference table) is not part of this suite. Lag is receive time − `E`
+relative to its minimum; it includes the simulator's own delays (it shares the 2 cores).
 
 {header}
 |---|---:|---:|---:|---:|---:|---:|
