@@ -206,7 +206,7 @@ class Feed:
             del self.supervisor_events[:500]
 
     async def _load_markets(self) -> None:
-        table = await self._client.load_markets()
+        table = await self.gateway.call("load_markets", self._client.load_markets)
         markets: dict[str, MarketInfo] = {}
         for symbol in self.config.symbols:
             info = table.resolve(symbol)

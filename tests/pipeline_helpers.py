@@ -78,3 +78,51 @@ def assert_trades_match(consumer: ConsumerBooks, exchange: object, sym: str) -> 
         real = truth[trade.trade_id]
         assert (trade.price, trade.amount) == (real.price, real.quantity), trade
     return len(got)
+
+
+async def run_pipeline(
+    exchange: object,
+    config: object,
+    *,
+    after_ready: object = None,
+    deltas_after: int = 500,
+    symbols: tuple[str, ...] = ("BTC_USDC", "ETH_USDC"),
+    limit: float = 300.0,
+) -> tuple[ConsumerBooks, dict[str, object]]:
+    """Run the in-memory pipeline; call ``after_ready(exchange)`` once every book is ready, then
+    stop once every symbol has ``deltas_after`` more deltas. Returns the consumer and statistics."""
+    import trio
+
+    from backpack_actors.feed import open_feed
+    from backpack_actors.testing import SimRestClient, sim_memory_connector
+
+    consumer = ConsumerBooks()
+    ready: set[str] = set()
+    injected = False
+    baseline: dict[str, int] = {}
+    stats: dict[str, object] = {}
+    with trio.fail_after(limit):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(exchange.run)  # type: ignore[attr-defined]
+            async with open_feed(
+                config,  # type: ignore[arg-type]
+                rest_client=SimRestClient(exchange),
+                ws_connect=sim_memory_connector(exchange),
+            ) as feed:
+                async for event in feed:
+                    consumer.apply(event)
+                    if isinstance(event, StatusEvent) and event.kind is StatusKind.BOOK_READY:
+                        ready.add(event.symbol.replace("-", "_"))
+                    if not injected and ready >= set(symbols):
+                        injected = True
+                        baseline = dict(consumer.deltas)
+                        if after_ready is not None:
+                            after_ready(exchange)  # type: ignore[operator]
+                    if injected and all(
+                        consumer.deltas.get(s, 0) - baseline.get(s, 0) >= deltas_after
+                        for s in symbols
+                    ):
+                        break
+                stats = feed.statistics()
+            nursery.cancel_scope.cancel()
+    return consumer, stats

@@ -75,6 +75,8 @@ class Reconciler:
         books: bool = True,
     ) -> None:
         self._symbols = {sym: _Symbol(info) for sym, info in markets.items()}
+        # Events carry normalized symbols; conflation asks for books by that name.
+        self._by_normalized = {st.info.normalized: st for st in self._symbols.values()}
         self.out = out
         self._requests = requests
         self._wall_clock = wall_clock
@@ -95,8 +97,11 @@ class Reconciler:
         return self._symbols[symbol].trades
 
     def snapshot_event(self, symbol: str, reason: str = "conflated") -> BookSnapshot | None:
-        """The current book of a LIVE (or REST-only) symbol as an event; None while resyncing."""
-        state = self._symbols.get(symbol)
+        """The current book of a LIVE (or REST-only) symbol as an event; None while resyncing.
+
+        ``symbol`` is an exchange id (``BTC_USDC``) or the normalized form (``BTC-USDC``).
+        """
+        state = self._symbols.get(symbol) or self._by_normalized.get(symbol)
         if state is None:
             return None
         sync = state.book

@@ -24,7 +24,12 @@ from backpack_actors.actors.messages import (
 )
 from backpack_actors.actors.rest_gateway import RestGateway
 from backpack_actors.core.wire import RestTrade
-from backpack_actors.errors import ExchangeUnavailableError, ProtocolError, RateLimitedError
+from backpack_actors.errors import (
+    ExchangeRequestError,
+    ExchangeUnavailableError,
+    ProtocolError,
+    RateLimitedError,
+)
 from backpack_actors.transport.rest import RestClient
 
 __all__ = ["INTERVAL_REASON", "backfill_trades", "run_snapshot_actor"]
@@ -59,7 +64,9 @@ async def backfill_trades(
         upper = last_id
         while upper >= first_id and len(found) < last_id - first_id + 1:
             limit = min(RECENT_LIMIT, upper - first_id + 1)
-            offset = newest - upper
+            # Offsets count back from the newest trade; trades printed since `recent` only shift
+            # the window newer, which the id filter below absorbs.
+            offset = max(0, newest - upper)
             page = await gateway.call(
                 f"trades/history {symbol}",
                 functools.partial(client.trade_history, symbol, limit, offset),
@@ -71,7 +78,10 @@ async def backfill_trades(
             for trade in page:
                 if first_id <= trade.id <= last_id:
                     found[trade.id] = trade
-            upper = min(t.id for t in page) - 1
+            oldest = min(t.id for t in page)
+            if oldest - 1 >= upper:
+                break
+            upper = oldest - 1
     return [found[i] for i in sorted(found)]
 
 
@@ -143,6 +153,8 @@ async def _serve(
     try:
         trades = await backfill_trades(gateway, client, symbol, request.first_id, request.last_id)
         error = None
-    except (RateLimitedError, ExchangeUnavailableError, ProtocolError) as exc:
+    except (RateLimitedError, ExchangeUnavailableError, ProtocolError, ExchangeRequestError) as exc:
+        # A failed backfill is reported in-band (TradeSync counts the ids as unrecoverable);
+        # it must not take the snapshot actor, and with it every book, down.
         trades, error = [], str(exc)
     await inbox.send(BackfillDone(symbol, trades, error, wall_clock()))
