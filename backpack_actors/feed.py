@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from backpack_actors.actors.emitter import EventQueue
@@ -69,6 +70,7 @@ class Feed:
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
+        self._owns_client = rest_client is None
         self._client: RestClient = rest_client or CcxtRestClient(config.rest_url)
         self._connect: WsConnector = ws_connect or ws_connector(
             config.ws_url, queue_size=config.stream_queue
@@ -102,6 +104,12 @@ class Feed:
 
     def __repr__(self) -> str:
         return f"Feed(symbols={list(self.config.symbols)!r})"
+
+    async def aclose(self) -> None:
+        """Release what the feed created itself (ccxt's HTTP connection pool)."""
+        if self._owns_client:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self._client.aclose()
 
     # -- consumer side --------------------------------------------------------------------------
 
@@ -271,6 +279,8 @@ class Feed:
         children = []
         for symbol in self.markets:
             health = self._health.setdefault(symbol, SymbolHealth(symbol))
+            if not settings.websocket:
+                health.rest_only = True
             children.append(ChildSpec(symbol, self._stream_starter(symbol, settings, health)))
         streams = Supervisor(
             "streams",
@@ -343,6 +353,8 @@ async def open_feed(
         if single is None:
             raise
         raise single from None
+    finally:
+        await feed.aclose()
 
 
 Callback = Callable[[Any, float], Any]
@@ -393,10 +405,20 @@ class CcxtBackpackFeed:
         callbacks: Mapping[str, Callback] | None = None,
         *,
         env: Mapping[str, str] | None = None,
-        **kwargs: Any,
+        rest_client: RestClient | None = None,
+        ws_connect: WsConnector | None = None,
+        **overrides: Any,
     ) -> CcxtBackpackFeed:
-        """Build from the seed's YAML format (``exchanges: ccxt_backpack: …``)."""
-        return cls(config=load_config(path, env=env), callbacks=callbacks, **kwargs)
+        """Build from the seed's YAML format (``exchanges: ccxt_backpack: …``).
+
+        ``overrides`` replace config keys after loading (e.g. ``rest_url=`` for a simulator).
+        """
+        config = load_config(path, env=env)
+        if overrides:
+            config = attrs.evolve(config, **overrides)
+        return cls(
+            config=config, callbacks=callbacks, rest_client=rest_client, ws_connect=ws_connect
+        )
 
     def _callback_for(self, event: Event) -> Callback | None:
         if isinstance(event, Trade):

@@ -48,14 +48,13 @@ log = logging.getLogger(__name__)
 
 
 class _Symbol:
-    __slots__ = ("backfill_pending", "book", "info", "mode", "ready", "snapshot_pending", "trades")
+    __slots__ = ("backfill_pending", "book", "info", "mode", "snapshot_pending", "trades")
 
     def __init__(self, info: MarketInfo) -> None:
         self.info = info
         self.book: bsync.BookSync[DepthEvent] = bsync.BookSync(info.exchange_id)
         self.trades = tsync.TradeSync(info.exchange_id)
         self.mode = "ws"
-        self.ready = False
         self.snapshot_pending = False
         self.backfill_pending = False
 
@@ -183,7 +182,7 @@ class Reconciler:
         state.mode = message.mode
         if message.mode == "rest":
             # REST-only: books come as whole snapshots from the poller; old WS frames are stale.
-            state.book.epoch = message.epoch
+            state.book.enter_rest_mode(message.epoch)
             return
         await self._book_actions(state, state.book.stream_started(message.epoch), 0.0)
 
@@ -209,22 +208,10 @@ class Reconciler:
         state.snapshot_pending = False
         sync = state.book
         if state.mode == "rest":
-            snapshot = message.snapshot
-            if sync.last_update_id is not None and snapshot.last_update_id < sync.last_update_id:
-                return
-            sync.book.load(snapshot.bids, snapshot.asks)
-            sync.last_update_id = snapshot.last_update_id
-            sync.state = bsync.SyncState.LIVE
-            await self._put(
-                self._snapshot(state, snapshot.last_update_id, "rest_only", snapshot.timestamp)
-            )
-            if not state.ready:
-                state.ready = True
-                await self._status(state, StatusKind.BOOK_READY, "REST-only snapshot", {})
-            return
-        await self._book_actions(
-            state, sync.on_snapshot(message.snapshot), message.received_at
-        )
+            actions = sync.on_rest_snapshot(message.snapshot)
+        else:
+            actions = sync.on_snapshot(message.snapshot)
+        await self._book_actions(state, actions, message.received_at)
 
     # -- actions -> events and requests ---------------------------------------------------------
 
@@ -238,8 +225,6 @@ class Reconciler:
                     assert isinstance(delta, DepthEvent)
                     await self._put(self._delta_event(state, delta, received_at))
             elif isinstance(action, bsync.PublishSnapshot):
-                if action.reason in ("initial", "resync") or action.reason.startswith("resync"):
-                    state.ready = True
                 if self._want_books:
                     await self._put(
                         self._snapshot(state, action.update_id, action.reason, action.engine_time_us)

@@ -404,6 +404,33 @@ class BookSync(Generic[D]):
             self._status(StatusKind.RESYNCED, f"resynced at update {last} after {reason}"),
         ]
 
+    # -- REST-only mode -----------------------------------------------------------------------
+
+    def enter_rest_mode(self, epoch: int) -> None:
+        """REST polling replaces the stream from ``epoch`` on: older frames are stale now."""
+        self.epoch = epoch
+        self._buffer.clear()
+        self._check = None
+        self._bridging = False
+
+    def on_rest_snapshot(self, snapshot: DepthSnapshotLike) -> list[Action[D]]:
+        """REST-only mode: each polled snapshot replaces the book (never rewinding it)."""
+        s = snapshot.last_update_id
+        if self.last_update_id is not None and s < self.last_update_id:
+            self.counters["ignored_snapshots"] += 1
+            return []
+        self.book.load(snapshot.bids, snapshot.asks)
+        self.last_update_id = s
+        self.last_engine_time_us = snapshot.timestamp
+        self.state = SyncState.LIVE
+        actions: list[Action[D]] = [
+            PublishSnapshot(self.symbol, s, "rest_only", self.last_engine_time_us)
+        ]
+        if not self._ever_ready:
+            self._ever_ready = True
+            actions.append(self._status(StatusKind.BOOK_READY, f"REST-only book at update {s}"))
+        return actions
+
     def on_snapshot_failed(self, reason: str) -> list[Action[D]]:
         """The snapshot request failed; while the book is not live, ask again."""
         self.counters["snapshots_failed"] += 1

@@ -68,6 +68,8 @@ class RestClient(Protocol):
         self, exchange_symbol: str, limit: int, offset: int
     ) -> list[RestTrade]: ...
 
+    async def aclose(self) -> None: ...
+
 
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:
     if not headers:
@@ -169,6 +171,12 @@ class CcxtRestClient:
         except ccxt.ExchangeNotAvailable as exc:
             raise ExchangeUnavailableError(f"{what}: {exc}") from exc
 
+    async def aclose(self) -> None:
+        """Close ccxt's pooled HTTP connections (they would outlive the feed otherwise)."""
+        session = getattr(self._exchange, "session", None)
+        if session is not None:
+            await trio.to_thread.run_sync(session.close, limiter=self._limiter)
+
     async def load_markets(self) -> MarketTable:
         ex = self._exchange
         markets = await self._call("load_markets", lambda: ex.load_markets(reload=True))
@@ -229,6 +237,9 @@ class SimRestClient:
         raise_for_status(answer.status, dict(answer.headers), answer.body, url)
         body: bytes = answer.body
         return body
+
+    async def aclose(self) -> None:
+        """Nothing to release in-process."""
 
     async def load_markets(self) -> MarketTable:
         body = await self._get("/api/v1/markets", [])
