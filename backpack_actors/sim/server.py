@@ -227,6 +227,12 @@ def run_sim(args: argparse.Namespace) -> int:
         trio.run(main)
     except KeyboardInterrupt:
         return 0
+    except BaseExceptionGroup as group:
+        # Ctrl-C arrives wrapped by the nurseries it crossed; anything else is a real error.
+        _, rest = group.split(KeyboardInterrupt)
+        if rest is not None:
+            raise
+        return 0
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
