@@ -1,30 +1,384 @@
 """Command line: ``python -m backpack_actors`` / ``backpack-actors``.
 
+Commands: ``run`` (a feed from ``--config`` or flags, JSON Lines out), ``demo`` (the same against
+the embedded simulator, offline), ``sim`` (the standalone simulator), ``markets`` (every listed
+market and its symbol forms).
+
 Exit codes: 0 ok, 1 internal error, 2 configuration error, 3 region restricted, 4 exchange
-unreachable.
+unreachable. Errors are printed as one ``error: ...`` line naming the fix; ``--log-level debug``
+adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 import sys
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-__all__ = ["main"]
+__all__ = ["describe_error", "main"]
+
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_DEMO_HINT = (
+    "try `python -m backpack_actors demo` (offline) or point --rest-url/--ws-url at a reachable "
+    "endpoint"
+)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser, *, book_depth: int) -> None:
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "-o", "--output", metavar="FILE", help="append JSON Lines to FILE (default: stdout)"
+    )
+    out.add_argument("--duration", type=_positive, metavar="SECONDS", help="stop after SECONDS")
+    out.add_argument("--max-events", type=_count, metavar="N", help="stop after N events")
+    out.add_argument(
+        "--book-depth",
+        type=_count,
+        default=None,
+        metavar="N",
+        help=f"levels per side in book snapshots, 0 = whole book (default {book_depth})",
+    )
+    out.add_argument(
+        "--live",
+        action="store_true",
+        help="terminal view of books, trades and health (JSONL then only goes to --output)",
+    )
+    out.add_argument(
+        "--levels", type=_count, default=5, metavar="N", help="levels shown by --live (default 5)"
+    )
+    out.add_argument(
+        "--metrics-port",
+        type=_count,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (0 = any free port)",
+    )
+    out.add_argument(
+        "--log-level",
+        choices=_LOG_LEVELS,
+        default="warning",
+        help="log level on stderr; debug also prints tracebacks (default warning)",
+    )
+
+
+def _add_feed_arguments(parser: argparse.ArgumentParser, *, urls: bool) -> None:
+    feed = parser.add_argument_group("feed (flags override the config file)")
+    if urls:
+        feed.add_argument(
+            "-c", "--config", metavar="FILE", help="YAML config (cryptofeed format, see README)"
+        )
+    feed.add_argument(
+        "--symbols", nargs="+", metavar="SYMBOL", help="symbols, e.g. BTC-USDC ETH-USDC-PERP"
+    )
+    feed.add_argument(
+        "--channels",
+        nargs="+",
+        metavar="CHANNEL",
+        help="trades and/or l2_book (default both)",
+    )
+    feed.add_argument(
+        "--snapshot-interval",
+        type=float,
+        metavar="SECONDS",
+        help="periodic REST book snapshot, 0 = off (default 30)",
+    )
+    feed.add_argument(
+        "--rest-only", action="store_true", default=None, help="poll REST, no WebSocket"
+    )
+    if urls:
+        feed.add_argument("--rest-url", metavar="URL", help="REST base URL (e.g. a simulator)")
+        feed.add_argument("--ws-url", metavar="URL", help="WebSocket URL (e.g. a simulator)")
+        feed.add_argument(
+            "--connect-timeout",
+            type=_positive,
+            default=15.0,
+            metavar="SECONDS",
+            help="give up (exit 4) if the feed has not started by then (default 15)",
+        )
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="backpack-actors",
         description="Backpack market data as supervised trio actors.",
+        epilog="exit codes: 0 ok, 1 internal error, 2 configuration error, "
+        "3 region restricted, 4 exchange unreachable",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a feed; events as JSON Lines")
+    _add_feed_arguments(run, urls=True)
+    _add_output_arguments(run, book_depth=0)
+
+    demo = sub.add_parser("demo", help="run a feed against the embedded simulator (offline)")
+    _add_feed_arguments(demo, urls=False)
+    _add_output_arguments(demo, book_depth=10)
+    sim_group = demo.add_argument_group("simulator")
+    sim_group.add_argument("--seed", type=int, default=1, help="market model seed (default 1)")
+    sim_group.add_argument(
+        "--rate", type=_positive, default=20.0, help="depth messages/s per market (default 20)"
+    )
+    sim_group.add_argument(
+        "--faults",
+        action="store_true",
+        help="inject a fault every --fault-interval seconds (gaps, reorders, disconnects, "
+        "malformed frames, stalls, 429s, a WebSocket outage with REST-only fallback)",
+    )
+    sim_group.add_argument(
+        "--fault-interval",
+        type=_positive,
+        default=4.0,
+        metavar="SECONDS",
+        help="seconds between --faults injections (default 4)",
+    )
+    sim_group.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        type=_fault_spec,
+        help="a simulator fault spec KIND[:k=v,...][@SECONDS] (repeatable; see `sim --help`)",
+    )
 
     from backpack_actors.sim.server import add_sim_arguments
 
     sim = sub.add_parser("sim", help="run the Backpack exchange simulator (REST + WebSocket)")
     add_sim_arguments(sim)
+
+    markets = sub.add_parser("markets", help="list markets: every symbol form, tick/step sizes")
+    markets.add_argument(
+        "--rest-url",
+        default="https://api.backpack.exchange",
+        metavar="URL",
+        help="exchange or simulator REST URL (default the exchange)",
+    )
+    markets.add_argument("--quote", metavar="ASSET", help="only markets quoted in ASSET")
+    markets.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
+    markets.add_argument(
+        "--connect-timeout", type=_positive, default=15.0, metavar="SECONDS", help="default 15"
+    )
+    markets.add_argument("--log-level", choices=_LOG_LEVELS, default="warning")
     return parser
+
+
+def _fault_spec(text: str) -> str:
+    from backpack_actors.sim.faults import parse_fault_spec
+
+    try:
+        parse_fault_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+# --- configuration from flags ----------------------------------------------------------------
+
+
+def _feed_config(args: argparse.Namespace, *, default_symbols: Sequence[str] = ()) -> Any:
+    import attrs
+
+    from backpack_actors.config import FeedConfig, load_config
+
+    overrides: dict[str, Any] = {}
+    for flag, key in (
+        ("symbols", "symbols"),
+        ("channels", "channels"),
+        ("snapshot_interval", "snapshot_interval"),
+        ("rest_only", "rest_only"),
+        ("rest_url", "rest_url"),
+        ("ws_url", "ws_url"),
+        ("book_depth", "book_depth"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[key] = list(value) if isinstance(value, list) else value
+    config_path = getattr(args, "config", None)
+    if config_path:
+        config = load_config(config_path)
+        return attrs.evolve(config, **overrides) if overrides else config
+    if "symbols" not in overrides:
+        if not default_symbols:
+            from backpack_actors.errors import ConfigError
+
+            raise ConfigError("symbols", "--symbols SYMBOL... or --config FILE")
+        overrides["symbols"] = list(default_symbols)
+    return FeedConfig.from_kwargs(**overrides)
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+_LINE = re.compile(r"at line (\d+)")
+
+
+def _yaml_key(path: str, expected: str) -> str:
+    """The key on the line a YAML error points at, when there is one."""
+    match = _LINE.search(expected)
+    if not match:
+        return ""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return ""
+    number = int(match.group(1))
+    for index in (number - 1, number - 2):
+        if 0 <= index < len(lines):
+            key = re.match(r"\s*-?\s*([A-Za-z_][\w-]*)\s*:", lines[index])
+            if key:
+                return f" near key {key.group(1)!r}"
+    return ""
+
+
+def _config_message(exc: Any, config_path: str | None) -> str:
+    from backpack_actors.errors import UnknownSymbolError
+
+    where = f"{config_path}: " if config_path else ""
+    if isinstance(exc, UnknownSymbolError):
+        close = ", ".join(exc.suggestions) if exc.suggestions else "none close"
+        return (
+            f"{exc.symbol!r} is not listed by the exchange (closest: {close}); Backpack lists "
+            "mostly USDC-quoted markets, so use e.g. BTC-USDC (`python -m backpack_actors "
+            "markets` lists them all)"
+        )
+    expected: str = exc.expected
+    if expected.startswith("a readable config file"):
+        reason = expected.removeprefix("a readable config file").strip(" ()")
+        return f"cannot read config file {exc.key} ({reason}); check the path"
+    if expected.startswith("valid YAML"):
+        detail = expected.removeprefix("valid YAML").strip(" ()")
+        near = _yaml_key(exc.key, expected)
+        return f"{exc.key}: invalid YAML ({detail}){near}; fix the syntax there"
+    variable = re.match(r"environment variable (\w+) to be set", expected)
+    if variable:
+        name = variable.group(1)
+        return (
+            f"{where}{exc.key} uses ${{{name}}} but {name} is not set; export {name}=... "
+            f"(empty means none) or write ${{{name}:-default}}"
+        )
+    if expected.startswith("a known key"):
+        hint = expected.removeprefix("a known key").strip()
+        return f"{where}unknown key {exc.key!r}{' ' + hint if hint else ''}; remove or rename it"
+    if exc.key == "symbols" and expected.startswith("--symbols"):
+        return "no symbols given; pass --symbols BTC-USDC ... or --config FILE"
+    return f"{where}invalid configuration: {exc}; correct that setting"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__
+    return seen
+
+
+def describe_error(exc: BaseException, config_path: str | None = None) -> tuple[int, str]:
+    """The exit code and the one-line message (without ``error: ``) for a failure."""
+    from backpack_actors.errors import (
+        ConfigError,
+        EscalationError,
+        ExchangeUnavailableError,
+        RegionRestrictedError,
+    )
+    from backpack_actors.runner.app import ExchangeUnreachableError, ExitCode
+    from backpack_actors.testing import unwrap_group
+
+    exc = unwrap_group(exc)
+    causes = _chain(exc)
+    if isinstance(exc, EscalationError) and len(causes) > 1:
+        causes = causes[1:]
+    root = causes[0]
+    if isinstance(root, ConfigError):
+        return ExitCode.CONFIG, _config_message(root, config_path)
+    if isinstance(root, RegionRestrictedError):
+        return ExitCode.REGION_RESTRICTED, (
+            f"the exchange refuses service from this location (HTTP {root.status} from "
+            f"{root.url}); point --rest-url/--ws-url (rest_url/ws_url in the config) at an "
+            "alternate endpoint or a proxy you may use, or try `python -m backpack_actors demo`"
+        )
+    if isinstance(root, ExchangeUnreachableError | ExchangeUnavailableError):
+        return ExitCode.UNREACHABLE, f"{root}; check the network, or {_DEMO_HINT}"
+    if isinstance(root, OSError):
+        return ExitCode.CONFIG, f"{root.strerror or root} ({root.filename}); check the path"
+    if isinstance(root, ValueError):
+        return ExitCode.CONFIG, f"{root}; correct the argument"
+    return ExitCode.INTERNAL, (
+        f"internal error: {type(root).__name__}: {root}; rerun with --log-level debug for the "
+        "traceback and please report it"
+    )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def _run_options(args: argparse.Namespace, config: Any) -> Any:
+    from backpack_actors.runner.app import RunOptions
+
+    return RunOptions(
+        output=args.output,
+        duration=args.duration,
+        max_events=args.max_events,
+        book_depth=config.book_depth,
+        live=args.live,
+        live_levels=args.levels,
+        metrics_port=args.metrics_port,
+        connect_timeout=getattr(args, "connect_timeout", 15.0),
+    )
+
+
+def _command(args: argparse.Namespace) -> int:
+    import trio
+
+    if args.command == "markets":
+        from backpack_actors.runner.markets import fetch_markets, list_markets, markets_rows
+
+        table = trio.run(lambda: fetch_markets(args.rest_url, deadline=args.connect_timeout))
+        list_markets(markets_rows(table, args.quote), as_json=args.json)
+        return 0
+    if args.command == "demo":
+        from backpack_actors.runner.demo import DEMO_SYMBOLS, DemoOptions, run_demo
+
+        if args.book_depth is None:
+            args.book_depth = 10
+        config = _feed_config(args, default_symbols=DEMO_SYMBOLS)
+        demo = DemoOptions(
+            seed=args.seed,
+            rate=args.rate,
+            faults=args.faults,
+            fault_interval=args.fault_interval,
+            fault_specs=tuple(args.fault),
+        )
+        options = _run_options(args, config)
+        summary = trio.run(lambda: run_demo(config, options, demo))
+    else:
+        from backpack_actors.runner.app import run_feed
+
+        config = _feed_config(args)
+        options = _run_options(args, config)
+        summary = trio.run(lambda: run_feed(config, options))
+    print(summary.line(), file=sys.stderr, flush=True)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,8 +389,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         from backpack_actors.sim.server import run_sim
 
         return run_sim(args)
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+    level = args.log_level
+    logging.basicConfig(
+        level=level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        return _command(args)
+    except KeyboardInterrupt:
+        # Ctrl-C before the signal handlers were installed (during startup): nothing to flush.
+        print("interrupted", file=sys.stderr)
+        return 0
+    except BaseException as exc:  # the CLI's one place that turns errors into exit codes
+        code, message = describe_error(exc, getattr(args, "config", None))
+        if level == "debug":
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"error: {_one_line(message)}", file=sys.stderr, flush=True)
+        return int(code)
 
 
 if __name__ == "__main__":

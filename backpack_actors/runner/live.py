@@ -1,0 +1,282 @@
+"""The ``--live`` terminal view: per symbol the top levels, last trades, rates, lag and health.
+
+:class:`LiveState` is fed events and ``feed.statistics()`` snapshots and holds everything the view
+shows; :func:`render_live` turns it into a rich renderable (tests print it to a recording
+``Console``); :class:`LiveView` redraws it at most ``max_fps`` times a second, or prints plain
+lines once a second when stdout is not a terminal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import trio
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from backpack_actors.core.book import OrderBook
+from backpack_actors.core.events import (
+    BookDelta,
+    BookSnapshot,
+    Event,
+    ProtocolErrorEvent,
+    StatusEvent,
+    StatusKind,
+    Trade,
+)
+from backpack_actors.core.symbols import normalize
+
+__all__ = ["LiveState", "LiveView", "SymbolView", "plain_lines", "render_live"]
+
+_LAG_WINDOW = 200
+
+
+@dataclass
+class SymbolView:
+    """What the view knows about one symbol (normalized name)."""
+
+    symbol: str
+    book: OrderBook = field(default_factory=OrderBook)
+    ready: bool = False
+    mode: str = "ws"
+    trades: deque[Trade] = field(default_factory=lambda: deque(maxlen=5))
+    lags: deque[float] = field(default_factory=lambda: deque(maxlen=_LAG_WINDOW))
+    frames: int = 0
+    frames_per_s: float = 0.0
+    gaps: int = 0
+    resyncs: int = 0
+    reconnects: int = 0
+    decode_errors: int = 0
+    last_status: str = ""
+
+    @property
+    def lag_ms(self) -> float | None:
+        """Median receipt − ``T`` over the recent window, in milliseconds."""
+        if not self.lags:
+            return None
+        ordered = sorted(self.lags)
+        return ordered[len(ordered) // 2] * 1000.0
+
+
+class LiveState:
+    """Event- and statistics-driven model of the view (no I/O, no clock of its own)."""
+
+    def __init__(self, symbols: list[str] | tuple[str, ...] = (), *, levels: int = 5) -> None:
+        self.levels = levels
+        self.symbols: dict[str, SymbolView] = {}
+        self.events = 0
+        self.started_at: float | None = None
+        self.now: float | None = None
+        self._frames_at: dict[str, tuple[float, int]] = {}
+        for symbol in symbols:
+            self.view(symbol)
+
+    def view(self, symbol: str) -> SymbolView:
+        """The (created on first use) view of ``symbol`` in any accepted form."""
+        key = normalize(symbol.upper())
+        state = self.symbols.get(key)
+        if state is None:
+            state = self.symbols[key] = SymbolView(key)
+        return state
+
+    def observe(self, event: Event) -> None:
+        """Account one event."""
+        self.events += 1
+        view = self.view(event.symbol)
+        if isinstance(event, BookSnapshot):
+            view.book.load(event.bids, event.asks)
+            view.ready = True
+        elif isinstance(event, BookDelta):
+            view.book.apply(event.bids, event.asks)
+            view.lags.append(event.received_at - event.engine_time_us / 1_000_000)
+        elif isinstance(event, Trade):
+            view.trades.appendleft(event)
+            view.lags.append(event.received_at - event.engine_time_us / 1_000_000)
+        elif isinstance(event, StatusEvent):
+            view.last_status = f"{event.kind.value}: {event.reason}"
+            if event.kind in (StatusKind.RESYNCING, StatusKind.GAP_DETECTED, StatusKind.STALE):
+                view.ready = False
+            elif event.kind in (StatusKind.BOOK_READY, StatusKind.RESYNCED):
+                view.ready = True
+            elif event.kind is StatusKind.DEGRADED_REST_ONLY:
+                view.mode = "rest"
+            elif event.kind is StatusKind.RECOVERED_WS:
+                view.mode = "ws"
+        elif isinstance(event, ProtocolErrorEvent):
+            view.last_status = f"protocol error on {event.stream}: {event.reason}"
+
+    def update_stats(self, stats: Mapping[str, Any], now: float) -> None:
+        """Take counters from ``feed.statistics()`` at monotonic time ``now``."""
+        if self.started_at is None:
+            self.started_at = now
+        self.now = now
+        for exchange_id, stream in stats.get("streams", {}).items():
+            view = self.view(exchange_id)
+            view.mode = str(stream.get("mode", view.mode))
+            view.frames = int(stream.get("frames", 0))
+            view.reconnects = int(stream.get("reconnects", 0))
+            view.decode_errors = int(stream.get("decode_errors", 0))
+            previous = self._frames_at.get(view.symbol)
+            if previous is not None and now > previous[0]:
+                view.frames_per_s = (view.frames - previous[1]) / (now - previous[0])
+            if previous is None or now - previous[0] >= 1.0:
+                self._frames_at[view.symbol] = (now, view.frames)
+        symbols = stats.get("reconciler", {}).get("symbols", {})
+        for exchange_id, sync in symbols.items():
+            view = self.view(exchange_id)
+            book = sync.get("book", {})
+            view.gaps = int(book.get("gaps", 0)) + int(sync.get("trades", {}).get("gaps", 0))
+            view.resyncs = int(book.get("resyncs", 0))
+            view.ready = sync.get("state") == "live"
+
+
+def _fmt(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def _book_table(view: SymbolView, levels: int) -> Table:
+    table = Table(box=None, pad_edge=False, show_edge=False, expand=False)
+    table.add_column("bid size", justify="right", style="green")
+    table.add_column("bid", justify="right", style="bold green")
+    table.add_column("ask", justify="left", style="bold red")
+    table.add_column("ask size", justify="left", style="red")
+    bids, asks = view.book.depth(levels)
+    for i in range(max(len(bids), len(asks))):
+        bid = bids[i] if i < len(bids) else None
+        ask = asks[i] if i < len(asks) else None
+        table.add_row(
+            _fmt(bid[1]) if bid else "",
+            _fmt(bid[0]) if bid else "",
+            _fmt(ask[0]) if ask else "",
+            _fmt(ask[1]) if ask else "",
+        )
+    return table
+
+
+def _trades_table(view: SymbolView) -> Table:
+    table = Table(box=None, pad_edge=False, show_edge=False, title="last trades", expand=False)
+    table.add_column("side")
+    table.add_column("price", justify="right")
+    table.add_column("amount", justify="right")
+    table.add_column("id", justify="right", style="dim")
+    for trade in view.trades:
+        style = "green" if trade.side.value == "buy" else "red"
+        table.add_row(
+            Text(trade.side.value, style=style),
+            _fmt(trade.price),
+            _fmt(trade.amount),
+            str(trade.trade_id),
+        )
+    return table
+
+
+def _health_line(view: SymbolView) -> Text:
+    lag = view.lag_ms
+    lag_text = "-" if lag is None else f"{lag:.1f} ms"
+    return Text(
+        f"frames/s {view.frames_per_s:.1f}  lag {lag_text}  gaps {view.gaps}  "
+        f"resyncs {view.resyncs}  reconnects {view.reconnects}  decode errors {view.decode_errors}"
+    )
+
+
+def _symbol_panel(view: SymbolView, levels: int) -> Panel:
+    mode = "WS" if view.mode == "ws" else "REST-only"
+    title = f"{view.symbol}  [{mode}]"
+    parts: list[RenderableType]
+    if view.ready and len(view.book):
+        parts = [_book_table(view, levels), _trades_table(view)]
+    else:
+        parts = [Spinner("dots", text=f"waiting for the {view.symbol} book…")]
+    parts.append(_health_line(view))
+    if view.last_status:
+        parts.append(Text(view.last_status, style="dim"))
+    return Panel(Group(*parts), title=title, title_align="left")
+
+
+def render_live(state: LiveState) -> RenderableType:
+    """The whole view: a header line and one panel per symbol."""
+    uptime = 0.0
+    if state.started_at is not None and state.now is not None:
+        uptime = state.now - state.started_at
+    header = Text(f"backpack_actors  events {state.events}  uptime {uptime:.0f} s", style="bold")
+    return Group(header, *(_symbol_panel(v, state.levels) for v in state.symbols.values()))
+
+
+def plain_lines(state: LiveState) -> list[str]:
+    """One plain line per symbol (the view when stdout is not a terminal)."""
+    lines = []
+    for view in state.symbols.values():
+        best_bid = view.book.best_bid() if view.ready else None
+        best_ask = view.book.best_ask() if view.ready else None
+        bid = f"{_fmt(best_bid[1])}@{_fmt(best_bid[0])}" if best_bid else "-"
+        ask = f"{_fmt(best_ask[1])}@{_fmt(best_ask[0])}" if best_ask else "-"
+        lag = view.lag_ms
+        lines.append(
+            f"{view.symbol} {view.mode} {'ready' if view.ready else 'syncing'} "
+            f"bid {bid} ask {ask} frames/s {view.frames_per_s:.1f} "
+            f"lag {'-' if lag is None else f'{lag:.1f}ms'} gaps {view.gaps} "
+            f"resyncs {view.resyncs} reconnects {view.reconnects}"
+        )
+    return lines
+
+
+class LiveView:
+    """Redraws a :class:`LiveState` on a console: rich ``Live`` on a terminal, plain otherwise."""
+
+    def __init__(
+        self,
+        state: LiveState,
+        console: Console | None = None,
+        *,
+        max_fps: float = 10.0,
+        plain_interval: float = 1.0,
+    ) -> None:
+        self.state = state
+        self.console = console or Console()
+        self.interval = 1.0 / min(max_fps, 10.0)
+        self.plain_interval = plain_interval
+        self.redraws = 0
+
+    @property
+    def is_terminal(self) -> bool:
+        """True when the console is an interactive terminal."""
+        return self.console.is_terminal
+
+    async def run(self, refresh_stats: Any = None) -> None:
+        """Redraw until cancelled; ``refresh_stats()`` (if given) runs before each redraw."""
+        if not self.is_terminal:
+            await self._run_plain(refresh_stats)
+            return
+        with Live(
+            render_live(self.state),
+            console=self.console,
+            auto_refresh=False,
+            transient=False,
+            redirect_stderr=False,
+            redirect_stdout=False,
+        ) as live:
+            while True:
+                if refresh_stats is not None:
+                    refresh_stats()
+                live.update(render_live(self.state), refresh=True)
+                self.redraws += 1
+                await trio.sleep(self.interval)
+
+    async def _run_plain(self, refresh_stats: Any) -> None:
+        while True:
+            await trio.sleep(self.plain_interval)
+            if refresh_stats is not None:
+                refresh_stats()
+            stamp = time.strftime("%H:%M:%S")
+            for line in plain_lines(self.state):
+                self.console.print(f"{stamp} {line}", markup=False, highlight=False)
+            self.redraws += 1
