@@ -274,11 +274,16 @@ class Supervisor:
 
     def statistics(self) -> SupervisorStatistics:
         """Restarts per child and current states."""
+        try:
+            in_window = self._window.count(self._clock())
+        except RuntimeError:
+            # trio's clock only exists inside trio.run; outside it every recorded restart counts.
+            in_window = len(self._window)
         return SupervisorStatistics(
             name=self.name,
             state=self._state,
             strategy=self.strategy,
-            restarts_in_window=self._window.count(self._clock()),
+            restarts_in_window=in_window,
             children=tuple(
                 ChildStatistics(
                     id=child.spec.id,

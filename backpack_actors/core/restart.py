@@ -39,16 +39,18 @@ class RestartWindow:
 
     def record(self, now: float) -> bool:
         """Record a restart at ``now``; False when the window is exceeded."""
-        threshold = now - self.period
-        while self._times and self._times[0] < threshold:
+        while self._times and now - self._times[0] > self.period:
             self._times.popleft()
         self._times.append(now)
         return len(self._times) <= self.intensity
 
     def count(self, now: float) -> int:
         """Restarts recorded within the last ``period`` seconds."""
-        threshold = now - self.period
-        return sum(1 for t in self._times if t >= threshold)
+        return sum(1 for t in self._times if now - t <= self.period)
+
+    def __len__(self) -> int:
+        """Restarts remembered so far (pruned only when ``record`` looks at the window)."""
+        return len(self._times)
 
     def reset(self) -> None:
         """Forget every recorded restart."""

@@ -126,6 +126,15 @@ def no_jitter(base: float = 0.5, factor: float = 2.0, cap: float = 30.0) -> Back
     return Backoff(base=base, factor=factor, cap=cap, jitter=0.0, stable_after=30.0)
 
 
+# Virtual seconds: a supervisor that wrongly restarts forever turns into a failure, not a hang.
+CAP = 600.0
+
+
+async def run_capped(run: StartFn) -> None:
+    with trio.fail_after(CAP):
+        await run(task_status=trio.TASK_STATUS_IGNORED)
+
+
 def count_tasks() -> int:
     def walk(task: trio.lowlevel.Task) -> int:
         return 1 + sum(walk(t) for n in task.child_nurseries for t in n.child_tasks)
@@ -146,15 +155,16 @@ async def test_one_for_one_restarts_only_the_failed_child(
     b = Actor("b", log, [fail_after(1.0, ExchangeUnavailableError("boom")), forever()])
     c = Actor("c", log, [forever()])
     sup = Supervisor("streams", [a.spec(), b.spec(), c.spec()], backoff=no_jitter())
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sup.run)
-        await log.wait_until(lambda: b.starts == 2 and len(entries(log, "b", "ready")) == 2)
-        assert (a.starts, b.starts, c.starts) == (1, 2, 1)
-        assert entries(log, "a", "stop") == []
-        assert entries(log, "c", "stop") == []
-        assert entries(log, "b", "start") == [0.0, pytest.approx(1.5)]
-        assert sup.statistics().restarts == {"a": 0, "b": 1, "c": 0}
-        nursery.cancel_scope.cancel()
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            await log.wait_until(lambda: b.starts == 2 and len(entries(log, "b", "ready")) == 2)
+            assert (a.starts, b.starts, c.starts) == (1, 2, 1)
+            assert entries(log, "a", "stop") == []
+            assert entries(log, "c", "stop") == []
+            assert entries(log, "b", "start") == [0.0, pytest.approx(1.5)]
+            assert sup.statistics().restarts == {"a": 0, "b": 1, "c": 0}
+            nursery.cancel_scope.cancel()
 
 
 async def test_rest_for_one_restarts_later_children_in_order(
@@ -167,22 +177,23 @@ async def test_rest_for_one_restarts_later_children_in_order(
     sup = Supervisor(
         "root", [a.spec(), b.spec(), c.spec()], strategy="rest_for_one", backoff=no_jitter()
     )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sup.run)
-        await log.wait_until(lambda: c.starts == 2 and len(entries(log, "c", "ready")) == 2)
-        after_failure = [(n, w) for n, w, t in log if t >= 1.0]
-        assert after_failure == [
-            ("b", "stop"),
-            ("c", "stop"),
-            ("b", "start"),
-            ("b", "ready"),
-            ("c", "start"),
-            ("c", "ready"),
-        ]
-        assert a.starts == 1
-        assert entries(log, "c", "start") == [0.0, pytest.approx(1.5)]
-        assert sup.statistics().restarts == {"a": 0, "b": 1, "c": 1}
-        nursery.cancel_scope.cancel()
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            await log.wait_until(lambda: c.starts == 2 and len(entries(log, "c", "ready")) == 2)
+            after_failure = [(n, w) for n, w, t in log if t >= 1.0]
+            assert after_failure == [
+                ("b", "stop"),
+                ("c", "stop"),
+                ("b", "start"),
+                ("b", "ready"),
+                ("c", "start"),
+                ("c", "ready"),
+            ]
+            assert a.starts == 1
+            assert entries(log, "c", "start") == [0.0, pytest.approx(1.5)]
+            assert sup.statistics().restarts == {"a": 0, "b": 1, "c": 1}
+            nursery.cancel_scope.cancel()
 
 
 async def test_one_for_all_restarts_every_child_in_order(
@@ -193,13 +204,14 @@ async def test_one_for_all_restarts_every_child_in_order(
     b = Actor("b", log, [fail_after(2.0, ExchangeUnavailableError("x")), forever()])
     c = Actor("c", log, [forever()])
     sup = Supervisor("all", [a.spec(), b.spec(), c.spec()], strategy="one_for_all")
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sup.run)
-        await log.wait_until(lambda: c.starts == 2 and len(entries(log, "c", "ready")) == 2)
-        assert [n for n, w, t in log if t >= 2.0 and w == "start"] == ["a", "b", "c"]
-        # Siblings are stopped in reverse start order before the restart.
-        assert [n for n, w, t in log if t >= 2.0 and w == "stop"] == ["b", "c", "a"]
-        nursery.cancel_scope.cancel()
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            await log.wait_until(lambda: c.starts == 2 and len(entries(log, "c", "ready")) == 2)
+            assert [n for n, w, t in log if t >= 2.0 and w == "start"] == ["a", "b", "c"]
+            # Siblings are stopped in reverse start order before the restart.
+            assert [n for n, w, t in log if t >= 2.0 and w == "stop"] == ["b", "c", "a"]
+            nursery.cancel_scope.cancel()
 
 
 # --- backoff in virtual time -----------------------------------------------------------------
@@ -213,13 +225,14 @@ async def test_backoff_delays_are_applied_in_virtual_time(
     sup = Supervisor(
         "streams", [flaky.spec()], intensity=100, period=60.0, backoff=no_jitter(1.0, 2.0, 4.0)
     )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(sup.run)
-        await log.wait_until(lambda: flaky.starts == 6)
-        starts = entries(log, "ws", "start")
-        gaps = [round(b - a, 6) for a, b in itertools.pairwise(starts)]
-        assert gaps == [1.0, 2.0, 4.0, 4.0, 4.0]
-        nursery.cancel_scope.cancel()
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sup.run)
+            await log.wait_until(lambda: flaky.starts == 6)
+            starts = entries(log, "ws", "start")
+            gaps = [round(b - a, 6) for a, b in itertools.pairwise(starts)]
+            assert gaps == [1.0, 2.0, 4.0, 4.0, 4.0]
+            nursery.cancel_scope.cancel()
 
 
 async def test_jittered_delays_match_the_backoff_maths(
@@ -231,12 +244,13 @@ async def test_jittered_delays_match_the_backoff_maths(
     sup = Supervisor(
         "streams", [flaky.spec()], intensity=100, backoff=template, rng=random.Random(42)
     )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(sup.run)
-        await log.wait_until(lambda: flaky.starts == 6)
-        starts = entries(log, "ws", "start")
-        gaps = [b - a for a, b in itertools.pairwise(starts)]
-        nursery.cancel_scope.cancel()
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sup.run)
+            await log.wait_until(lambda: flaky.starts == 6)
+            starts = entries(log, "ws", "start")
+            gaps = [b - a for a, b in itertools.pairwise(starts)]
+            nursery.cancel_scope.cancel()
     model, rng = template.fresh(), random.Random(42)
     expected = [model.next_delay(t, rng) for t in starts[:5]]
     assert gaps == pytest.approx(expected, abs=1e-6)
@@ -252,15 +266,16 @@ async def test_backoff_resets_only_after_the_child_was_stable(
     child = Actor("ws", log, plan)
     backoff = Backoff(base=1.0, factor=2.0, cap=60.0, jitter=0.0, stable_after=5.0)
     sup = Supervisor("streams", [child.spec()], intensity=100, backoff=backoff)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(sup.run)
-        await log.wait_until(lambda: child.starts == 6)
-        starts = entries(log, "ws", "start")
-        stops = entries(log, "ws", "stop")
-        delays = [round(s - f, 6) for f, s in zip(stops, starts[1:], strict=False)]
-        # 1, 2, 4 while flapping; healthy 10 s >= 5 s resets to 1; then grows again to 2.
-        assert delays == [1.0, 2.0, 4.0, 1.0, 2.0]
-        nursery.cancel_scope.cancel()
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sup.run)
+            await log.wait_until(lambda: child.starts == 6)
+            starts = entries(log, "ws", "start")
+            stops = entries(log, "ws", "stop")
+            delays = [round(s - f, 6) for f, s in zip(stops, starts[1:], strict=False)]
+            # 1, 2, 4 while flapping; healthy 10 s >= 5 s resets to 1; then grows again to 2.
+            assert delays == [1.0, 2.0, 4.0, 1.0, 2.0]
+            nursery.cancel_scope.cancel()
 
 
 async def test_rate_limited_error_waits_at_least_retry_after(
@@ -269,11 +284,12 @@ async def test_rate_limited_error_waits_at_least_retry_after(
     log = Log()
     child = Actor("rest", log, [fail_after(0.0, RateLimitedError("/api/v1/depth", 7.0)), forever()])
     sup = Supervisor("snap", [child.spec()], backoff=no_jitter())
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(sup.run)
-        await log.wait_until(lambda: child.starts == 2)
-        assert entries(log, "rest", "start") == [0.0, pytest.approx(7.0)]
-        nursery.cancel_scope.cancel()
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sup.run)
+            await log.wait_until(lambda: child.starts == 2)
+            assert entries(log, "rest", "start") == [0.0, pytest.approx(7.0)]
+            nursery.cancel_scope.cancel()
 
 
 # --- escalation ------------------------------------------------------------------------------
@@ -291,7 +307,7 @@ async def test_exceeding_the_restart_window_escalates(
         "streams", [calm.spec(), flaky.spec()], intensity=2, period=60.0, on_event=events.append
     )
     with pytest.raises(EscalationError) as info:
-        await sup.run()
+        await run_capped(sup.run)
     message = str(info.value)
     assert "'streams'" in message
     assert "'ws'" in message
@@ -320,7 +336,7 @@ async def test_non_retryable_error_propagates_at_once_unchanged(
     other = Actor("other", log, [forever()])
     sup = Supervisor("root", [buggy.spec(), other.spec()], backoff=no_jitter())
     with pytest.raises(type(bug)) as info:
-        await sup.run()
+        await run_capped(sup.run)
     assert info.value is bug
     assert buggy.starts == 1
     assert entries(log, "other", "stop") == [2.0]  # stopped at the moment of the bug
@@ -334,9 +350,10 @@ async def test_bug_before_ready_propagates_through_nursery_start(
     buggy = Actor("buggy", log, [fail_start(bug)])
     first = Actor("first", log, [forever()])
     sup = Supervisor("root", [first.spec(), buggy.spec()])
-    async with trio.open_nursery() as nursery:
-        with pytest.raises(ValueError, match="bad wiring") as info:
-            await nursery.start(sup.run)
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(ValueError, match="bad wiring") as info:
+                await nursery.start(sup.run)
     assert info.value is bug
     assert buggy.starts == 1
     assert entries(log, "first", "stop") == [0.0]
@@ -349,7 +366,7 @@ async def test_child_returning_without_started_is_a_bug(
     lazy = Actor("lazy", log, [Step(skip_started=True)])
     sup = Supervisor("root", [lazy.spec()])
     with pytest.raises(RuntimeError, match=r"without calling task_status\.started"):
-        await sup.run()
+        await run_capped(sup.run)
 
 
 # --- restart types ---------------------------------------------------------------------------
@@ -373,19 +390,20 @@ async def test_restart_types(
     subject = Actor("subject", log, [step, forever()])
     anchor = Actor("anchor", log, [forever()])
     sup = Supervisor("root", [anchor.spec(), subject.spec(restart)], backoff=no_jitter())
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(sup.run)
-        await trio.sleep(10.0)
-        stats = sup.statistics().child("subject")
-        if restarted:
-            assert subject.starts == 2
-            assert entries(log, "subject", "start") == [0.0, pytest.approx(1.5)]
-            assert (stats.state, stats.restarts) == (ChildState.RUNNING, 1)
-        else:
-            assert subject.starts == 1
-            assert (stats.state, stats.restarts) == (ChildState.STOPPED, 0)
-        assert anchor.starts == 1
-        nursery.cancel_scope.cancel()
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sup.run)
+            await trio.sleep(10.0)
+            stats = sup.statistics().child("subject")
+            if restarted:
+                assert subject.starts == 2
+                assert entries(log, "subject", "start") == [0.0, pytest.approx(1.5)]
+                assert (stats.state, stats.restarts) == (ChildState.RUNNING, 1)
+            else:
+                assert subject.starts == 1
+                assert (stats.state, stats.restarts) == (ChildState.STOPPED, 0)
+            assert anchor.starts == 1
+            nursery.cancel_scope.cancel()
 
 
 async def test_supervisor_returns_when_every_child_stopped_for_good(
@@ -394,8 +412,7 @@ async def test_supervisor_returns_when_every_child_stopped_for_good(
     log = Log()
     job = Actor("job", log, [return_after(3.0)])
     sup = Supervisor("jobs", [job.spec("transient")])
-    with trio.fail_after(60):
-        await sup.run()
+    await run_capped(sup.run)
     assert log.now() == pytest.approx(3.0)
     assert sup.state is SupervisorState.STOPPED
 
@@ -410,13 +427,14 @@ async def test_ready_is_reported_only_once_every_child_is_ready(
     slow = Actor("slow", log, [forever()], ready_delay=4.0)
     shaky = Actor("shaky", log, [fail_start(ExchangeUnavailableError("refused")), forever()])
     sup = Supervisor("root", [slow.spec(), shaky.spec()], backoff=no_jitter(base=2.0))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sup.run)
-        # slow is ready at 4; shaky failed its first start at 4 and comes up after 2 s of backoff.
-        assert log.now() == pytest.approx(6.0)
-        assert entries(log, "shaky", "ready") == [pytest.approx(6.0)]
-        assert sup.state is SupervisorState.RUNNING
-        nursery.cancel_scope.cancel()
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            # slow is ready at 4; shaky fails its first start at 4, then 2 s of backoff.
+            assert log.now() == pytest.approx(6.0)
+            assert entries(log, "shaky", "ready") == [pytest.approx(6.0)]
+            assert sup.state is SupervisorState.RUNNING
+            nursery.cancel_scope.cancel()
 
 
 async def test_nested_supervisor_restarts_inside_and_escalates_outside(
@@ -433,13 +451,14 @@ async def test_nested_supervisor_restarts_inside_and_escalates_outside(
         [reconciler.spec(), ChildSpec("streams", inner.run)],
         strategy="rest_for_one",
     )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(outer.run)
-        await log.wait_until(lambda: s1.starts == 3 and len(entries(log, "s1", "ready")) == 3)
-        assert (reconciler.starts, s2.starts) == (1, 1)
-        assert outer.statistics().restarts == {"reconciler": 0, "streams": 0}
-        assert inner.statistics().restarts == {"s1": 2, "s2": 0}
-        nursery.cancel_scope.cancel()
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(outer.run)
+            await log.wait_until(lambda: s1.starts == 3 and len(entries(log, "s1", "ready")) == 3)
+            assert (reconciler.starts, s2.starts) == (1, 1)
+            assert outer.statistics().restarts == {"reconciler": 0, "streams": 0}
+            assert inner.statistics().restarts == {"s1": 2, "s2": 0}
+            nursery.cancel_scope.cancel()
 
     # Now the inner window is too small: its EscalationError is not retryable, so root escalates.
     log.clear()
@@ -447,7 +466,7 @@ async def test_nested_supervisor_restarts_inside_and_escalates_outside(
     inner = Supervisor("streams", [s1.spec()], intensity=1)
     outer = Supervisor("root", [reconciler.spec(), ChildSpec("streams", inner.run)])
     with pytest.raises(EscalationError, match="'streams'") as info:
-        await outer.run()
+        await run_capped(outer.run)
     assert info.value.__cause__ is err
     assert entries(log, "reconciler", "stop") == [pytest.approx(log.now())]
 
@@ -509,13 +528,14 @@ async def test_single_retryable_error_inside_a_group_is_restarted(
             await trio.sleep_forever()
 
     sup = Supervisor("g", [ChildSpec("grp", start)], on_event=events.append)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(sup.run)
-        await log.wait_until(lambda: len(log) == 2)
-        restarting = [e for e in events if e.kind is SupervisorEventKind.RESTARTING]
-        assert len(restarting) == 1
-        assert isinstance(restarting[0].error, ExchangeUnavailableError)  # unwrapped leaf
-        nursery.cancel_scope.cancel()
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sup.run)
+            await log.wait_until(lambda: len(log) == 2)
+            restarting = [e for e in events if e.kind is SupervisorEventKind.RESTARTING]
+            assert len(restarting) == 1
+            assert isinstance(restarting[0].error, ExchangeUnavailableError)  # unwrapped leaf
+            nursery.cancel_scope.cancel()
 
 
 async def test_single_bug_inside_a_group_is_raised_unwrapped(
@@ -524,7 +544,7 @@ async def test_single_bug_inside_a_group_is_raised_unwrapped(
     bug = KeyError("k")
     sup = Supervisor("g", [ChildSpec("grp", grouped_child(bug))])
     with pytest.raises(KeyError) as info:
-        await sup.run()
+        await run_capped(sup.run)
     assert info.value is bug
 
 
@@ -534,7 +554,7 @@ async def test_several_distinct_errors_reraise_the_group(
     bug, net = KeyError("k"), ExchangeUnavailableError("net")
     sup = Supervisor("g", [ChildSpec("grp", grouped_child(bug, net))])
     with pytest.raises(BaseExceptionGroup) as info:
-        await sup.run()
+        await run_capped(sup.run)
     assert sorted(map(repr, leaf_exceptions(info.value))) == sorted([repr(bug), repr(net)])
 
 
@@ -554,23 +574,24 @@ async def test_events_and_statistics(autojump_clock: trio.testing.MockClock) -> 
 
     sup = Supervisor("streams", [a.spec(), b.spec()], backoff=no_jitter(), on_event=on_event)
     assert sup.statistics().state is SupervisorState.IDLE
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sup.run)
-        await log.wait_until(lambda: len(entries(log, "b", "event started")) == 2)
-        summary = [(e.supervisor, e.child, e.kind, e.restarts, e.delay) for e in events]
-        assert summary == [
-            ("streams", "a", SupervisorEventKind.STARTED, 0, None),
-            ("streams", "b", SupervisorEventKind.STARTED, 0, None),
-            ("streams", "b", SupervisorEventKind.RESTARTING, 1, 0.5),
-            ("streams", "b", SupervisorEventKind.STARTED, 1, None),
-        ]
-        assert events[2].error is err
-        stats = sup.statistics()
-        assert stats.state is SupervisorState.RUNNING
-        assert stats.restarts_in_window == 1
-        assert stats.child("b").last_error == repr(err)
-        assert [c.state for c in stats.children] == [ChildState.RUNNING, ChildState.RUNNING]
-        nursery.cancel_scope.cancel()
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            await log.wait_until(lambda: len(entries(log, "b", "event started")) == 2)
+            summary = [(e.supervisor, e.child, e.kind, e.restarts, e.delay) for e in events]
+            assert summary == [
+                ("streams", "a", SupervisorEventKind.STARTED, 0, None),
+                ("streams", "b", SupervisorEventKind.STARTED, 0, None),
+                ("streams", "b", SupervisorEventKind.RESTARTING, 1, 0.5),
+                ("streams", "b", SupervisorEventKind.STARTED, 1, None),
+            ]
+            assert events[2].error is err
+            stats = sup.statistics()
+            assert stats.state is SupervisorState.RUNNING
+            assert stats.restarts_in_window == 1
+            assert stats.child("b").last_error == repr(err)
+            assert [c.state for c in stats.children] == [ChildState.RUNNING, ChildState.RUNNING]
+            nursery.cancel_scope.cancel()
 
 
 def test_bad_specs_are_rejected() -> None:
@@ -590,8 +611,21 @@ async def test_running_twice_concurrently_is_refused(
 ) -> None:
     log = Log()
     sup = Supervisor("s", [Actor("a", log, [forever()]).spec()])
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sup.run)
-        with pytest.raises(RuntimeError, match="already running"):
-            await sup.run()
-        nursery.cancel_scope.cancel()
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            with pytest.raises(RuntimeError, match="already running"):
+                await run_capped(sup.run)
+            nursery.cancel_scope.cancel()
+
+
+def test_statistics_work_outside_trio() -> None:
+    async def start(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+
+    stats = Supervisor("s", [ChildSpec("x", start)]).statistics()
+    assert (stats.state, stats.restarts, stats.restarts_in_window) == (
+        SupervisorState.IDLE,
+        {"x": 0},
+        0,
+    )

@@ -182,3 +182,12 @@ def test_reset_happens_iff_healthy_for_stable_period(
     # Compare the uptime as the float subtraction sees it, not the drawn value.
     expected = 1.0 if failed_at - 1000.0 >= stable_after else 2.0**prior_failures
     assert delay == expected
+
+
+def test_window_len_counts_remembered_restarts() -> None:
+    window = RestartWindow(intensity=5, period=10.0)
+    window.record(0.0)
+    window.record(1.0)
+    assert len(window) == 2
+    window.reset()
+    assert len(window) == 0
