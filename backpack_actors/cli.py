@@ -325,6 +325,44 @@ def describe_error(exc: BaseException, config_path: str | None = None) -> tuple[
     )
 
 
+class _HoldingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Logs to stderr, holding back what the final ``error:`` line would only repeat.
+
+    Until the feed has started every record is held (retry warnings of a startup that fails end
+    in one error line instead); afterwards only supervisor escalations are held. Held records
+    are written by :meth:`release_held` (the run went on or ended well) or dropped by
+    :meth:`discard_held` (the CLI prints its one-line error instead).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self.holding = True
+        self.held: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        escalation = record.name == "backpack_actors.supervisor" and record.levelno >= logging.ERROR
+        if self.holding or escalation:
+            self.held.append(record)
+            return
+        super().emit(record)
+
+    def started(self, _feed: object = None) -> None:
+        self.holding = False
+        held, self.held = self.held, []
+        for record in held:
+            self.emit(record)
+
+    def release_held(self) -> None:
+        self.holding = False
+        held, self.held = self.held, []
+        for record in held:
+            super().emit(record)
+
+    def discard_held(self) -> None:
+        self.held.clear()
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -347,12 +385,13 @@ def _run_options(args: argparse.Namespace, config: Any) -> Any:
     )
 
 
-def _command(args: argparse.Namespace) -> int:
+def _command(args: argparse.Namespace, handler: _HoldingHandler) -> int:
     import trio
 
     if args.command == "markets":
         from backpack_actors.runner.markets import fetch_markets, list_markets, markets_rows
 
+        handler.started()
         table = trio.run(lambda: fetch_markets(args.rest_url, deadline=args.connect_timeout))
         list_markets(markets_rows(table, args.quote), as_json=args.json)
         return 0
@@ -370,13 +409,14 @@ def _command(args: argparse.Namespace) -> int:
             fault_specs=tuple(args.fault),
         )
         options = _run_options(args, config)
-        summary = trio.run(lambda: run_demo(config, options, demo))
+        summary = trio.run(lambda: run_demo(config, options, demo, on_started=handler.started))
     else:
         from backpack_actors.runner.app import run_feed
 
         config = _feed_config(args)
         options = _run_options(args, config)
-        summary = trio.run(lambda: run_feed(config, options))
+        summary = trio.run(lambda: run_feed(config, options, on_started=handler.started))
+    handler.release_held()
     print(summary.line(), file=sys.stderr, flush=True)
     return 0
 
@@ -390,17 +430,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_sim(args)
     level = args.log_level
-    logging.basicConfig(
-        level=level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = _HoldingHandler()
+    if level == "debug":
+        handler.started()
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     try:
-        return _command(args)
+        return _command(args, handler)
     except KeyboardInterrupt:
         # Ctrl-C before the signal handlers were installed (during startup): nothing to flush.
         print("interrupted", file=sys.stderr)
         return 0
     except BaseException as exc:  # the CLI's one place that turns errors into exit codes
         code, message = describe_error(exc, getattr(args, "config", None))
+        handler.discard_held()
         if level == "debug":
             traceback.print_exception(exc, file=sys.stderr)
         print(f"error: {_one_line(message)}", file=sys.stderr, flush=True)

@@ -141,8 +141,12 @@ async def run_feed(
     console: Console | None = None,
     wall_clock: Callable[[], float] = time.time,
     feed_factory: Callable[[FeedConfig], Feed] | None = None,
+    on_started: Callable[[Feed], None] | None = None,
 ) -> RunSummary:
-    """Run ``config`` per ``options`` until done; raises the feed's terminal error, unwrapped."""
+    """Run ``config`` per ``options`` until done; raises the feed's terminal error, unwrapped.
+
+    ``on_started(feed)`` is called once the feed is up (markets loaded, streams running).
+    """
     err = stderr if stderr is not None else sys.stderr
     feed = feed_factory(config) if feed_factory is not None else Feed(config, wall_clock=wall_clock)
     summary = RunSummary()
@@ -219,6 +223,8 @@ async def run_feed(
                 raise ExchangeUnreachableError(
                     config.rest_url, options.connect_timeout, feed.gateway.stats.server_errors
                 )
+            if on_started is not None:
+                on_started(feed)
             refresh_stats()
             nursery.start_soon(stats_ticker)
             if live is not None:

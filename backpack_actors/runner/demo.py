@@ -20,6 +20,7 @@ import trio
 from rich.console import Console
 
 from backpack_actors.config import FeedConfig
+from backpack_actors.feed import Feed
 from backpack_actors.runner.app import RunOptions, RunSummary, run_feed
 from backpack_actors.sim import Faults, open_simulator, parse_fault_spec
 from backpack_actors.sim.faults import FaultSpec
@@ -112,6 +113,7 @@ async def run_demo(
     stdout: IO[bytes] | None = None,
     stderr: IO[str] | None = None,
     console: Console | None = None,
+    on_started: Callable[[Feed], None] | None = None,
 ) -> RunSummary:
     """Start the simulator on 127.0.0.1 (any free port) and run ``config`` against it."""
     err = stderr if stderr is not None else sys.stderr
@@ -140,6 +142,7 @@ async def run_demo(
                 stderr=err,
                 console=console,
                 wall_clock=lambda: exchange.now_us() / 1_000_000,
+                on_started=on_started,
             )
             nursery.cancel_scope.cancel()
         injected = {kind: n for kind, n in sim.faults.injected.items() if n}
