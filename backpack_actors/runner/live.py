@@ -125,10 +125,12 @@ class LiveState:
             view.frames = int(stream.get("frames", 0))
             view.reconnects = int(stream.get("reconnects", 0))
             view.decode_errors = int(stream.get("decode_errors", 0))
+            # The rate over windows of at least a second: steadier than per-refresh deltas.
             previous = self._frames_at.get(view.symbol)
-            if previous is not None and now > previous[0]:
+            if previous is None:
+                self._frames_at[view.symbol] = (now, view.frames)
+            elif now - previous[0] >= 1.0:
                 view.frames_per_s = (view.frames - previous[1]) / (now - previous[0])
-            if previous is None or now - previous[0] >= 1.0:
                 self._frames_at[view.symbol] = (now, view.frames)
         symbols = stats.get("reconciler", {}).get("symbols", {})
         for exchange_id, sync in symbols.items():
@@ -278,5 +280,5 @@ class LiveView:
                 refresh_stats()
             stamp = time.strftime("%H:%M:%S")
             for line in plain_lines(self.state):
-                self.console.print(f"{stamp} {line}", markup=False, highlight=False)
+                self.console.print(f"{stamp} {line}", markup=False, highlight=False, soft_wrap=True)
             self.redraws += 1

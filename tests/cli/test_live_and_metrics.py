@@ -1,0 +1,218 @@
+"""The live view rendered to a recording console, the JSONL encoding and the metrics registry."""
+
+from __future__ import annotations
+
+import io
+import json
+from decimal import Decimal
+from typing import Any
+
+import trio
+from prometheus_client import generate_latest
+from rich.console import Console
+
+from backpack_actors.core.events import (
+    BookDelta,
+    BookSnapshot,
+    ProtocolErrorEvent,
+    Side,
+    StatusEvent,
+    StatusKind,
+    Trade,
+)
+from backpack_actors.runner import FeedMetrics, LiveState, LiveView, encode_event, render_live
+from backpack_actors.runner.live import plain_lines
+
+D = Decimal
+T0 = 1_767_225_600_000_000
+
+
+def _snapshot(symbol: str = "BTC-USDC") -> BookSnapshot:
+    return BookSnapshot(
+        symbol=symbol,
+        exchange_symbol=symbol.replace("-", "_"),
+        update_id=100,
+        bids=((D("100.5"), D("1.25")), (D("100.4"), D("2")), (D("100.1"), D("7"))),
+        asks=((D("100.7"), D("0.5")), (D("100.9"), D("3"))),
+        engine_time_us=T0,
+        received_at=T0 / 1e6,
+        reason="initial",
+    )
+
+
+def _delta() -> BookDelta:
+    return BookDelta(
+        symbol="BTC-USDC",
+        exchange_symbol="BTC_USDC",
+        first_update_id=101,
+        last_update_id=101,
+        bids=((D("100.6"), D("0.75")), (D("100.4"), D("0"))),
+        asks=(),
+        event_time_us=T0 + 1_000,
+        engine_time_us=T0 + 1_000,
+        received_at=(T0 + 4_000) / 1e6,  # 3 ms lag
+    )
+
+
+def _trade(trade_id: int, price: str, side: Side) -> Trade:
+    return Trade(
+        symbol="BTC-USDC",
+        exchange_symbol="BTC_USDC",
+        trade_id=trade_id,
+        price=D(price),
+        amount=D("0.01"),
+        side=side,
+        event_time_us=T0 + 2_000,
+        engine_time_us=T0 + 2_000,
+        received_at=(T0 + 5_000) / 1e6,
+    )
+
+
+def _stats(frames: int, *, mode: str = "ws", state: str = "live") -> dict[str, Any]:
+    return {
+        "queue": {"depth": 3, "max_depth": 9, "conflated": {"BTC_USDC": 4}, "dropped": 0},
+        "rest": {"calls": 5, "rate_limited": 2, "server_errors": 0, "retries": 2},
+        "streams": {
+            "BTC_USDC": {"mode": "ws", "frames": frames, "decode_errors": 1, "reconnects": 2},
+            "ETH_USDC": {"mode": mode, "frames": 7, "decode_errors": 0, "reconnects": 0},
+        },
+        "reconciler": {
+            "symbols": {
+                "BTC_USDC": {
+                    "state": "live",
+                    "book": {"gaps": 3, "resyncs": 4},
+                    "trades": {"gaps": 1},
+                },
+                "ETH_USDC": {"state": state, "book": {"gaps": 0, "resyncs": 0}, "trades": {}},
+            }
+        },
+    }
+
+
+def _state() -> LiveState:
+    state = LiveState(["BTC-USDC", "ETH-USDC"], levels=2)
+    for event in (
+        _snapshot(),
+        _delta(),
+        _trade(11, "100.6", Side.BUY),
+        _trade(12, "100.5", Side.SELL),
+    ):
+        state.observe(event)
+    state.update_stats(_stats(100, mode="rest", state="buffering"), now=10.0)
+    state.update_stats(_stats(150, mode="rest", state="buffering"), now=12.0)
+    return state
+
+
+def test_live_view_shows_books_trades_rates_and_health() -> None:
+    console = Console(record=True, width=110, force_terminal=False, color_system=None)
+    console.print(render_live(_state()))
+    text = console.export_text()
+    assert "events 4  uptime 2 s" in text
+    assert "BTC-USDC  [WS]" in text
+    assert "ETH-USDC  [REST-only]" in text
+    btc = text[text.index("BTC-USDC  [WS]") : text.index("ETH-USDC  [REST-only]")]
+    # Top 2 levels after the delta: bids 100.6 (new) and 100.5; 100.4 was removed.
+    rows = [line for line in btc.splitlines() if "100." in line and "buy" not in line]
+    assert "0.75" in rows[0]
+    assert "100.6" in rows[0]
+    assert "100.7" in rows[0]
+    assert "0.5" in rows[0]
+    assert "1.25" in rows[1]
+    assert "100.5" in rows[1]
+    assert "100.9" in rows[1]
+    assert "100.4" not in btc
+    assert "100.1" not in btc  # only --levels 2 shown
+    # Newest trade first.
+    assert btc.index("sell") < btc.index("buy")
+    assert "12" in btc
+    # 50 frames over 2 s, median lag of 3 ms and 3 ms = 3.0, counters from statistics.
+    assert "frames/s 25.0  lag 3.0 ms  gaps 4  resyncs 4  reconnects 2  decode errors 1" in btc
+    eth = text[text.index("ETH-USDC  [REST-only]") :]
+    assert "waiting for the ETH-USDC book" in eth
+
+
+def test_plain_lines_when_not_a_terminal() -> None:
+    lines = plain_lines(_state())
+    assert lines[0] == (
+        "BTC-USDC ws ready bid 0.75@100.6 ask 0.5@100.7 frames/s 25.0 lag 3.0ms gaps 4 "
+        "resyncs 4 reconnects 2"
+    )
+    assert lines[1].startswith("ETH-USDC rest syncing bid - ask -")
+
+
+async def test_live_view_redraws_at_most_ten_times_a_second(autojump_clock: Any) -> None:
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=100)
+    view = LiveView(_state(), terminal, max_fps=50)
+    with trio.move_on_after(2.0):
+        await view.run()
+    assert 15 <= view.redraws <= 21
+    plain_out = io.StringIO()
+    plain = LiveView(_state(), Console(file=plain_out, width=200), plain_interval=1.0)
+    with trio.move_on_after(2.5):
+        await plain.run()
+    assert plain.redraws == 2
+    assert plain_out.getvalue().count("BTC-USDC ws ready bid 0.75@100.6") == 2
+
+
+def test_jsonl_schema_exact_decimals_and_types() -> None:
+    trade = json.loads(encode_event(_trade(11, "100.60", Side.BUY)))
+    assert trade == {
+        "type": "trade",
+        "symbol": "BTC-USDC",
+        "exchange_symbol": "BTC_USDC",
+        "trade_id": 11,
+        "price": "100.60",
+        "amount": "0.01",
+        "side": "buy",
+        "event_time_us": T0 + 2_000,
+        "engine_time_us": T0 + 2_000,
+        "received_at": (T0 + 5_000) / 1e6,
+        "backfilled": False,
+    }
+    snap = json.loads(encode_event(_snapshot(), book_depth=2))
+    assert snap["type"] == "book_snapshot"
+    assert snap["bids"] == [["100.5", "1.25"], ["100.4", "2"]]
+    assert snap["asks"] == [["100.7", "0.5"], ["100.9", "3"]]
+    delta = json.loads(encode_event(_delta()))
+    assert delta["type"] == "book_delta"
+    assert delta["bids"] == [["100.6", "0.75"], ["100.4", "0"]]
+    status = StatusEvent(
+        symbol="BTC-USDC", kind=StatusKind.RESYNCED, reason="gap", counts={"gaps": 1}
+    )
+    assert json.loads(encode_event(status))["kind"] == "resynced"
+    error = ProtocolErrorEvent(
+        symbol="BTC-USDC", stream="depth", reason="bad", excerpt="{", count=1
+    )
+    assert json.loads(encode_event(error))["type"] == "protocol_error"
+    assert encode_event(_delta()).count(b"\n") == 1
+
+
+def test_metrics_names_and_values() -> None:
+    metrics = FeedMetrics()
+    for event in (_snapshot(), _delta(), _trade(11, "100.6", Side.BUY)):
+        metrics.observe(event)
+    metrics.update(_stats(150, mode="rest", state="buffering"))
+    text = generate_latest(metrics.registry).decode()
+    expected = [
+        'backpack_events_total{type="book_delta"} 1.0',
+        'backpack_events_total{type="trade"} 1.0',
+        'backpack_frames_received_total{symbol="BTC-USDC"} 150.0',
+        'backpack_decode_errors_total{symbol="BTC-USDC"} 1.0',
+        'backpack_book_gaps_total{symbol="BTC-USDC"} 3.0',
+        'backpack_trade_gaps_total{symbol="BTC-USDC"} 1.0',
+        'backpack_resyncs_total{symbol="BTC-USDC"} 4.0',
+        'backpack_reconnects_total{symbol="BTC-USDC"} 2.0',
+        'backpack_books_conflated_total{symbol="BTC-USDC"} 4.0',
+        'backpack_book_ready{symbol="BTC-USDC"} 1.0',
+        'backpack_book_ready{symbol="ETH-USDC"} 0.0',
+        'backpack_rest_only{symbol="ETH-USDC"} 1.0',
+        "backpack_rest_requests_total 5.0",
+        "backpack_rest_rate_limited_total 2.0",
+        "backpack_queue_depth 3.0",
+        "backpack_queue_max_depth 9.0",
+        'backpack_event_lag_seconds_bucket{le="0.0025",symbol="BTC-USDC"} 0.0',
+        'backpack_event_lag_seconds_bucket{le="0.005",symbol="BTC-USDC"} 2.0',
+        'backpack_event_lag_seconds_count{symbol="BTC-USDC"} 2.0',
+    ]
+    for line in expected:
+        assert line in text, line
