@@ -69,7 +69,13 @@ def _add_output_arguments(parser: argparse.ArgumentParser, *, book_depth: int) -
         "--metrics-port",
         type=_count,
         metavar="PORT",
-        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (0 = any free port)",
+        help="serve Prometheus metrics on HOST:PORT/metrics (0 = any free port)",
+    )
+    out.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="bind address of the metrics server (default 127.0.0.1; 0.0.0.0 in a container)",
     )
     out.add_argument(
         "--log-level",
@@ -381,6 +387,7 @@ def _run_options(args: argparse.Namespace, config: Any) -> Any:
         live=args.live,
         live_levels=args.levels,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         connect_timeout=getattr(args, "connect_timeout", 15.0),
     )
 

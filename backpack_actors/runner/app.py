@@ -77,6 +77,7 @@ class RunOptions:
     live: bool = False
     live_levels: int = 5
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     connect_timeout: float = 15.0
     install_signal_handlers: bool = True
 
@@ -215,8 +216,9 @@ async def run_feed(
             if options.install_signal_handlers:
                 await nursery.start(_watch_signals, nursery.cancel_scope, summary)
             if metrics is not None:
-                port = metrics.serve(options.metrics_port or 0)
-                print(f"metrics: http://127.0.0.1:{port}/metrics", file=err, flush=True)
+                host = options.metrics_host
+                port = metrics.serve(options.metrics_port or 0, host)
+                print(f"metrics: http://{host}:{port}/metrics", file=err, flush=True)
             with trio.move_on_after(options.connect_timeout) as startup:
                 await nursery.start(feed.run)
             if startup.cancelled_caught:
