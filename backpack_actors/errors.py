@@ -5,7 +5,7 @@
     BackpackActorsError
      ├─ ConfigError                 bad configuration; names the key and what was expected
      │   └─ UnknownSymbolError      symbol not listed; suggests the closest listed ones
-     ├─ ProtocolError               a payload that does not decode; names the stream, shows an excerpt
+     ├─ ProtocolError               an undecodable payload; names the stream, shows an excerpt
      ├─ RegionRestrictedError       HTTP 451 / non-JSON 403: terminal, never retried
      ├─ ExchangeRequestError        any other 4xx answer (a request the exchange refuses)
      ├─ TransientError              retryable by supervisors
@@ -105,7 +105,7 @@ class RegionRestrictedError(BackpackActorsError):
 
 
 class ExchangeRequestError(BackpackActorsError):
-    """The exchange refused a request (4xx other than 429/451); retrying the same request won't help."""
+    """The exchange refused a request (4xx but 429/451); retrying the same request won't help."""
 
     def __init__(self, url: str, status: int, code: str | None, message: str) -> None:
         self.url = url

@@ -184,7 +184,7 @@ class Feed:
     # -- the actor tree -------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run every actor until cancelled; reports ready once markets are loaded and streams run."""
+        """Run every actor until cancelled; ready once markets are loaded and streams run."""
         cfg = self.config
         backoff = cfg.make_backoff()
         root = Supervisor(
@@ -340,7 +340,9 @@ async def open_feed(
     (region restriction, escalation) cancels the block and is raised from ``async with`` unwrapped.
     Leaving the block cancels every actor and closes every socket.
     """
-    feed = Feed(config, rest_client=rest_client, ws_connect=ws_connect, wall_clock=wall_clock, rng=rng)
+    feed = Feed(
+        config, rest_client=rest_client, ws_connect=ws_connect, wall_clock=wall_clock, rng=rng
+    )
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(feed.run)
@@ -358,6 +360,13 @@ async def open_feed(
 
 
 Callback = Callable[[Any, float], Any]
+
+
+def _receipt_time(event: Event) -> float:
+    """cryptofeed's ``receipt_timestamp``: local receipt time (status events: when issued)."""
+    if isinstance(event, StatusEvent | ProtocolErrorEvent):
+        return event.at
+    return event.received_at
 
 
 class CcxtBackpackFeed:
@@ -447,8 +456,7 @@ class CcxtBackpackFeed:
                 async for event in feed:
                     callback = self._callback_for(event)
                     if callback is not None:
-                        received = getattr(event, "received_at", None) or getattr(event, "at", 0.0)
-                        result = callback(event, received)
+                        result = callback(event, _receipt_time(event))
                         if inspect.isawaitable(result):
                             await result
                     seen += 1
@@ -463,4 +471,3 @@ class CcxtBackpackFeed:
     def run(self, *, max_events: int | None = None) -> None:
         """Block running the feed until ``stop()``, Ctrl-C or ``max_events``."""
         trio.run(lambda: self.run_async(max_events=max_events))
-

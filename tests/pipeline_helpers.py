@@ -1,11 +1,18 @@
-"""A consumer that rebuilds books from published events, for comparing with the simulator's truth."""
+"""A consumer that rebuilds books from published events, to compare with the simulator's truth."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 from backpack_actors.core.book import OrderBook
-from backpack_actors.core.events import BookDelta, BookSnapshot, Event, StatusEvent, StatusKind, Trade
+from backpack_actors.core.events import (
+    BookDelta,
+    BookSnapshot,
+    Event,
+    StatusEvent,
+    StatusKind,
+    Trade,
+)
 
 
 class ConsumerBooks:

@@ -1,1 +1,1 @@
-"""The trio actors: each a short loop that receives, calls the pure core, and carries out actions."""
+"""The trio actors: each a short loop that receives, calls the pure core, carries out actions."""

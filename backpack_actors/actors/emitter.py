@@ -1,7 +1,7 @@
 """The edge to consumers: a bounded queue with the written policy of ``core.conflation``.
 
-Producers (the reconciler) call :meth:`EventQueue.put`; it returns at once for book events (which are
-conflated for a slow reader) and waits for room for trades and status events (lossless by default).
+Producers (the reconciler) call :meth:`EventQueue.put`: it returns at once for book events
+(conflated for a slow reader) and waits for room for trades and status events (lossless by default).
 With ``trade_policy="drop_oldest"`` a full queue drops its oldest lossless event instead, counted.
 """
 
@@ -62,6 +62,18 @@ class EventQueue:
             self.blocked += 1
             self._writable = trio.Event()
             await self._writable.wait()
+        self._readable.set()
+
+    async def put_many(self, events: list[Event]) -> None:
+        """Queue events in order, waking the reader once; waits only where ``put`` would."""
+        offer = self._queue.offer
+        for index, event in enumerate(events):
+            if not offer(event):
+                self._readable.set()
+                await self.put(event)
+                for rest in events[index + 1 :]:
+                    await self.put(rest)
+                return
         self._readable.set()
 
     def put_nowait_or_false(self, event: Event) -> bool:

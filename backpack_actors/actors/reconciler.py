@@ -29,17 +29,18 @@ from backpack_actors.actors.messages import (
 )
 from backpack_actors.core import sync as bsync
 from backpack_actors.core import trades as tsync
-from backpack_actors.core.sync import Status as BookStatus
 from backpack_actors.core.events import (
     BookDelta,
     BookSnapshot,
     Event,
     ProtocolErrorEvent,
+    Side,
     StatusEvent,
     StatusKind,
     Trade,
 )
 from backpack_actors.core.symbols import MarketInfo
+from backpack_actors.core.sync import Status as BookStatus
 from backpack_actors.core.wire import DepthEvent, TradeEvent
 
 __all__ = ["Reconciler"]
@@ -187,22 +188,68 @@ class Reconciler:
         await self._book_actions(state, state.book.stream_started(message.epoch), 0.0)
 
     async def _on_frames(self, state: _Symbol, batch: FrameBatch) -> None:
+        # The hot path. Plain in-order frames become events collected in one list and handed to
+        # the queue once per batch; anything unusual flushes that list first so order is kept.
         sync = state.book
         trades = state.trades
+        info = state.info
+        symbol = info.normalized
+        exchange_id = info.exchange_id
         received_at = batch.received_at
         epoch = batch.epoch
+        want_books = self._want_books
+        want_trades = self._want_trades
         self.frames += len(batch.frames)
+        events: list[Event] = []
+        append = events.append
         for frame in batch.frames:
-            if isinstance(frame, DepthEvent):
-                actions = sync.on_delta(epoch, frame)
-                if len(actions) == 1 and isinstance(actions[0], bsync.PublishDelta):
-                    # The hot path: one applied delta, one event.
-                    if self._want_books:
-                        await self._put(self._delta_event(state, frame, received_at))
-                elif actions:
-                    await self._book_actions(state, actions, received_at)
+            if type(frame) is DepthEvent:
+                actions = sync.on_delta_fast(epoch, frame)
+                if actions is None:
+                    if want_books:
+                        append(
+                            BookDelta(
+                                symbol=symbol,
+                                exchange_symbol=exchange_id,
+                                first_update_id=frame.first_update_id,
+                                last_update_id=frame.last_update_id,
+                                bids=frame.bids,
+                                asks=frame.asks,
+                                event_time_us=frame.event_time,
+                                engine_time_us=frame.engine_time,
+                                received_at=received_at,
+                            )
+                        )
+                    continue
+                if events:
+                    await self._put_many(events)
+                    events = []
+                    append = events.append
+                await self._book_actions(state, actions, received_at)
             elif isinstance(frame, TradeEvent):
+                if trades.accept_in_order(frame.trade_id):
+                    if want_trades:
+                        append(
+                            Trade(
+                                symbol=symbol,
+                                exchange_symbol=exchange_id,
+                                trade_id=frame.trade_id,
+                                price=frame.price,
+                                amount=frame.quantity,
+                                side=Side.SELL if frame.buyer_is_maker else Side.BUY,
+                                event_time_us=frame.event_time,
+                                engine_time_us=frame.engine_time,
+                                received_at=received_at,
+                            )
+                        )
+                    continue
+                if events:
+                    await self._put_many(events)
+                    events = []
+                    append = events.append
                 await self._trade_actions(state, trades.on_trade(epoch, frame), received_at)
+        if events:
+            await self._put_many(events)
 
     async def _on_snapshot(self, state: _Symbol, message: SnapshotReady) -> None:
         state.snapshot_pending = False
@@ -227,12 +274,16 @@ class Reconciler:
             elif isinstance(action, bsync.PublishSnapshot):
                 if self._want_books:
                     await self._put(
-                        self._snapshot(state, action.update_id, action.reason, action.engine_time_us)
+                        self._snapshot(
+                            state, action.update_id, action.reason, action.engine_time_us
+                        )
                     )
             elif isinstance(action, bsync.RequestSnapshot):
                 if not state.snapshot_pending:
                     state.snapshot_pending = True
-                    self._request(SnapshotRequest(state.info.exchange_id, action.reason, action.retry))
+                    self._request(
+                        SnapshotRequest(state.info.exchange_id, action.reason, action.retry)
+                    )
             elif isinstance(action, bsync.Status):
                 await self._status(state, action.kind, action.reason, action.counts)
 
@@ -284,8 +335,8 @@ class Reconciler:
             exchange_symbol=info.exchange_id,
             first_update_id=delta.first_update_id,
             last_update_id=delta.last_update_id,
-            bids=tuple(delta.bids),
-            asks=tuple(delta.asks),
+            bids=delta.bids,
+            asks=delta.asks,
             event_time_us=delta.event_time,
             engine_time_us=delta.engine_time,
             received_at=received_at,
@@ -322,3 +373,7 @@ class Reconciler:
     async def _put(self, event: Event) -> None:
         if self.out is not None:
             await self.out.put(event)
+
+    async def _put_many(self, events: list[Event]) -> None:
+        if self.out is not None:
+            await self.out.put_many(events)

@@ -7,9 +7,9 @@ polling, and a background probe promotes it back to WebSocket once a probe conne
 for ``promote_healthy_after`` seconds. Each (re)connection and each mode switch is announced to the
 reconciler as a :class:`StreamStarted` with a fresh epoch *before* its first frame.
 
-Overflow policy of the stream → reconciler edge: the reader never blocks on the reconciler (a blocked
-reader stops answering pings); if the inbox is full it raises :class:`StreamOverflowError`, the
-supervisor restarts the stream and the new epoch forces a resync.
+Overflow policy of the stream → reconciler edge: the reader never blocks on the reconciler (a
+blocked reader stops answering pings); if the inbox is full it raises
+:class:`StreamOverflowError`, the supervisor restarts the stream and the new epoch forces a resync.
 """
 
 from __future__ import annotations
@@ -120,14 +120,24 @@ async def run_symbol_stream(
     while True:
         if health.rest_only or not settings.websocket:
             promoted = await _run_rest_poller(
-                symbol, connector, inbox, gateway, client, settings, health, epochs, wall_clock,
+                symbol,
+                connector,
+                inbox,
+                gateway,
+                client,
+                settings,
+                health,
+                epochs,
+                wall_clock,
                 mark_started,
             )
             if not promoted:
                 return
             continue
         try:
-            await _run_ws(symbol, connector, inbox, settings, health, epochs, wall_clock, mark_started)
+            await _run_ws(
+                symbol, connector, inbox, settings, health, epochs, wall_clock, mark_started
+            )
         except TransientError as exc:
             failures = health.record_failure(trio.current_time(), settings.stable_after)
             health.reconnects += 1
@@ -146,8 +156,9 @@ async def run_symbol_stream(
             await inbox.send(
                 StreamNews(
                     symbol,
-                    StatusKind.STALE if isinstance(exc, StreamStaleError) else
-                    StatusKind.RECONNECTING,
+                    StatusKind.STALE
+                    if isinstance(exc, StreamStaleError)
+                    else StatusKind.RECONNECTING,
                     str(exc),
                     {"failures": failures, "reconnects": health.reconnects},
                 )
@@ -283,4 +294,3 @@ async def _probe_ws(symbol: str, connector: WsConnector, settings: StreamSetting
     except (TransientError, trio.TooSlowError) as exc:
         log.info("%s: WebSocket probe failed: %s", symbol, exc)
         return False
-

@@ -1,4 +1,4 @@
-"""The consumer queue's policy (ARCHITECTURE §5): trades lossless, books conflated for a slow reader.
+"""The consumer queue's policy (ARCHITECTURE §5): trades lossless, books conflated when slow.
 
 Pure: the trio shell waits when :meth:`ConflatingQueue.offer` says the queue is full.
 

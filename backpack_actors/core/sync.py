@@ -245,14 +245,7 @@ class BookSync(Generic[D]):
             return self._desync(StatusKind.GAP_DETECTED, reason, delta)
         self.book.apply(delta.bids, delta.asks)
         if self.book.is_crossed():
-            self.counters["crossed"] += 1
-            bid = self.book.best_bid()
-            ask = self.book.best_ask()
-            reason = (
-                f"book crossed after update {first_id}..{last_id}: "
-                f"best bid {bid[0] if bid else None} >= best ask {ask[0] if ask else None}"
-            )
-            return self._desync(StatusKind.GAP_DETECTED, reason, delta)
+            return self._crossed(delta)
         self._bridging = False
         self.last_update_id = last_id
         self.last_engine_time_us = delta.engine_time
@@ -260,6 +253,40 @@ class BookSync(Generic[D]):
         if self._check is not None and last_id >= self._check.last_update_id:
             actions.extend(self._run_check())
         return actions
+
+    def on_delta_fast(self, epoch: int, delta: D) -> list[Action[D]] | None:
+        """:meth:`on_delta` with a fast path: ``None`` means "applied in order, publish it".
+
+        The common case (LIVE, same epoch, ``U == last + 1``, no pending check) allocates no
+        action list; anything else returns exactly what :meth:`on_delta` would.
+        """
+        last = self.last_update_id
+        if (
+            epoch == self.epoch
+            and self.state is SyncState.LIVE
+            and not self._bridging
+            and self._check is None
+            and last is not None
+            and delta.first_update_id == last + 1
+        ):
+            book = self.book
+            book.apply(delta.bids, delta.asks)
+            if book.is_crossed():
+                return self._crossed(delta)
+            self.last_update_id = delta.last_update_id
+            self.last_engine_time_us = delta.engine_time
+            return None
+        return self.on_delta(epoch, delta)
+
+    def _crossed(self, delta: D) -> list[Action[D]]:
+        self.counters["crossed"] += 1
+        bid = self.book.best_bid()
+        ask = self.book.best_ask()
+        reason = (
+            f"book crossed after update {delta.first_update_id}..{delta.last_update_id}: "
+            f"best bid {bid[0] if bid else None} >= best ask {ask[0] if ask else None}"
+        )
+        return self._desync(StatusKind.GAP_DETECTED, reason, delta)
 
     def _desync(self, kind: StatusKind, reason: str, delta: D | None) -> list[Action[D]]:
         self.state = SyncState.BUFFERING

@@ -193,6 +193,17 @@ class TradeSync:
         self.epoch = epoch
         return self._ingest(self.from_live(trade))
 
+    def accept_in_order(self, trade_id: int) -> bool:
+        """Fast path: True (and recorded) when ``trade_id`` simply continues the sequence.
+
+        Otherwise nothing changes and the caller goes through :meth:`on_trade`.
+        """
+        last = self.last_trade_id
+        if self.pending is None and last is not None and trade_id == last + 1:
+            self.last_trade_id = trade_id
+            return True
+        return False
+
     def on_rest_trades(self, trades: Iterable[RestTradeLike]) -> list[TradeAction]:
         """REST-only mode: one poll of recent trades (any order); emits the new ones, ascending."""
         actions: list[TradeAction] = []

@@ -14,6 +14,7 @@ path and costs one msgspec call plus a cheap ``__post_init__`` check for valid f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Annotated, Any, Final, TypeVar
 
@@ -122,7 +123,7 @@ def _check_optional(value: Decimal | None, what: str) -> None:
         raise ValueError(f"{what} must be a finite decimal, got {value}")
 
 
-def _check_levels(levels: list[Level], side: str) -> None:
+def _check_levels(levels: Sequence[Level], side: str) -> None:
     for price, size in levels:
         if not (price.is_finite() and size.is_finite()) or price <= _ZERO or size < _ZERO:
             raise ValueError(f"bad {side} level [{price}, {size}]: need price > 0, size >= 0")
@@ -158,8 +159,9 @@ class DepthEvent(Struct, frozen=True, gc=False, tag="depth", tag_field="e"):
     symbol: str = field(name="s")
     first_update_id: NonNegInt = field(name="U")
     last_update_id: NonNegInt = field(name="u")
-    asks: list[Level] = field(name="a")
-    bids: list[Level] = field(name="b")
+    # Tuples: the public BookDelta carries them as they are, without a copy per event.
+    asks: tuple[Level, ...] = field(name="a")
+    bids: tuple[Level, ...] = field(name="b")
 
     def __post_init__(self) -> None:
         if self.first_update_id > self.last_update_id:

@@ -136,7 +136,7 @@ def _make_ccxt_client(rest_url: str, timeout_ms: int) -> Any:
     return _Backpack(
         {
             "urls": {"api": {"public": base, "private": base}},
-            # Our token bucket runs in trio time; ccxt's sleeping throttle would block the worker thread.
+            # Our token bucket runs in trio time; ccxt's sleeping throttle would block the thread.
             "enableRateLimit": False,
             "timeout": timeout_ms,
         }
@@ -198,9 +198,7 @@ class CcxtRestClient:
         body = await self._call("trades", lambda: ex.publicGetApiV1Trades(params))
         return convert_trades(body, exchange_symbol)
 
-    async def trade_history(
-        self, exchange_symbol: str, limit: int, offset: int
-    ) -> list[RestTrade]:
+    async def trade_history(self, exchange_symbol: str, limit: int, offset: int) -> list[RestTrade]:
         ex = self._exchange
         params = {"symbol": exchange_symbol, "limit": limit, "offset": offset}
         body = await self._call("trades/history", lambda: ex.publicGetApiV1TradesHistory(params))
@@ -254,12 +252,12 @@ class SimRestClient:
         return decode_depth_snapshot(body, exchange_symbol)
 
     async def recent_trades(self, exchange_symbol: str, limit: int) -> list[RestTrade]:
-        body = await self._get("/api/v1/trades", [("symbol", exchange_symbol), ("limit", str(limit))])
+        body = await self._get(
+            "/api/v1/trades", [("symbol", exchange_symbol), ("limit", str(limit))]
+        )
         return decode_trades(body, exchange_symbol)
 
-    async def trade_history(
-        self, exchange_symbol: str, limit: int, offset: int
-    ) -> list[RestTrade]:
+    async def trade_history(self, exchange_symbol: str, limit: int, offset: int) -> list[RestTrade]:
         query = [("symbol", exchange_symbol), ("limit", str(limit)), ("offset", str(offset))]
         body = await self._get("/api/v1/trades/history", query)
         return decode_trades(body, exchange_symbol)

@@ -45,7 +45,7 @@ def _check_truth(consumer: object, exchange: SimExchange) -> None:
 
 async def test_gap_resyncs_that_symbol_only(autojump_clock: trio.testing.MockClock) -> None:
     exchange = _exchange()
-    consumer, stats = await run_pipeline(
+    consumer, _ = await run_pipeline(
         exchange, _config(), after_ready=lambda ex: ex.faults.drop_delta("BTC_USDC")
     )
     assert exchange.faults.injected["drop"] == 1
@@ -64,7 +64,7 @@ async def test_duplicate_is_dropped_without_resync(autojump_clock: trio.testing.
         exchange, _config(), after_ready=lambda ex: ex.faults.duplicate_delta("BTC_USDC", count=3)
     )
     assert exchange.faults.injected["duplicate"] == 3
-    assert consumer.kinds() .count(StatusKind.RESYNCING) == 0
+    assert consumer.kinds().count(StatusKind.RESYNCING) == 0
     book_counts = stats["reconciler"]["symbols"]["BTC_USDC"]["book"]  # type: ignore[index]
     assert book_counts["duplicates"] == 3
     _check_truth(consumer, exchange)
@@ -90,6 +90,8 @@ async def test_stall_is_detected_as_stale_and_recovers(
         exchange, _config(), after_ready=lambda ex: ex.faults.stall(seconds=12, symbol="BTC_USDC")
     )
     kinds = consumer.kinds("BTC-USDC")
+    assert stats["streams"]["BTC_USDC"]["reconnects"] == 1  # type: ignore[index]
+    assert stats["streams"]["ETH_USDC"]["reconnects"] == 0  # type: ignore[index]
     assert StatusKind.STALE in kinds
     assert kinds[-1] is StatusKind.RESYNCED
     assert consumer.kinds("ETH-USDC") == [StatusKind.BOOK_READY]
@@ -108,6 +110,8 @@ async def test_disconnect_reconnects_resyncs_and_backfills_trades(
     )
     assert exchange.faults.injected["disconnect"] == 2
     kinds = consumer.kinds()
+    streams = stats["streams"]
+    assert sum(streams[s]["reconnects"] for s in SYMBOLS) == 2  # type: ignore[index]
     assert kinds.count(StatusKind.RECONNECTING) == 2
     assert kinds.count(StatusKind.RESYNCED) == 2
     # ConsumerBooks asserted id-consecutive trades as they arrived: whatever the reconnect missed
@@ -135,6 +139,8 @@ async def test_refused_handshakes_are_retried(autojump_clock: trio.testing.MockC
     exchange.faults.refuse_handshake(count=3, status=503)
     consumer, stats = await run_pipeline(exchange, _config())
     assert exchange.faults.injected["refuse_handshake"] == 3
+    streams = stats["streams"]
+    assert sum(streams[s]["reconnects"] for s in SYMBOLS) == 3  # type: ignore[index]
     assert consumer.kinds().count(StatusKind.BOOK_READY) == 2
     _check_truth(consumer, exchange)
 
@@ -165,11 +171,17 @@ async def test_451_is_terminal_with_no_retries(autojump_clock: trio.testing.Mock
     exchange = _exchange()
     exchange.faults.http_451()
     client = SimRestClient(exchange)
-    with trio.fail_after(60), pytest.raises(RegionRestrictedError, match="not available"):
+
+    async def start_feed() -> None:
+        async with open_feed(
+            _config(), rest_client=client, ws_connect=sim_memory_connector(exchange)
+        ):
+            raise AssertionError("the feed cannot start from a restricted region")
+
+    with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             await nursery.start(exchange.run)
-            async with open_feed(
-                _config(), rest_client=client, ws_connect=sim_memory_connector(exchange)
-            ):
-                pass  # pragma: no cover - the feed cannot start
+            with pytest.raises(RegionRestrictedError, match="not available from this location"):
+                await start_feed()
+            nursery.cancel_scope.cancel()
     assert client.calls == 1, "a region restriction is never retried"

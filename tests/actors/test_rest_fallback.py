@@ -1,4 +1,4 @@
-"""REST-only fallback after repeated WebSocket failure, promotion back to WS, and forced REST-only."""
+"""REST-only fallback after repeated WebSocket failures, promotion back to WS, forced REST-only."""
 
 from __future__ import annotations
 

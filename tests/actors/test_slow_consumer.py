@@ -1,4 +1,4 @@
-"""A consumer slower than the feed: books conflate (counted), no trade is lost, memory stays bounded."""
+"""A consumer slower than the feed: books conflate (counted), no trade lost, memory bounded."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ async def test_slow_consumer_conflates_books_and_keeps_every_trade(
         async with trio.open_nursery() as nursery:
             await nursery.start(exchange.run)
             async with open_feed(
-                config, rest_client=SimRestClient(exchange), ws_connect=sim_memory_connector(exchange)
+                config,
+                rest_client=SimRestClient(exchange),
+                ws_connect=sim_memory_connector(exchange),
             ) as feed:
                 deadline = trio.current_time() + 60
                 async for event in feed:

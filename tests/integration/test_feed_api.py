@@ -45,7 +45,8 @@ async def test_callbacks_sync_and_async_get_every_kind_of_event() -> None:
     seen: dict[str, int] = {"trades": 0, "book": 0, "status": 0}
 
     def on_trade(trade: Trade, receipt: float) -> None:
-        assert isinstance(trade, Trade) and receipt > 0
+        assert isinstance(trade, Trade)
+        assert receipt > 0
         consumer.apply(trade)
         seen["trades"] += 1
 
@@ -61,7 +62,9 @@ async def test_callbacks_sync_and_async_get_every_kind_of_event() -> None:
         seen["status"] += 1
 
     with trio.fail_after(120):
-        async with open_simulator(port=0, seed=9, markets=["BTC_USDT", "ETH_USDT"], rate=300) as sim:
+        async with open_simulator(
+            port=0, seed=9, markets=["BTC_USDT", "ETH_USDT"], rate=300
+        ) as sim:
             feed = CcxtBackpackFeed(
                 symbols=["BTC-USDT", "ETH-USDT"],
                 channels=[TRADES, L2_BOOK],
@@ -129,7 +132,9 @@ async def test_seed_yaml_runs_against_the_simulator() -> None:
 
 async def test_cancellation_closes_every_socket_and_task() -> None:
     with trio.fail_after(60):
-        async with open_simulator(port=0, seed=3, markets=["BTC_USDC", "ETH_USDC"], rate=200) as sim:
+        async with open_simulator(
+            port=0, seed=3, markets=["BTC_USDC", "ETH_USDC"], rate=200
+        ) as sim:
             before = _client_sockets(sim.port)
             config = FeedConfig.from_kwargs(
                 symbols=["BTC-USDC", "ETH-USDC"], rest_url=sim.rest_url, ws_url=sim.ws_url

@@ -64,7 +64,8 @@ class _Books:
 def test_trades_refused_when_full_books_conflated_into_one_snapshot() -> None:
     books = _Books()
     q = ConflatingQueue(3, books.snapshot_of)
-    assert q.offer(_trade(1)) and q.offer(_trade(2)) and q.offer(_delta(10))
+    for event in (_trade(1), _trade(2), _delta(10)):
+        assert q.offer(event)
     assert not q.offer(_trade(3)), "a full queue must make a lossless producer wait"
     for u in range(11, 21):
         books.last["BTC-USDC"] = u
@@ -75,10 +76,12 @@ def test_trades_refused_when_full_books_conflated_into_one_snapshot() -> None:
     assert [type(e).__name__ for e in out] == ["Trade", "Trade", "BookDelta", "BookSnapshot"]
     last = out[-1]
     assert isinstance(last, BookSnapshot)
-    assert last.update_id == 20 and last.reason == "conflated"
+    assert last.update_id == 20
+    assert last.reason == "conflated"
     assert q.pop() is None
     books.last["BTC-USDC"] = 21
-    assert q.offer(_delta(21)) and isinstance(q.pop(), BookDelta), "after the marker, deltas flow"
+    assert q.offer(_delta(21))
+    assert isinstance(q.pop(), BookDelta), "after the marker, deltas flow"
 
 
 def test_marker_of_a_resyncing_symbol_yields_nothing() -> None:
@@ -90,17 +93,17 @@ def test_marker_of_a_resyncing_symbol_yields_nothing() -> None:
     assert q.pop() is None, "no book while the symbol is not LIVE; its resync snapshot will follow"
 
 
-@given(st.lists(st.tuples(st.sampled_from(["t", "d"]), st.sampled_from(["A", "B"])), max_size=200),
-       st.integers(1, 8))
+@given(
+    st.lists(st.tuples(st.sampled_from(["t", "d"]), st.sampled_from(["A", "B"])), max_size=200),
+    st.integers(1, 8),
+)
 def test_no_trade_lost_and_books_end_current(ops: list[tuple[str, str]], capacity: int) -> None:
     books = _Books()
     q = ConflatingQueue(capacity, books.snapshot_of)
     sent: list[int] = []
     got_trades: list[int] = []
     last_book: dict[str, int] = {}
-    n = 0
-    for kind, sym in ops:
-        n += 1
+    for n, (kind, sym) in enumerate(ops, start=1):
         if kind == "t":
             while not q.offer(_trade(n, sym)):
                 event = q.pop()

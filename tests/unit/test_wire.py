@@ -99,8 +99,11 @@ def test_depth_frame_decodes_with_exact_types() -> None:
             symbol="ETH_USDC",
             first_update_id=1345937436,
             last_update_id=1345937437,
-            asks=[(D("3667.50"), D("0.4087"))],
-            bids=[(D("3667.49"), D("0.0020")), (D("3667.40"), D("0"))],
+            asks=((D("3667.50"), D("0.4087")),),
+            bids=(
+                (D("3667.49"), D("0.0020")),
+                (D("3667.40"), D("0")),
+            ),
         ),
     )
     assert isinstance(got.data, DepthEvent)
@@ -420,8 +423,8 @@ def depth_events(draw: st.DrawFn) -> DepthEvent:
         symbol=draw(symbols),
         first_update_id=first,
         last_update_id=last,
-        asks=draw(levels),
-        bids=draw(levels),
+        asks=tuple(draw(levels)),
+        bids=tuple(draw(levels)),
     )
 
 

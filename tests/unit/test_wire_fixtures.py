@@ -479,8 +479,8 @@ def check_ws_depth(name: str) -> None:
         symbol="ETH_USDC",
         first_update_id=1345937436,
         last_update_id=1345937436,
-        asks=[],
-        bids=[],
+        asks=(),
+        bids=(),
     )
     frame = _ws(variants["ccxt_recorded_level_removal_data"], "depth.BTC_USDC_PERP")
     assert frame.data == DepthEvent(
@@ -489,8 +489,8 @@ def check_ws_depth(name: str) -> None:
         symbol="BTC_USDC_PERP",
         first_update_id=1662976171,
         last_update_id=1662976171,
-        asks=[],
-        bids=[(D("117357.0"), D("0"))],
+        asks=(),
+        bids=((D("117357.0"), D("0")),),
     )
     assert isinstance(frame.data, DepthEvent)
     _same_text(frame.data.bids, [["117357.0", "0.00000"]])
