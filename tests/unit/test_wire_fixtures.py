@@ -9,7 +9,7 @@ checked element by element against ``json`` + ``Decimal`` parsing of the same fi
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ def _levels(pairs: list[list[str]]) -> list[tuple[Decimal, Decimal]]:
     return [(D(p), D(q)) for p, q in pairs]
 
 
-def _same_text(got: list[tuple[Decimal, Decimal]], pairs: list[list[str]]) -> None:
+def _same_text(got: Sequence[tuple[Decimal, Decimal]], pairs: list[list[str]]) -> None:
     # Equality of Decimals ignores scale ("0.000" == "0"); the wire scale must survive too.
     assert [(str(p), str(q)) for p, q in got] == [(p, q) for p, q in pairs]
 
@@ -501,8 +501,8 @@ def check_ws_depth(name: str) -> None:
         symbol="SOL_USDC",
         first_update_id=94978271,
         last_update_id=94978271,
-        asks=_levels([["18.70", "0.000"]]),
-        bids=_levels([["18.67", "0.832"], ["18.68", "0.000"]]),
+        asks=tuple(_levels([["18.70", "0.000"]])),
+        bids=tuple(_levels([["18.67", "0.832"], ["18.68", "0.000"]])),
     )
 
 
