@@ -128,10 +128,10 @@ class FeedConfig:
     # OTP's restart window: more than 10 restarts within 60 s means retrying no longer helps.
     restart_intensity: int = 10
     restart_period: float = 60.0
-    # Stream -> reconciler: ~1 s of a busy depth stream; full means the reconciler is stuck, and the
-    # stream restarts (a stalled WS reader would stop answering pings).
-    stream_queue: int = 1024
-    # The reconciler's single inbox is shared by every stream and the snapshot actor: 4x a stream.
+    # The reconciler's single inbox, shared by every stream and the snapshot actor. Streams hand
+    # over one batch per socket read (up to a few hundred frames), so 4096 batches are many
+    # seconds of a busy market; full means the reconciler is stuck, and the stream restarts (a
+    # stalled WS reader would stop answering pings).
     reconciler_inbox: int = 4096
     # Per consumer: lets a consumer pause for a few seconds of full-rate events without loss.
     consumer_queue: int = 10_000
@@ -505,7 +505,6 @@ _PARSERS: dict[str, Any] = {
     "reconnect_stable_after": _seconds(allow_zero=True),
     "restart_intensity": _integer(0, "an integer >= 0"),
     "restart_period": _seconds(allow_zero=False),
-    "stream_queue": _integer(1, "an integer >= 1 (a bounded channel size)"),
     "reconciler_inbox": _integer(1, "an integer >= 1 (a bounded channel size)"),
     "consumer_queue": _integer(1, "an integer >= 1 (a bounded channel size)"),
     "rest_rate_per_s": _number(0.001, None, "a rate > 0 requests per second"),

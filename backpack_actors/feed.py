@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -49,6 +49,9 @@ from backpack_actors.supervisor import ChildSpec, Supervisor, SupervisorEvent, l
 from backpack_actors.transport.rest import CcxtRestClient, RestClient
 from backpack_actors.transport.ws import WsConnector, ws_connector
 
+if TYPE_CHECKING:
+    from backpack_actors.recording import Recorder
+
 __all__ = ["STATUS", "CcxtBackpackFeed", "Feed", "open_feed"]
 
 log = logging.getLogger(__name__)
@@ -68,13 +71,13 @@ class Feed:
         ws_connect: WsConnector | None = None,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.config = config
+        self._recorder = recorder
         self._owns_client = rest_client is None
         self._client: RestClient = rest_client or CcxtRestClient(config.rest_url)
-        self._connect: WsConnector = ws_connect or ws_connector(
-            config.ws_url, queue_size=config.stream_queue
-        )
+        self._connect: WsConnector = ws_connect or ws_connector(config.ws_url)
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
         self.markets: dict[str, MarketInfo] = {}
@@ -251,14 +254,20 @@ class Feed:
         return self.config.rest_only or not self.config.websocket
 
     async def _run_reconciler(self, *, task_status: trio.TaskStatus[None]) -> None:
+        wall_clock = self._wall_clock
+        record = None
+        if self._recorder is not None:
+            # Recording latches the reconciler's clock per message, so replay is exact.
+            wall_clock, record = self._recorder.attach(self.markets, self.config)
         reconciler = Reconciler(
             markets=self.markets,
             out=self.queue,
             requests=self._req_send,
-            wall_clock=self._wall_clock,
+            wall_clock=wall_clock,
             book_depth=self.config.book_depth,
             trades=TRADES in self.config.channels,
             books=L2_BOOK in self.config.channels,
+            recorder=record,
         )
         self._reconciler = reconciler
         await reconciler.run(self._inbox_recv, task_status=task_status)
@@ -275,6 +284,7 @@ class Feed:
             snapshot_interval=cfg.snapshot_interval,
             promote_probe_interval=cfg.promote_probe_interval,
             promote_healthy_after=cfg.promote_healthy_after,
+            record_raw=self._recorder is not None,
         )
         children = []
         for symbol in self.markets:
@@ -328,6 +338,7 @@ async def open_feed(
     ws_connect: WsConnector | None = None,
     wall_clock: Callable[[], float] = time.time,
     rng: random.Random | None = None,
+    recorder: Recorder | None = None,
 ) -> AsyncIterator[Feed]:
     """Run a feed for the duration of the ``async with`` block::
 
@@ -338,10 +349,17 @@ async def open_feed(
     Markets are loaded and symbols resolved before the block starts (an unknown symbol raises
     :class:`~backpack_actors.errors.UnknownSymbolError` here). A terminal failure of the feed
     (region restriction, escalation) cancels the block and is raised from ``async with`` unwrapped.
-    Leaving the block cancels every actor and closes every socket.
+    Leaving the block cancels every actor and closes every socket. With a
+    :class:`~backpack_actors.recording.Recorder` every reconciler inbox message is recorded
+    (closing the recorder is the caller's job).
     """
     feed = Feed(
-        config, rest_client=rest_client, ws_connect=ws_connect, wall_clock=wall_clock, rng=rng
+        config,
+        rest_client=rest_client,
+        ws_connect=ws_connect,
+        wall_clock=wall_clock,
+        rng=rng,
+        recorder=recorder,
     )
     try:
         async with trio.open_nursery() as nursery:

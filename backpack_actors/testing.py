@@ -12,11 +12,11 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import trio
+import trio.testing
 import trio_websocket
 
-from backpack_actors.errors import ExchangeUnavailableError, RegionRestrictedError
 from backpack_actors.transport.rest import SimRestClient
-from backpack_actors.transport.ws import TrioWsConnection, WsConnection, WsConnector
+from backpack_actors.transport.ws import WsConnection, WsConnector, wsproto_client
 
 __all__ = ["SimRestClient", "sim_memory_connector", "unwrap_group"]
 
@@ -37,24 +37,31 @@ def unwrap_group(exc: BaseException) -> BaseException:
 
 
 def sim_memory_connector(exchange: Any) -> WsConnector:
-    """Open WebSocket connections to ``exchange`` over in-memory streams."""
+    """Open WebSocket connections to ``exchange`` over in-memory streams.
+
+    The client side is the feed's own :func:`~backpack_actors.transport.ws.wsproto_client`; the
+    server side is the simulator's real WebSocket session logic.
+    """
 
     @asynccontextmanager
     async def connect() -> AsyncIterator[WsConnection]:
+        client_stream, server_stream = trio.testing.memory_stream_pair()
         try:
             async with trio.open_nursery() as nursery:
+
+                async def serve() -> None:
+                    # Server-side failures are the server's: over a socket the client would
+                    # only see the connection end, which is what ending this task does here.
+                    try:
+                        request = await trio_websocket.wrap_server_stream(nursery, server_stream)
+                        await exchange.serve_trio_websocket(request)
+                    except* (trio_websocket.ConnectionClosed, trio.BrokenResourceError):
+                        pass
+
+                nursery.start_soon(serve)
                 try:
-                    ws = await exchange.connect_memory_ws(nursery)
-                except trio_websocket.ConnectionRejected as exc:
-                    if exc.status_code in (451, 403):
-                        raise RegionRestrictedError("sim://memory", exc.status_code) from exc
-                    raise ExchangeUnavailableError(
-                        f"WebSocket handshake refused with HTTP {exc.status_code}"
-                    ) from exc
-                except trio_websocket.HandshakeError as exc:
-                    raise ExchangeUnavailableError(f"WebSocket handshake failed: {exc!r}") from exc
-                try:
-                    yield TrioWsConnection(ws)
+                    async with wsproto_client(client_stream, "ws://sim.memory/") as conn:
+                        yield conn
                 finally:
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:

@@ -1,18 +1,35 @@
-"""WebSocket transport: a batch-oriented connection over trio-websocket.
+"""WebSocket transport: a batch-oriented client driving wsproto directly over a trio stream.
 
-``receive_batch()`` returns every frame already read, so the stream actor pays one trio scheduling
-round per socket read instead of one per frame (ARCHITECTURE §5). trio-websocket's reader task keeps
-answering server pings while frames wait in its queue, which is why that queue is large.
+``receive_batch()`` parses everything one socket read returned and hands over every complete
+message at once, so the stream actor pays one trio scheduling round per read instead of one per
+frame (ARCHITECTURE §5: trio-websocket's per-message ``get_message()`` delivers ~24k frames/s on
+loopback, a reader that parses each read completely ~83k/s). Server pings are answered inside
+``receive_batch`` as soon as they are parsed; the stream actor calls it continuously (it never
+blocks on the reconciler), so pings are answered promptly.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import trio
-import trio_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from backpack_actors.errors import ExchangeUnavailableError, RegionRestrictedError
 
@@ -20,14 +37,18 @@ __all__ = [
     "TrioWsConnection",
     "WsConnection",
     "WsConnector",
+    "WsprotoConnection",
     "open_ws",
     "ws_connector",
+    "wsproto_client",
 ]
 
-# Frames a connection may hold before its reader stops reading (and answering pings).
-DEFAULT_QUEUE_SIZE = 8192
-# How many queued frames one receive_batch() hands over at most.
-MAX_BATCH = 1024
+# One read: big enough that a busy stream needs few reads, small enough to keep latency low.
+RECEIVE_BYTES = 65_536
+# Largest message accepted (Backpack frames are ~200 bytes; a depth burst is a few KiB).
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+CLOSE_TIMEOUT = 2.0
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, LocalProtocolError, OSError)
 
 
 class WsConnection(Protocol):
@@ -42,71 +63,217 @@ WsConnector = Callable[[], AbstractAsyncContextManager[WsConnection]]
 """Opens one connection; errors are mapped onto the project's error tree."""
 
 
+class WsprotoConnection:
+    """A client WebSocket connection: wsproto's state machine over any trio stream."""
+
+    def __init__(self, stream: trio.abc.Stream, ws: WSConnection, url: str) -> None:
+        self._stream = stream
+        self._ws = ws
+        self.url = url
+        self._parts: list[str] = []
+        self._bytes_parts: list[bytes] = []
+        self._size = 0
+        self._closed: str | None = None
+        self.pings_answered = 0
+
+    async def send(self, text: str) -> None:
+        self._check_open()
+        try:
+            await self._stream.send_all(self._ws.send(TextMessage(data=text)))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise self._closed_error(f"send failed: {exc}") from exc
+
+    async def receive_batch(self) -> list[str | bytes]:
+        """At least one complete message: every message the next socket read(s) completed."""
+        self._check_open()
+        batch: list[str | bytes] = []
+        while not batch:
+            try:
+                data = await self._stream.receive_some(RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise self._closed_error(f"receive failed: {exc}") from exc
+            if not data:
+                self._closed = "connection closed by the server without a close frame"
+                raise self._closed_error(self._closed)
+            try:
+                self._ws.receive_data(bytes(data))
+                await self._drain(batch)
+            except RemoteProtocolError as exc:
+                raise self._closed_error(f"protocol error from the server: {exc}") from exc
+        return batch
+
+    async def _drain(self, batch: list[str | bytes]) -> None:
+        for event in self._ws.events():
+            if isinstance(event, TextMessage):
+                if event.message_finished and not self._parts:
+                    batch.append(event.data)
+                else:
+                    self._collect_text(event, batch)
+            elif isinstance(event, Ping):
+                self.pings_answered += 1
+                await self._stream.send_all(self._ws.send(event.response()))
+            elif isinstance(event, BytesMessage):
+                self._bytes_parts.append(bytes(event.data))
+                if event.message_finished:
+                    batch.append(b"".join(self._bytes_parts))
+                    self._bytes_parts.clear()
+            elif isinstance(event, CloseConnection):
+                self._closed = f"closed by the server: code {event.code} {event.reason or ''}"
+                # The server may already have gone; the close itself is what matters.
+                with contextlib.suppress(*_GONE):
+                    await self._stream.send_all(self._ws.send(event.response()))
+                if batch:
+                    # Hand over what arrived before the close; the next call raises.
+                    return
+                raise self._closed_error(self._closed)
+
+    def _collect_text(self, event: TextMessage, batch: list[str | bytes]) -> None:
+        self._parts.append(event.data)
+        self._size += len(event.data)
+        if self._size > MAX_MESSAGE_BYTES:
+            raise RemoteProtocolError(f"message larger than {MAX_MESSAGE_BYTES} bytes")
+        if event.message_finished:
+            batch.append("".join(self._parts))
+            self._parts.clear()
+            self._size = 0
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise self._closed_error(self._closed)
+
+    def _closed_error(self, reason: str) -> ExchangeUnavailableError:
+        return ExchangeUnavailableError(f"WebSocket {self.url}: {reason}")
+
+    async def aclose(self) -> None:
+        """Send a close frame (best effort, bounded) and close the stream."""
+        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+            scope.shield = True
+            if self._closed is None:
+                self._closed = "closed by the client"
+                # Already gone: nothing left to tell the server.
+                with contextlib.suppress(*_GONE):
+                    await self._stream.send_all(self._ws.send(CloseConnection(code=1000)))
+        await trio.aclose_forcefully(self._stream)
+
+
 class TrioWsConnection:
-    """A :class:`WsConnection` over a ``trio_websocket.WebSocketConnection``."""
+    """A :class:`WsConnection` over an existing ``trio_websocket.WebSocketConnection``.
+
+    For code that already holds a trio-websocket connection; the feed itself uses
+    :class:`WsprotoConnection`, which batches per socket read.
+    """
 
     def __init__(self, ws: Any) -> None:
         self._ws = ws
-        # trio-websocket keeps received messages in a memory channel; draining it without awaiting
-        # is what makes a batch. Pinned to trio-websocket 0.12 in pyproject.toml.
-        self._queue: Any = getattr(ws, "_recv_channel", None)
 
     async def send(self, text: str) -> None:
+        import trio_websocket
+
         try:
             await self._ws.send_message(text)
         except trio_websocket.ConnectionClosed as exc:
             raise ExchangeUnavailableError(f"WebSocket closed while sending: {exc.reason}") from exc
 
     async def receive_batch(self) -> list[str | bytes]:
+        import trio_websocket
+
         try:
-            first = await self._ws.get_message()
+            return [await self._ws.get_message()]
         except trio_websocket.ConnectionClosed as exc:
             raise ExchangeUnavailableError(f"WebSocket closed: {exc.reason}") from exc
-        batch: list[str | bytes] = [first]
-        queue = self._queue
-        if queue is not None:
-            try:
-                while len(batch) < MAX_BATCH:
-                    batch.append(queue.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                pass
-        return batch
+
+
+async def _handshake(stream: trio.abc.Stream, url: str, host: str, path: str) -> WSConnection:
+    ws = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(ws.send(Request(host=host, target=path)))
+    rejected: RejectConnection | None = None
+    body = b""
+    while True:
+        data = await stream.receive_some(RECEIVE_BYTES)
+        if not data:
+            if rejected is not None:
+                _raise_rejected(url, rejected.status_code, body)
+            raise ExchangeUnavailableError(f"WebSocket {url}: closed during the handshake")
+        ws.receive_data(bytes(data))
+        for event in ws.events():
+            if isinstance(event, AcceptConnection):
+                return ws
+            if isinstance(event, RejectConnection):
+                rejected = event
+                if not event.has_body:
+                    _raise_rejected(url, event.status_code, b"")
+            elif isinstance(event, RejectData) and rejected is not None:
+                body = (body + bytes(event.data))[:200]
+                if event.body_finished:
+                    _raise_rejected(url, rejected.status_code, body)
+
+
+def _raise_rejected(url: str, status: int, body: bytes) -> None:
+    if status in (451, 403):
+        raise RegionRestrictedError(url, status)
+    detail = body.decode("utf-8", "replace").strip()
+    raise ExchangeUnavailableError(
+        f"WebSocket handshake to {url} refused with HTTP {status}"
+        + (f": {detail}" if detail else "")
+    )
 
 
 @asynccontextmanager
-async def open_ws(
-    url: str,
-    *,
-    queue_size: int = DEFAULT_QUEUE_SIZE,
-    connect_timeout: float = 10.0,
-) -> AsyncIterator[WsConnection]:
-    """Connect to ``url``; handshake and network failures become project errors."""
+async def wsproto_client(
+    stream: trio.abc.Stream, url: str, *, connect_timeout: float = 10.0
+) -> AsyncIterator[WsprotoConnection]:
+    """Run the client handshake over an already-open ``stream`` (TCP, TLS or in-memory)."""
+    parts = urlsplit(url)
+    host = parts.netloc or "localhost"
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
-        async with trio_websocket.open_websocket_url(
-            url,
-            message_queue_size=queue_size,
-            connect_timeout=connect_timeout,
-            disconnect_timeout=2.0,
-        ) as ws:
-            yield TrioWsConnection(ws)
-    except trio_websocket.ConnectionRejected as exc:
-        if exc.status_code in (451, 403):
-            raise RegionRestrictedError(url, exc.status_code) from exc
-        raise ExchangeUnavailableError(
-            f"WebSocket handshake to {url} refused with HTTP {exc.status_code}"
-        ) from exc
-    except trio_websocket.HandshakeError as exc:
-        raise ExchangeUnavailableError(f"WebSocket handshake to {url} failed: {exc!r}") from exc
-    except trio_websocket.ConnectionClosed as exc:
-        raise ExchangeUnavailableError(f"WebSocket to {url} closed: {exc.reason}") from exc
-    except OSError as exc:
+        with trio.fail_after(connect_timeout):
+            ws = await _handshake(stream, url, host, path)
+    except trio.TooSlowError as exc:
+        await trio.aclose_forcefully(stream)
+        raise ExchangeUnavailableError(f"WebSocket handshake to {url} timed out") from exc
+    except (trio.BrokenResourceError, OSError, RemoteProtocolError) as exc:
+        await trio.aclose_forcefully(stream)
+        raise ExchangeUnavailableError(f"WebSocket handshake to {url} failed: {exc}") from exc
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    conn = WsprotoConnection(stream, ws, url)
+    try:
+        yield conn
+    finally:
+        await conn.aclose()
+
+
+@asynccontextmanager
+async def open_ws(url: str, *, connect_timeout: float = 10.0) -> AsyncIterator[WsConnection]:
+    """Connect to ``ws://`` or ``wss://`` ``url``; failures become project errors."""
+    parts = urlsplit(url)
+    secure = parts.scheme == "wss"
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ExchangeUnavailableError(f"not a WebSocket URL: {url!r}")
+    port = parts.port or (443 if secure else 80)
+    try:
+        with trio.fail_after(connect_timeout):
+            stream: trio.abc.Stream = await trio.open_tcp_stream(parts.hostname, port)
+            if secure:
+                tls = trio.SSLStream(
+                    stream, ssl.create_default_context(), server_hostname=parts.hostname
+                )
+                await tls.do_handshake()
+                stream = tls
+    except trio.TooSlowError as exc:
+        raise ExchangeUnavailableError(f"cannot reach {url}: connect timed out") from exc
+    except (OSError, trio.BrokenResourceError) as exc:
         raise ExchangeUnavailableError(f"cannot reach {url}: {exc}") from exc
+    async with wsproto_client(stream, url, connect_timeout=connect_timeout) as conn:
+        yield conn
 
 
-def ws_connector(url: str, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> WsConnector:
+def ws_connector(url: str, *, connect_timeout: float = 10.0) -> WsConnector:
     """A connector opening real WebSocket connections to ``url``."""
 
     def connect() -> AbstractAsyncContextManager[WsConnection]:
-        return open_ws(url, queue_size=queue_size)
+        return open_ws(url, connect_timeout=connect_timeout)
 
     return connect

@@ -147,7 +147,7 @@ def test_python_api_takes_the_same_keys_as_yaml() -> None:
         "snapshot_interval": 0,
         "rest_url": "http://127.0.0.1:8080/",
         "ws_url": "ws://127.0.0.1:8081",
-        "stream_queue": 64,
+        "reconciler_inbox": 64,
         "trade_policy": "drop_oldest",
         "reconnect_cap": 5,
     }
@@ -156,7 +156,7 @@ def test_python_api_takes_the_same_keys_as_yaml() -> None:
     assert from_yaml == from_kwargs
     assert from_kwargs.rest_url == "http://127.0.0.1:8080"  # trailing slash dropped
     assert from_kwargs.snapshot_interval == 0.0
-    assert from_kwargs.stream_queue == 64
+    assert from_kwargs.reconciler_inbox == 64
 
 
 def test_direct_constructor_validates_too() -> None:
@@ -366,7 +366,7 @@ def test_unknown_kwarg_suggests_the_closest() -> None:
         ({"symbols": ["BTC-USDC", "BTC-USDC"]}, "symbols[1]", "each symbol once"),
         ({"channels": ["TRADES", "L2BOOK"]}, "channels[1]", "did you mean 'L2_BOOK'"),
         ({"channels": []}, "channels", "a non-empty list of channels"),
-        ({"stream_queue": 0}, "stream_queue", "an integer >= 1"),
+        ({"reconciler_inbox": 0}, "reconciler_inbox", "an integer >= 1"),
         ({"consumer_queue": 2.5}, "consumer_queue", "an integer >= 1"),
         ({"max_ws_failures": True}, "max_ws_failures", "an integer >= 1"),
         ({"reconnect_jitter": 1.0}, "reconnect_jitter", "a number in [0, 1)"),
