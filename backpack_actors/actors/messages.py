@@ -38,12 +38,16 @@ class StreamStarted:
 
 @attrs.frozen
 class FrameBatch:
-    """Decoded frames of one socket read, in arrival order."""
+    """Decoded frames of one socket read, in arrival order.
+
+    ``raw`` holds the read's undecoded texts (undecodable ones too), only while recording.
+    """
 
     symbol: str
     epoch: int
     frames: list[DepthEvent | TradeEvent]
     received_at: float
+    raw: tuple[str | bytes, ...] = ()
 
 
 @attrs.frozen

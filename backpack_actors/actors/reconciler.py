@@ -73,7 +73,9 @@ class Reconciler:
         book_depth: int = 0,
         trades: bool = True,
         books: bool = True,
+        recorder: Callable[[InboxMessage, float], None] | None = None,
     ) -> None:
+        self._recorder = recorder
         self._symbols = {sym: _Symbol(info) for sym, info in markets.items()}
         # Events carry normalized symbols; conflation asks for books by that name.
         self._by_normalized = {st.info.normalized: st for st in self._symbols.values()}
@@ -139,6 +141,8 @@ class Reconciler:
 
     async def handle(self, message: InboxMessage) -> None:
         """Process one inbox message (public so replay and tests can drive it directly)."""
+        if self._recorder is not None:
+            self._recorder(message, self._wall_clock())
         state = self._symbols.get(message.symbol)
         if state is None:
             log.warning("message for unknown symbol %r dropped", message.symbol)

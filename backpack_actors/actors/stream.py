@@ -62,6 +62,8 @@ class StreamSettings:
     rest_poll_interval: float = 1.0
     promote_probe_interval: float = 60.0
     promote_healthy_after: float = 30.0
+    record_raw: bool = False
+    """Attach each socket read's raw texts to its FrameBatch (for a recorder)."""
 
 
 @attrs.define
@@ -182,6 +184,7 @@ async def _run_ws(
         await conn.send(subscribe_frame(symbol, trades=settings.trades, book=settings.book))
         health.connected_at = trio.current_time()
         mark_started()
+        record_raw = settings.record_raw
         while True:
             with trio.move_on_after(settings.stale_timeout) as scope:
                 batch = await conn.receive_batch()
@@ -191,11 +194,13 @@ async def _run_ws(
                 )
             received_at = wall_clock()
             frames: list[DepthEvent | TradeEvent] = []
+            undecodable = False
             for raw in batch:
                 try:
                     frame = decode_ws_frame(raw)
                 except ProtocolError as exc:
                     health.decode_errors += 1
+                    undecodable = True
                     _offer(inbox, FrameError(symbol, exc.stream, exc.reason, exc.excerpt))
                     continue
                 if frame.error is not None:
@@ -207,7 +212,11 @@ async def _run_ws(
                 if isinstance(data, DepthEvent | TradeEvent):
                     frames.append(data)
             health.frames += len(frames)
-            if frames:
+            if record_raw:
+                # A recording keeps undecodable reads too (an empty batch changes no state).
+                if frames or undecodable:
+                    _offer(inbox, FrameBatch(symbol, epoch, frames, received_at, tuple(batch)))
+            elif frames:
                 _offer(inbox, FrameBatch(symbol, epoch, frames, received_at))
 
 

@@ -1,0 +1,430 @@
+"""Record a feed's reconciler inbox to JSON Lines and replay it into identical events.
+
+The reconciler's inbox is the total order of everything that shapes the events, so a recording is
+that inbox: one line per message (raw WebSocket frame texts, REST bodies re-encoded exactly with
+Decimals as strings, stream news, frame errors) with the reconciler's wall time when it handled the
+message, after a header line with the markets and the reconciler settings. Replaying re-decodes
+the raw frames with :func:`~backpack_actors.core.wire.decode_ws_frame` and drives a fresh
+:class:`~backpack_actors.actors.reconciler.Reconciler` whose wall clock returns the recorded times,
+so it emits exactly the events the recorded reconciler emitted.
+
+While recording, the reconciler's wall clock is latched once per message (every event built while
+handling a message carries that message's recorded time), which is what makes replay exact.
+Replay reproduces what the reconciler emitted: identical to what the consumer received unless the
+consumer fell behind and its queue conflated books or dropped trades.
+
+A ``.gz`` suffix selects gzip for both writing and reading.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Literal
+
+import msgspec
+import trio
+
+from backpack_actors.actors.emitter import EventQueue
+from backpack_actors.actors.messages import (
+    BackfillDone,
+    FrameBatch,
+    FrameError,
+    InboxMessage,
+    RestRequest,
+    RestTrades,
+    SnapshotFailed,
+    SnapshotReady,
+    StreamNews,
+    StreamStarted,
+)
+from backpack_actors.actors.reconciler import Reconciler
+from backpack_actors.core.events import Event, StatusKind
+from backpack_actors.core.symbols import MarketInfo
+from backpack_actors.core.wire import DepthEvent, DepthSnapshot, RestTrade, TradeEvent
+from backpack_actors.core.wire import decode_ws_frame as _decode_ws_frame
+from backpack_actors.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from backpack_actors.config import FeedConfig
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Pace",
+    "Recorder",
+    "Recording",
+    "RecordingHeader",
+    "load_recording",
+    "replay_events",
+    "replay_iter",
+]
+
+FORMAT_VERSION = 1
+Pace = Literal["fast", "recorded"]
+
+
+# --- the file format ---------------------------------------------------------------------------
+
+
+class _Binary(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A binary WebSocket message (base64 in JSON)."""
+
+    b: bytes
+
+
+class _Settings(msgspec.Struct, frozen=True):
+    """What the reconciler was built with."""
+
+    book_depth: int
+    trades: bool
+    books: bool
+
+
+class RecordingHeader(msgspec.Struct, frozen=True, tag="header", tag_field="kind"):
+    """The first line: format version, the feed's symbols and markets, reconciler settings."""
+
+    version: int
+    symbols: list[str]
+    markets: list[MarketInfo]
+    settings: _Settings
+    source: dict[str, str]
+    now: float
+
+
+class _Restart(msgspec.Struct, frozen=True, tag="reconciler_started", tag_field="kind"):
+    """The feed restarted its reconciler: replay starts a fresh one too."""
+
+    markets: list[MarketInfo]
+    now: float
+
+
+class _Started(msgspec.Struct, frozen=True, tag="stream_started", tag_field="kind"):
+    symbol: str
+    epoch: int
+    mode: Literal["ws", "rest"]
+    now: float
+
+
+class _Frames(msgspec.Struct, frozen=True, tag="frames", tag_field="kind"):
+    symbol: str
+    epoch: int
+    received_at: float
+    raw: list[str | _Binary]
+    now: float
+
+
+class _FrameError(msgspec.Struct, frozen=True, tag="frame_error", tag_field="kind"):
+    symbol: str
+    stream: str
+    reason: str
+    excerpt: str
+    now: float
+
+
+class _News(msgspec.Struct, frozen=True, tag="news", tag_field="kind"):
+    symbol: str
+    status: StatusKind
+    reason: str
+    counts: dict[str, int]
+    now: float
+
+
+class _Snapshot(msgspec.Struct, frozen=True, tag="snapshot", tag_field="kind"):
+    symbol: str
+    snapshot: DepthSnapshot
+    reason: str
+    received_at: float
+    now: float
+
+
+class _SnapshotFailed(msgspec.Struct, frozen=True, tag="snapshot_failed", tag_field="kind"):
+    symbol: str
+    reason: str
+    now: float
+
+
+class _RestTrades(msgspec.Struct, frozen=True, tag="rest_trades", tag_field="kind"):
+    symbol: str
+    trades: list[RestTrade]
+    received_at: float
+    now: float
+
+
+class _Backfill(msgspec.Struct, frozen=True, tag="backfill", tag_field="kind"):
+    symbol: str
+    trades: list[RestTrade]
+    error: str | None
+    received_at: float
+    now: float
+
+
+_Line = (
+    RecordingHeader
+    | _Restart
+    | _Started
+    | _Frames
+    | _FrameError
+    | _News
+    | _Snapshot
+    | _SnapshotFailed
+    | _RestTrades
+    | _Backfill
+)
+_Entry = _Started | _Frames | _FrameError | _News | _Snapshot | _SnapshotFailed | _RestTrades
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(_Line)
+
+
+def _open(path: str | Path, mode: Literal["rb", "wb"]) -> IO[bytes]:
+    if str(path).endswith(".gz"):
+        return gzip.open(path, mode)  # type: ignore[return-value]
+    return open(path, mode)
+
+
+def _raw_item(raw: str | bytes) -> str | _Binary:
+    return raw if isinstance(raw, str) else _Binary(raw)
+
+
+def _line_of(message: InboxMessage, now: float) -> _Line:
+    if isinstance(message, FrameBatch):
+        raw = [_raw_item(r) for r in message.raw]
+        return _Frames(message.symbol, message.epoch, message.received_at, raw, now)
+    if isinstance(message, StreamStarted):
+        return _Started(message.symbol, message.epoch, message.mode, now)
+    if isinstance(message, FrameError):
+        return _FrameError(message.symbol, message.stream, message.reason, message.excerpt, now)
+    if isinstance(message, StreamNews):
+        return _News(message.symbol, message.kind, message.reason, dict(message.counts), now)
+    if isinstance(message, SnapshotReady):
+        return _Snapshot(message.symbol, message.snapshot, message.reason, message.received_at, now)
+    if isinstance(message, SnapshotFailed):
+        return _SnapshotFailed(message.symbol, message.reason, now)
+    if isinstance(message, RestTrades):
+        return _RestTrades(message.symbol, message.trades, message.received_at, now)
+    return _Backfill(message.symbol, message.trades, message.error, message.received_at, now)
+
+
+# --- recording ---------------------------------------------------------------------------------
+
+
+class Recorder:
+    """Writes a feed's reconciler inbox to ``path`` (``.jsonl`` or ``.jsonl.gz``).
+
+    Pass it to :func:`~backpack_actors.feed.open_feed` (``recorder=``); close it when the feed is
+    done (or use it as a context manager). ``wall_clock`` must be the feed's wall clock.
+    """
+
+    def __init__(self, path: str | Path, *, wall_clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self._wall_clock = wall_clock
+        self._file: IO[bytes] | None = _open(self.path, "wb")
+        self._now = wall_clock()
+        self._started = False
+        self.records = 0
+
+    def __repr__(self) -> str:
+        return f"Recorder({str(self.path)!r}, records={self.records})"
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush and close the file (idempotent)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _write(self, line: _Line) -> None:
+        if self._file is None:
+            raise ValueError(f"recorder for {self.path} is closed")
+        self._file.write(_ENCODER.encode(line) + b"\n")
+
+    def attach(
+        self,
+        markets: Mapping[str, MarketInfo],
+        config: FeedConfig,
+    ) -> tuple[Callable[[], float], Callable[[InboxMessage, float], None]]:
+        """Called by the feed each time it (re)starts a reconciler.
+
+        Returns the reconciler's wall clock (latched per message) and its recorder callable.
+        """
+        from backpack_actors.config import L2_BOOK, TRADES
+
+        self._now = self._wall_clock()
+        infos = list(markets.values())
+        if not self._started:
+            self._started = True
+            settings = _Settings(
+                book_depth=config.book_depth,
+                trades=TRADES in config.channels,
+                books=L2_BOOK in config.channels,
+            )
+            source = {"rest_url": config.rest_url, "ws_url": config.ws_url}
+            symbols = list(config.symbols)
+            self._write(
+                RecordingHeader(FORMAT_VERSION, symbols, infos, settings, source, self._now)
+            )
+        else:
+            self._write(_Restart(infos, self._now))
+        return self.clock, self.record
+
+    def clock(self) -> float:
+        """The wall time latched for the message being handled."""
+        return self._now
+
+    def record(self, message: InboxMessage, now: float) -> None:
+        """Latch the wall clock and write ``message`` (the reconciler's ``now`` is superseded)."""
+        self._now = self._wall_clock()
+        self._write(_line_of(message, self._now))
+        self.records += 1
+
+
+# --- reading and replay ------------------------------------------------------------------------
+
+
+@dataclass
+class Recording:
+    """A loaded recording: its header and the lines after it, in inbox order."""
+
+    header: RecordingHeader
+    lines: list[_Line]
+
+    @property
+    def markets(self) -> dict[str, MarketInfo]:
+        return {m.exchange_id: m for m in self.header.markets}
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+def _read_lines(path: str | Path) -> Iterator[_Line]:
+    with _open(path, "rb") as stream:
+        for number, text in enumerate(stream, 1):
+            if not text.strip():
+                continue
+            try:
+                yield _DECODER.decode(text)
+            except msgspec.DecodeError as exc:
+                raise ProtocolError(f"recording:{path}:{number}", str(exc), text) from exc
+
+
+def load_recording(path: str | Path) -> Recording:
+    """Read a whole recording; raises :class:`ProtocolError` on a malformed line."""
+    lines = _read_lines(path)
+    header = next(lines, None)
+    if not isinstance(header, RecordingHeader):
+        raise ProtocolError(f"recording:{path}", "the first line is not a header", b"")
+    if header.version != FORMAT_VERSION:
+        raise ProtocolError(
+            f"recording:{path}", f"format version {header.version}, expected {FORMAT_VERSION}", b""
+        )
+    return Recording(header, list(lines))
+
+
+def _raw_text(item: str | _Binary) -> str | bytes:
+    return item if isinstance(item, str) else item.b
+
+
+def _decode_batch(
+    raw: list[str | _Binary],
+) -> tuple[list[DepthEvent | TradeEvent], tuple[str | bytes, ...]]:
+    """The frames the stream actor decoded from this read (its frame errors are their own lines)."""
+    texts = tuple(_raw_text(item) for item in raw)
+    frames: list[DepthEvent | TradeEvent] = []
+    for text in texts:
+        try:
+            frame = _decode_ws_frame(text)
+        except ProtocolError:
+            continue
+        data = frame.data
+        if isinstance(data, DepthEvent | TradeEvent):
+            frames.append(data)
+    return frames, texts
+
+
+def _message_of(line: _Entry | _Backfill) -> InboxMessage:
+    if isinstance(line, _Frames):
+        frames, texts = _decode_batch(line.raw)
+        return FrameBatch(line.symbol, line.epoch, frames, line.received_at, texts)
+    if isinstance(line, _Started):
+        return StreamStarted(line.symbol, line.epoch, line.mode)
+    if isinstance(line, _FrameError):
+        return FrameError(line.symbol, line.stream, line.reason, line.excerpt)
+    if isinstance(line, _News):
+        return StreamNews(line.symbol, line.status, line.reason, dict(line.counts))
+    if isinstance(line, _Snapshot):
+        return SnapshotReady(line.symbol, line.snapshot, line.reason, line.received_at)
+    if isinstance(line, _SnapshotFailed):
+        return SnapshotFailed(line.symbol, line.reason)
+    if isinstance(line, _RestTrades):
+        return RestTrades(line.symbol, line.trades, line.received_at)
+    return BackfillDone(line.symbol, line.trades, line.error, line.received_at)
+
+
+class _Replayer:
+    """A fresh reconciler per (re)start, fed recorded messages at their recorded wall times."""
+
+    def __init__(self, header: RecordingHeader) -> None:
+        self.header = header
+        self.now = header.now
+        # Drained after every message, so the queue never conflates or waits.
+        self.queue = EventQueue(1 << 30, lambda _symbol: None)
+        self._req_send, self._req_recv = trio.open_memory_channel[RestRequest](math.inf)
+        self.reconciler = self._fresh(header.markets)
+
+    def _fresh(self, markets: list[MarketInfo]) -> Reconciler:
+        settings = self.header.settings
+        return Reconciler(
+            markets={m.exchange_id: m for m in markets},
+            out=self.queue,
+            requests=self._req_send,
+            wall_clock=lambda: self.now,
+            book_depth=settings.book_depth,
+            trades=settings.trades,
+            books=settings.books,
+        )
+
+    async def feed(self, line: _Line) -> list[Event]:
+        self.now = line.now
+        if isinstance(line, RecordingHeader):
+            raise ProtocolError("recording", "a second header line", b"")
+        if isinstance(line, _Restart):
+            self.reconciler = self._fresh(line.markets)
+            return []
+        await self.reconciler.handle(_message_of(line))
+        while True:
+            try:
+                self._req_recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+        events: list[Event] = []
+        while (event := self.queue.get_nowait()) is not None:
+            events.append(event)
+        return events
+
+
+async def replay_iter(
+    source: str | Path | Recording, *, pace: Pace = "fast"
+) -> AsyncIterator[Event]:
+    """The recorded run's events, in order; ``pace="recorded"`` sleeps the recorded gaps."""
+    recording = source if isinstance(source, Recording) else load_recording(source)
+    replayer = _Replayer(recording.header)
+    previous = recording.header.now
+    for line in recording.lines:
+        if pace == "recorded" and line.now > previous:
+            await trio.sleep(line.now - previous)
+        previous = max(previous, line.now)
+        for event in await replayer.feed(line):
+            yield event
+
+
+async def replay_events(source: str | Path | Recording) -> list[Event]:
+    """Every event of a replay, as fast as possible."""
+    return [event async for event in replay_iter(source)]
