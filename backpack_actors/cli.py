@@ -448,12 +448,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 0
     except BaseException as exc:  # the CLI's one place that turns errors into exit codes
+        if _is_broken_pipe(exc):
+            # The reader went away (`... | head`): as for any Unix filter, stop quietly.
+            _silence_stdout()
+            return 0
         code, message = describe_error(exc, getattr(args, "config", None))
         handler.discard_held()
         if level == "debug":
             traceback.print_exception(exc, file=sys.stderr)
         print(f"error: {_one_line(message)}", file=sys.stderr, flush=True)
         return int(code)
+
+
+def _is_broken_pipe(exc: BaseException) -> bool:
+    from backpack_actors.testing import unwrap_group
+
+    leaf = unwrap_group(exc)
+    return any(isinstance(e, BrokenPipeError) for e in (leaf, leaf.__cause__, leaf.__context__))
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout at exit; on a closed pipe that would print a second error.
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":
