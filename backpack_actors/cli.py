@@ -2,7 +2,8 @@
 
 Commands: ``run`` (a feed from ``--config`` or flags, JSON Lines out), ``demo`` (the same against
 the embedded simulator, offline), ``sim`` (the standalone simulator), ``markets`` (every listed
-market and its symbol forms).
+market and its symbol forms), ``record`` (a feed's raw input to a ``.jsonl[.gz]`` recording) and
+``replay`` (a recording back into the events ``run`` would have written).
 
 Exit codes: 0 ok, 1 internal error, 2 configuration error, 3 region restricted, 4 exchange
 unreachable. Errors are printed as one ``error: ...`` line naming the fix; ``--log-level debug``
@@ -163,6 +164,59 @@ def _build_parser() -> argparse.ArgumentParser:
         type=_fault_spec,
         help="a simulator fault spec KIND[:k=v,...][@SECONDS] (repeatable; see `sim --help`)",
     )
+
+    record = sub.add_parser(
+        "record",
+        help="run a feed and record its raw frames and REST responses (replay reproduces it)",
+    )
+    _add_feed_arguments(record, urls=True)
+    rec = record.add_argument_group("recording")
+    rec.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="FILE",
+        help="the recording: FILE.jsonl or FILE.jsonl.gz (overwritten)",
+    )
+    rec.add_argument("--events", metavar="FILE", help="also append the events as JSON Lines")
+    rec.add_argument("--duration", type=_positive, metavar="SECONDS", help="stop after SECONDS")
+    rec.add_argument("--max-events", type=_count, metavar="N", help="stop after N events")
+    rec.add_argument(
+        "--book-depth",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="levels per side in book snapshots, 0 = whole book (default 0)",
+    )
+    rec.add_argument("--log-level", choices=_LOG_LEVELS, default="warning")
+    rec_sim = record.add_argument_group("simulator (--demo)")
+    rec_sim.add_argument(
+        "--demo", action="store_true", help="record the embedded simulator (offline)"
+    )
+    rec_sim.add_argument("--seed", type=int, default=1, help="market model seed (default 1)")
+    rec_sim.add_argument(
+        "--rate", type=_positive, default=20.0, help="depth messages/s per market (default 20)"
+    )
+    rec_sim.add_argument("--faults", action="store_true", help="the demo's fault schedule")
+    rec_sim.add_argument(
+        "--fault-interval", type=_positive, default=4.0, metavar="SECONDS", help="default 4"
+    )
+    rec_sim.add_argument(
+        "--fault", action="append", default=[], metavar="SPEC", type=_fault_spec, help="see demo"
+    )
+
+    replay = sub.add_parser("replay", help="replay a recording: the recorded run's events")
+    replay.add_argument("recording", metavar="FILE", help="a .jsonl or .jsonl.gz recording")
+    replay.add_argument(
+        "--pace",
+        choices=("fast", "recorded"),
+        default="fast",
+        help="as fast as possible (default) or at the recorded pace",
+    )
+    replay.add_argument(
+        "-o", "--output", metavar="FILE", help="append JSON Lines to FILE (default: stdout)"
+    )
+    replay.add_argument("--log-level", choices=_LOG_LEVELS, default="warning")
 
     from backpack_actors.sim.server import add_sim_arguments
 
@@ -402,6 +456,15 @@ def _command(args: argparse.Namespace, handler: _HoldingHandler) -> int:
         table = trio.run(lambda: fetch_markets(args.rest_url, deadline=args.connect_timeout))
         list_markets(markets_rows(table, args.quote), as_json=args.json)
         return 0
+    if args.command == "replay":
+        from backpack_actors.runner.record import run_replay
+
+        handler.started()
+        replayed = trio.run(lambda: run_replay(args.recording, pace=args.pace, output=args.output))
+        print(replayed.line(args.recording), file=sys.stderr, flush=True)
+        return 0
+    if args.command == "record":
+        return _record_command(args, handler)
     if args.command == "demo":
         from backpack_actors.runner.demo import DEMO_SYMBOLS, DemoOptions, run_demo
 
@@ -423,6 +486,38 @@ def _command(args: argparse.Namespace, handler: _HoldingHandler) -> int:
         config = _feed_config(args)
         options = _run_options(args, config)
         summary = trio.run(lambda: run_feed(config, options, on_started=handler.started))
+    handler.release_held()
+    print(summary.line(), file=sys.stderr, flush=True)
+    return 0
+
+
+def _record_command(args: argparse.Namespace, handler: _HoldingHandler) -> int:
+    import trio
+
+    from backpack_actors.runner.app import RunOptions
+    from backpack_actors.runner.demo import DEMO_SYMBOLS, DemoOptions
+    from backpack_actors.runner.record import run_record
+
+    demo = None
+    if args.demo:
+        demo = DemoOptions(
+            seed=args.seed,
+            rate=args.rate,
+            faults=args.faults,
+            fault_interval=args.fault_interval,
+            fault_specs=tuple(args.fault),
+        )
+    config = _feed_config(args, default_symbols=DEMO_SYMBOLS if args.demo else ())
+    options = RunOptions(
+        output=args.events,
+        duration=args.duration,
+        max_events=args.max_events,
+        book_depth=config.book_depth,
+        connect_timeout=args.connect_timeout,
+    )
+    summary = trio.run(
+        lambda: run_record(config, options, args.output, demo=demo, on_started=handler.started)
+    )
     handler.release_held()
     print(summary.line(), file=sys.stderr, flush=True)
     return 0

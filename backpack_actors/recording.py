@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal, cast
 
 import msgspec
 import trio
@@ -59,6 +59,7 @@ __all__ = [
     "Recording",
     "RecordingHeader",
     "load_recording",
+    "replay_batches",
     "replay_events",
     "replay_iter",
 ]
@@ -181,7 +182,7 @@ _DECODER = msgspec.json.Decoder(_Line)
 
 def _open(path: str | Path, mode: Literal["rb", "wb"]) -> IO[bytes]:
     if str(path).endswith(".gz"):
-        return gzip.open(path, mode)  # type: ignore[return-value]
+        return cast(IO[bytes], gzip.open(path, mode))
     return open(path, mode)
 
 
@@ -220,7 +221,8 @@ class Recorder:
 
     def __init__(self, path: str | Path, *, wall_clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
-        self._wall_clock = wall_clock
+        self.wall_clock = wall_clock
+        """The real wall clock (the feed's); the reconciler gets the latched :meth:`clock`."""
         self._file: IO[bytes] | None = _open(self.path, "wb")
         self._now = wall_clock()
         self._started = False
@@ -257,7 +259,7 @@ class Recorder:
         """
         from backpack_actors.config import L2_BOOK, TRADES
 
-        self._now = self._wall_clock()
+        self._now = self.wall_clock()
         infos = list(markets.values())
         if not self._started:
             self._started = True
@@ -281,7 +283,7 @@ class Recorder:
 
     def record(self, message: InboxMessage, now: float) -> None:
         """Latch the wall clock and write ``message`` (the reconciler's ``now`` is superseded)."""
-        self._now = self._wall_clock()
+        self._now = self.wall_clock()
         self._write(_line_of(message, self._now))
         self.records += 1
 
@@ -305,8 +307,18 @@ class Recording:
 
 
 def _read_lines(path: str | Path) -> Iterator[_Line]:
+    """Decoded lines; a recording cut short (killed recorder) ends at its last whole line."""
     with _open(path, "rb") as stream:
-        for number, text in enumerate(stream, 1):
+        lines = iter(stream)
+        number = 0
+        while True:
+            try:
+                text = next(lines, b"")
+            except EOFError:
+                return  # a gzip stream without its end marker
+            number += 1
+            if not text.endswith(b"\n"):
+                return  # end of file, or a torn last line
             if not text.strip():
                 continue
             try:
@@ -410,18 +422,32 @@ class _Replayer:
         return events
 
 
-async def replay_iter(
+async def replay_batches(
     source: str | Path | Recording, *, pace: Pace = "fast"
-) -> AsyncIterator[Event]:
-    """The recorded run's events, in order; ``pace="recorded"`` sleeps the recorded gaps."""
+) -> AsyncIterator[list[Event]]:
+    """The events of each recorded inbox message, in order (often empty lists).
+
+    ``pace="recorded"`` sleeps (trio time) the recorded wall-time gap before each message.
+    """
     recording = source if isinstance(source, Recording) else load_recording(source)
     replayer = _Replayer(recording.header)
     previous = recording.header.now
     for line in recording.lines:
-        if pace == "recorded" and line.now > previous:
-            await trio.sleep(line.now - previous)
+        if pace == "recorded":
+            if line.now > previous:
+                await trio.sleep(line.now - previous)
+            else:
+                await trio.lowlevel.checkpoint()
         previous = max(previous, line.now)
-        for event in await replayer.feed(line):
+        yield await replayer.feed(line)
+
+
+async def replay_iter(
+    source: str | Path | Recording, *, pace: Pace = "fast"
+) -> AsyncIterator[Event]:
+    """The recorded run's events, in order; ``pace="recorded"`` sleeps the recorded gaps."""
+    async for batch in replay_batches(source, pace=pace):
+        for event in batch:
             yield event
 
 
