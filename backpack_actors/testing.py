@@ -107,13 +107,14 @@ async def simulate_feed(
     on_ready: Callable[[Any], None] | None = None,
     record_to: str | Path | None = None,
     config: Mapping[str, Any] | None = None,
+    wall_clock: Callable[[], float] | None = None,
     time_limit: float = 600.0,
 ) -> list[Event]:
     """Run a feed against an in-process seeded simulator; every event the feed emitted.
 
     ``on_ready(exchange)`` is called once every symbol's book is ready (arm faults there with
     ``exchange.faults``); the run stops ``events`` events later. ``record_to`` records the run.
-    The feed's wall clock is the simulator's clock, so under ``autojump_clock`` (or
+    The feed's wall clock defaults to the simulator's clock; under ``autojump_clock`` (or
     ``trio.testing.MockClock``) a run takes no real waiting. Events still queued when the feed
     stops are included: the result is everything the reconciler emitted.
     """
@@ -127,10 +128,11 @@ async def simulate_feed(
     settings.update(config or {})
     feed_config = FeedConfig.from_kwargs(symbols=list(symbols), **settings)
 
-    def wall_clock() -> float:
+    def exchange_clock() -> float:
         return exchange.now_us() / 1_000_000
 
-    recorder = Recorder(record_to, wall_clock=wall_clock) if record_to is not None else None
+    clock = wall_clock or exchange_clock
+    recorder = Recorder(record_to, wall_clock=clock) if record_to is not None else None
     delivered: list[Event] = []
     ready: set[str] = set()
     remaining: int | None = None
@@ -142,7 +144,7 @@ async def simulate_feed(
                     feed_config,
                     rest_client=SimRestClient(exchange),
                     ws_connect=sim_memory_connector(exchange),
-                    wall_clock=wall_clock,
+                    wall_clock=clock,
                     recorder=recorder,
                 ) as feed:
                     async for event in feed:
