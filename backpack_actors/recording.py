@@ -54,10 +54,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT_VERSION",
+    "BackfillRecord",
+    "BinaryFrame",
+    "FrameErrorRecord",
+    "FramesRecord",
+    "NewsRecord",
     "Pace",
+    "ReconcilerSettings",
+    "ReconcilerStartedRecord",
+    "RecordLine",
     "Recorder",
     "Recording",
     "RecordingHeader",
+    "RestTradesRecord",
+    "SnapshotFailedRecord",
+    "SnapshotRecord",
+    "StreamStartedRecord",
     "load_recording",
     "replay_batches",
     "replay_events",
@@ -71,13 +83,13 @@ Pace = Literal["fast", "recorded"]
 # --- the file format ---------------------------------------------------------------------------
 
 
-class _Binary(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class BinaryFrame(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A binary WebSocket message (base64 in JSON)."""
 
     b: bytes
 
 
-class _Settings(msgspec.Struct, frozen=True):
+class ReconcilerSettings(msgspec.Struct, frozen=True):
     """What the reconciler was built with."""
 
     book_depth: int
@@ -91,34 +103,42 @@ class RecordingHeader(msgspec.Struct, frozen=True, tag="header", tag_field="kind
     version: int
     symbols: list[str]
     markets: list[MarketInfo]
-    settings: _Settings
+    settings: ReconcilerSettings
     source: dict[str, str]
     now: float
 
 
-class _Restart(msgspec.Struct, frozen=True, tag="reconciler_started", tag_field="kind"):
+class ReconcilerStartedRecord(
+    msgspec.Struct, frozen=True, tag="reconciler_started", tag_field="kind"
+):
     """The feed restarted its reconciler: replay starts a fresh one too."""
 
     markets: list[MarketInfo]
     now: float
 
 
-class _Started(msgspec.Struct, frozen=True, tag="stream_started", tag_field="kind"):
+class StreamStartedRecord(msgspec.Struct, frozen=True, tag="stream_started", tag_field="kind"):
+    """A new connection or REST poller (:class:`StreamStarted`)."""
+
     symbol: str
     epoch: int
     mode: Literal["ws", "rest"]
     now: float
 
 
-class _Frames(msgspec.Struct, frozen=True, tag="frames", tag_field="kind"):
+class FramesRecord(msgspec.Struct, frozen=True, tag="frames", tag_field="kind"):
+    """One socket read (:class:`FrameBatch`): its raw texts, re-decoded on replay."""
+
     symbol: str
     epoch: int
     received_at: float
-    raw: list[str | _Binary]
+    raw: list[str | BinaryFrame]
     now: float
 
 
-class _FrameError(msgspec.Struct, frozen=True, tag="frame_error", tag_field="kind"):
+class FrameErrorRecord(msgspec.Struct, frozen=True, tag="frame_error", tag_field="kind"):
+    """An undecodable frame as the stream actor reported it (:class:`FrameError`)."""
+
     symbol: str
     stream: str
     reason: str
@@ -126,7 +146,9 @@ class _FrameError(msgspec.Struct, frozen=True, tag="frame_error", tag_field="kin
     now: float
 
 
-class _News(msgspec.Struct, frozen=True, tag="news", tag_field="kind"):
+class NewsRecord(msgspec.Struct, frozen=True, tag="news", tag_field="kind"):
+    """A stream actor's status news (:class:`StreamNews`)."""
+
     symbol: str
     status: StatusKind
     reason: str
@@ -134,7 +156,9 @@ class _News(msgspec.Struct, frozen=True, tag="news", tag_field="kind"):
     now: float
 
 
-class _Snapshot(msgspec.Struct, frozen=True, tag="snapshot", tag_field="kind"):
+class SnapshotRecord(msgspec.Struct, frozen=True, tag="snapshot", tag_field="kind"):
+    """A REST depth snapshot (:class:`SnapshotReady`), Decimals as strings."""
+
     symbol: str
     snapshot: DepthSnapshot
     reason: str
@@ -142,20 +166,26 @@ class _Snapshot(msgspec.Struct, frozen=True, tag="snapshot", tag_field="kind"):
     now: float
 
 
-class _SnapshotFailed(msgspec.Struct, frozen=True, tag="snapshot_failed", tag_field="kind"):
+class SnapshotFailedRecord(msgspec.Struct, frozen=True, tag="snapshot_failed", tag_field="kind"):
+    """A snapshot that could not be fetched (:class:`SnapshotFailed`)."""
+
     symbol: str
     reason: str
     now: float
 
 
-class _RestTrades(msgspec.Struct, frozen=True, tag="rest_trades", tag_field="kind"):
+class RestTradesRecord(msgspec.Struct, frozen=True, tag="rest_trades", tag_field="kind"):
+    """Recent trades polled in REST-only mode (:class:`RestTrades`)."""
+
     symbol: str
     trades: list[RestTrade]
     received_at: float
     now: float
 
 
-class _Backfill(msgspec.Struct, frozen=True, tag="backfill", tag_field="kind"):
+class BackfillRecord(msgspec.Struct, frozen=True, tag="backfill", tag_field="kind"):
+    """A trade backfill's answer (:class:`BackfillDone`)."""
+
     symbol: str
     trades: list[RestTrade]
     error: str | None
@@ -163,21 +193,29 @@ class _Backfill(msgspec.Struct, frozen=True, tag="backfill", tag_field="kind"):
     now: float
 
 
-_Line = (
+RecordLine = (  # one line of a recording file
     RecordingHeader
-    | _Restart
-    | _Started
-    | _Frames
-    | _FrameError
-    | _News
-    | _Snapshot
-    | _SnapshotFailed
-    | _RestTrades
-    | _Backfill
+    | ReconcilerStartedRecord
+    | StreamStartedRecord
+    | FramesRecord
+    | FrameErrorRecord
+    | NewsRecord
+    | SnapshotRecord
+    | SnapshotFailedRecord
+    | RestTradesRecord
+    | BackfillRecord
 )
-_Entry = _Started | _Frames | _FrameError | _News | _Snapshot | _SnapshotFailed | _RestTrades
+_Entry = (
+    StreamStartedRecord
+    | FramesRecord
+    | FrameErrorRecord
+    | NewsRecord
+    | SnapshotRecord
+    | SnapshotFailedRecord
+    | RestTradesRecord
+)
 _ENCODER = msgspec.json.Encoder()
-_DECODER = msgspec.json.Decoder(_Line)
+_DECODER = msgspec.json.Decoder(RecordLine)
 
 
 def _open(path: str | Path, mode: Literal["rb", "wb"]) -> IO[bytes]:
@@ -186,27 +224,31 @@ def _open(path: str | Path, mode: Literal["rb", "wb"]) -> IO[bytes]:
     return open(path, mode)
 
 
-def _raw_item(raw: str | bytes) -> str | _Binary:
-    return raw if isinstance(raw, str) else _Binary(raw)
+def _raw_item(raw: str | bytes) -> str | BinaryFrame:
+    return raw if isinstance(raw, str) else BinaryFrame(raw)
 
 
-def _line_of(message: InboxMessage, now: float) -> _Line:
+def _line_of(message: InboxMessage, now: float) -> RecordLine:
     if isinstance(message, FrameBatch):
         raw = [_raw_item(r) for r in message.raw]
-        return _Frames(message.symbol, message.epoch, message.received_at, raw, now)
+        return FramesRecord(message.symbol, message.epoch, message.received_at, raw, now)
     if isinstance(message, StreamStarted):
-        return _Started(message.symbol, message.epoch, message.mode, now)
+        return StreamStartedRecord(message.symbol, message.epoch, message.mode, now)
     if isinstance(message, FrameError):
-        return _FrameError(message.symbol, message.stream, message.reason, message.excerpt, now)
+        return FrameErrorRecord(
+            message.symbol, message.stream, message.reason, message.excerpt, now
+        )
     if isinstance(message, StreamNews):
-        return _News(message.symbol, message.kind, message.reason, dict(message.counts), now)
+        return NewsRecord(message.symbol, message.kind, message.reason, dict(message.counts), now)
     if isinstance(message, SnapshotReady):
-        return _Snapshot(message.symbol, message.snapshot, message.reason, message.received_at, now)
+        return SnapshotRecord(
+            message.symbol, message.snapshot, message.reason, message.received_at, now
+        )
     if isinstance(message, SnapshotFailed):
-        return _SnapshotFailed(message.symbol, message.reason, now)
+        return SnapshotFailedRecord(message.symbol, message.reason, now)
     if isinstance(message, RestTrades):
-        return _RestTrades(message.symbol, message.trades, message.received_at, now)
-    return _Backfill(message.symbol, message.trades, message.error, message.received_at, now)
+        return RestTradesRecord(message.symbol, message.trades, message.received_at, now)
+    return BackfillRecord(message.symbol, message.trades, message.error, message.received_at, now)
 
 
 # --- recording ---------------------------------------------------------------------------------
@@ -243,7 +285,7 @@ class Recorder:
             self._file.close()
             self._file = None
 
-    def _write(self, line: _Line) -> None:
+    def _write(self, line: RecordLine) -> None:
         if self._file is None:
             raise ValueError(f"recorder for {self.path} is closed")
         self._file.write(_ENCODER.encode(line) + b"\n")
@@ -263,7 +305,7 @@ class Recorder:
         infos = list(markets.values())
         if not self._started:
             self._started = True
-            settings = _Settings(
+            settings = ReconcilerSettings(
                 book_depth=config.book_depth,
                 trades=TRADES in config.channels,
                 books=L2_BOOK in config.channels,
@@ -274,7 +316,7 @@ class Recorder:
                 RecordingHeader(FORMAT_VERSION, symbols, infos, settings, source, self._now)
             )
         else:
-            self._write(_Restart(infos, self._now))
+            self._write(ReconcilerStartedRecord(infos, self._now))
         return self.clock, self.record
 
     def clock(self) -> float:
@@ -296,7 +338,7 @@ class Recording:
     """A loaded recording: its header and the lines after it, in inbox order."""
 
     header: RecordingHeader
-    lines: list[_Line]
+    lines: list[RecordLine]
 
     @property
     def markets(self) -> dict[str, MarketInfo]:
@@ -306,7 +348,7 @@ class Recording:
         return len(self.lines)
 
 
-def _read_lines(path: str | Path) -> Iterator[_Line]:
+def _read_lines(path: str | Path) -> Iterator[RecordLine]:
     """Decoded lines; a recording cut short (killed recorder) ends at its last whole line."""
     with _open(path, "rb") as stream:
         lines = iter(stream)
@@ -340,12 +382,12 @@ def load_recording(path: str | Path) -> Recording:
     return Recording(header, list(lines))
 
 
-def _raw_text(item: str | _Binary) -> str | bytes:
+def _raw_text(item: str | BinaryFrame) -> str | bytes:
     return item if isinstance(item, str) else item.b
 
 
 def _decode_batch(
-    raw: list[str | _Binary],
+    raw: list[str | BinaryFrame],
 ) -> tuple[list[DepthEvent | TradeEvent], tuple[str | bytes, ...]]:
     """The frames the stream actor decoded from this read (its frame errors are their own lines)."""
     texts = tuple(_raw_text(item) for item in raw)
@@ -361,21 +403,21 @@ def _decode_batch(
     return frames, texts
 
 
-def _message_of(line: _Entry | _Backfill) -> InboxMessage:
-    if isinstance(line, _Frames):
+def _message_of(line: _Entry | BackfillRecord) -> InboxMessage:
+    if isinstance(line, FramesRecord):
         frames, texts = _decode_batch(line.raw)
         return FrameBatch(line.symbol, line.epoch, frames, line.received_at, texts)
-    if isinstance(line, _Started):
+    if isinstance(line, StreamStartedRecord):
         return StreamStarted(line.symbol, line.epoch, line.mode)
-    if isinstance(line, _FrameError):
+    if isinstance(line, FrameErrorRecord):
         return FrameError(line.symbol, line.stream, line.reason, line.excerpt)
-    if isinstance(line, _News):
+    if isinstance(line, NewsRecord):
         return StreamNews(line.symbol, line.status, line.reason, dict(line.counts))
-    if isinstance(line, _Snapshot):
+    if isinstance(line, SnapshotRecord):
         return SnapshotReady(line.symbol, line.snapshot, line.reason, line.received_at)
-    if isinstance(line, _SnapshotFailed):
+    if isinstance(line, SnapshotFailedRecord):
         return SnapshotFailed(line.symbol, line.reason)
-    if isinstance(line, _RestTrades):
+    if isinstance(line, RestTradesRecord):
         return RestTrades(line.symbol, line.trades, line.received_at)
     return BackfillDone(line.symbol, line.trades, line.error, line.received_at)
 
@@ -403,11 +445,11 @@ class _Replayer:
             books=settings.books,
         )
 
-    async def feed(self, line: _Line) -> list[Event]:
+    async def feed(self, line: RecordLine) -> list[Event]:
         self.now = line.now
         if isinstance(line, RecordingHeader):
             raise ProtocolError("recording", "a second header line", b"")
-        if isinstance(line, _Restart):
+        if isinstance(line, ReconcilerStartedRecord):
             self.reconciler = self._fresh(line.markets)
             return []
         await self.reconciler.handle(_message_of(line))

@@ -17,6 +17,8 @@ from backpack_actors.core.events import ProtocolErrorEvent, StatusEvent, StatusK
 from backpack_actors.core.wire import decode_ws_frame
 from backpack_actors.errors import ProtocolError
 from backpack_actors.recording import (
+    FrameErrorRecord,
+    FramesRecord,
     Recording,
     load_recording,
     replay_batches,
@@ -99,8 +101,8 @@ async def test_raw_frames_are_recorded_and_redecoded(
             record_to=path,
         )
     recording = load_recording(path)
-    frames = [line for line in recording.lines if type(line).__name__ == "_Frames"]
-    errors = [line for line in recording.lines if type(line).__name__ == "_FrameError"]
+    frames = [line for line in recording.lines if isinstance(line, FramesRecord)]
+    errors = [line for line in recording.lines if isinstance(line, FrameErrorRecord)]
     assert len(errors) == 1
     # The undecodable text is in its read's raw batch (replay skips it: its error is a line).
     texts = [r for f in frames for r in f.raw]
