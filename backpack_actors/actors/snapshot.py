@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 INTERVAL_REASON = "interval"
 # /api/v1/trades returns at most this many of the newest trades; older ones need /trades/history.
 RECENT_LIMIT = 1000
+# History pages per backfill (each costs one of ~30 history requests a minute).
+MAX_HISTORY_PAGES = 20
 
 
 def _priority(request: RestRequest) -> int:
@@ -50,38 +52,46 @@ def _priority(request: RestRequest) -> int:
 async def backfill_trades(
     gateway: RestGateway, client: RestClient, symbol: str, first_id: int, last_id: int
 ) -> list[RestTrade]:
-    """Trades ``first_id..last_id`` (what REST still has of them), ascending by id."""
+    """Trades ``first_id..last_id`` (what REST still has of them), ascending by id.
+
+    ``/trades`` covers the newest 1000; older ids are paged from ``/trades/history``, whose offset
+    counts back from the newest trade *at the time of the call*. Trades printed in between shift
+    that window, so each page re-anchors the newest id on what it actually returned.
+    """
     found: dict[int, RestTrade] = {}
+
+    def take(trades: list[RestTrade]) -> None:
+        for trade in trades:
+            if first_id <= trade.id <= last_id:
+                found[trade.id] = trade
+
     recent = await gateway.call(
         f"trades {symbol}", lambda: client.recent_trades(symbol, RECENT_LIMIT), max_attempts=5
     )
-    for trade in recent:
-        if first_id <= trade.id <= last_id:
-            found[trade.id] = trade
-    if recent and min(t.id for t in recent) > first_id:
-        # Older than the recent window: page back through history (its own ~30/min budget).
-        newest = max(t.id for t in recent)
-        upper = last_id
-        while upper >= first_id and len(found) < last_id - first_id + 1:
-            limit = min(RECENT_LIMIT, upper - first_id + 1)
-            # Offsets count back from the newest trade; trades printed since `recent` only shift
-            # the window newer, which the id filter below absorbs.
-            offset = max(0, newest - upper)
-            page = await gateway.call(
-                f"trades/history {symbol}",
-                functools.partial(client.trade_history, symbol, limit, offset),
-                history=True,
-                max_attempts=5,
-            )
-            if not page:
-                break
-            for trade in page:
-                if first_id <= trade.id <= last_id:
-                    found[trade.id] = trade
-            oldest = min(t.id for t in page)
-            if oldest - 1 >= upper:
-                break
-            upper = oldest - 1
+    take(recent)
+    if not recent:
+        return []
+    newest = max(t.id for t in recent)
+    drift = 0  # trades printed between two calls, as last observed
+    for _ in range(MAX_HISTORY_PAGES):
+        upper = next((i for i in range(last_id, first_id - 1, -1) if i not in found), None)
+        if upper is None:
+            break
+        limit = min(RECENT_LIMIT, upper - first_id + 1)
+        # Aim the page's newest trade at `upper`, allowing for the trades printed meanwhile.
+        offset = max(0, newest + drift - upper)
+        page = await gateway.call(
+            f"trades/history {symbol}",
+            functools.partial(client.trade_history, symbol, limit, offset),
+            history=True,
+            max_attempts=5,
+        )
+        if not page:
+            break
+        take(page)
+        observed = max(t.id for t in page) + offset
+        drift = max(0, observed - newest)
+        newest = observed
     return [found[i] for i in sorted(found)]
 
 

@@ -18,7 +18,7 @@ async def test_three_markets_50k_updates_each_equal_ground_truth() -> None:
     consumer = ConsumerBooks()
     first_id: dict[str, int] = {}
     with trio.fail_after(300):
-        async with open_simulator(port=0, seed=5, markets=MARKETS, rate=1500) as sim:
+        async with open_simulator(port=0, seed=5, markets=MARKETS, rate=1200) as sim:
             config = FeedConfig.from_kwargs(
                 symbols=["BTC-USDT", "ETH/USDT", "SOL-USDC-PERP"],
                 rest_url=sim.rest_url,
