@@ -33,7 +33,12 @@ from backpack_actors.actors.messages import InboxMessage, RestRequest
 from backpack_actors.actors.reconciler import Reconciler
 from backpack_actors.actors.rest_gateway import RestGateway
 from backpack_actors.actors.snapshot import run_snapshot_actor
-from backpack_actors.actors.stream import StreamSettings, SymbolHealth, run_symbol_stream
+from backpack_actors.actors.stream import (
+    StreamContext,
+    StreamSettings,
+    SymbolHealth,
+    run_symbol_stream,
+)
 from backpack_actors.config import L2_BOOK, TRADES, FeedConfig, load_config
 from backpack_actors.core.budget import TokenBucket
 from backpack_actors.core.events import (
@@ -308,19 +313,20 @@ class Feed:
     def _stream_starter(
         self, symbol: str, settings: StreamSettings, health: SymbolHealth
     ) -> Callable[..., Awaitable[None]]:
+        ctx = StreamContext(
+            symbol=symbol,
+            connector=self._connect,
+            inbox=self._inbox_send,
+            gateway=self.gateway,
+            client=self._client,
+            settings=settings,
+            health=health,
+            epochs=self._epochs,
+            wall_clock=self._wall_clock,
+        )
+
         async def start(*, task_status: trio.TaskStatus[None]) -> None:
-            await run_symbol_stream(
-                symbol=symbol,
-                connector=self._connect,
-                inbox=self._inbox_send,
-                gateway=self.gateway,
-                client=self._client,
-                settings=settings,
-                health=health,
-                epochs=self._epochs,
-                wall_clock=self._wall_clock,
-                task_status=task_status,
-            )
+            await run_symbol_stream(ctx, task_status=task_status)
 
         return start
 

@@ -211,19 +211,7 @@ class Reconciler:
                 actions = sync.on_delta_fast(epoch, frame)
                 if actions is None:
                     if want_books:
-                        append(
-                            BookDelta(
-                                symbol=symbol,
-                                exchange_symbol=exchange_id,
-                                first_update_id=frame.first_update_id,
-                                last_update_id=frame.last_update_id,
-                                bids=frame.bids,
-                                asks=frame.asks,
-                                event_time_us=frame.event_time,
-                                engine_time_us=frame.engine_time,
-                                received_at=received_at,
-                            )
-                        )
+                        append(_book_delta(symbol, exchange_id, frame, received_at))
                     continue
                 if events:
                     await self._put_many(events)
@@ -333,18 +321,7 @@ class Reconciler:
     # -- event construction ---------------------------------------------------------------------
 
     def _delta_event(self, state: _Symbol, delta: DepthEvent, received_at: float) -> BookDelta:
-        info = state.info
-        return BookDelta(
-            symbol=info.normalized,
-            exchange_symbol=info.exchange_id,
-            first_update_id=delta.first_update_id,
-            last_update_id=delta.last_update_id,
-            bids=delta.bids,
-            asks=delta.asks,
-            event_time_us=delta.event_time,
-            engine_time_us=delta.engine_time,
-            received_at=received_at,
-        )
+        return _book_delta(state.info.normalized, state.info.exchange_id, delta, received_at)
 
     def _snapshot(
         self, state: _Symbol, update_id: int, reason: str, engine_time_us: int | None
@@ -381,3 +358,18 @@ class Reconciler:
     async def _put_many(self, events: list[Event]) -> None:
         if self.out is not None:
             await self.out.put_many(events)
+
+
+def _book_delta(symbol: str, exchange_id: str, delta: DepthEvent, received_at: float) -> BookDelta:
+    """The public event for an applied depth frame (levels shared, not copied: both immutable)."""
+    return BookDelta(
+        symbol=symbol,
+        exchange_symbol=exchange_id,
+        first_update_id=delta.first_update_id,
+        last_update_id=delta.last_update_id,
+        bids=delta.bids,
+        asks=delta.asks,
+        event_time_us=delta.event_time,
+        engine_time_us=delta.engine_time,
+        received_at=received_at,
+    )

@@ -43,7 +43,13 @@ from backpack_actors.errors import (
 from backpack_actors.transport.rest import RestClient
 from backpack_actors.transport.ws import WsConnector
 
-__all__ = ["StreamSettings", "SymbolHealth", "run_symbol_stream", "subscribe_frame"]
+__all__ = [
+    "StreamContext",
+    "StreamSettings",
+    "SymbolHealth",
+    "run_symbol_stream",
+    "subscribe_frame",
+]
 
 log = logging.getLogger(__name__)
 
@@ -97,20 +103,32 @@ def subscribe_frame(symbol: str, *, trades: bool, book: bool) -> str:
     return msgspec.json.encode({"method": "SUBSCRIBE", "params": streams}).decode()
 
 
+@attrs.frozen
+class StreamContext:
+    """Everything one symbol's stream child works with; survives nothing but ``health``."""
+
+    symbol: str
+    connector: WsConnector
+    inbox: trio.MemorySendChannel[InboxMessage]
+    gateway: RestGateway
+    client: RestClient
+    settings: StreamSettings
+    health: SymbolHealth
+    epochs: Iterator[int]
+    wall_clock: Callable[[], float]
+
+    def offer(self, message: InboxMessage) -> None:
+        """Hand a message to the reconciler without ever blocking the reader."""
+        try:
+            self.inbox.send_nowait(message)
+        except trio.WouldBlock:
+            raise StreamOverflowError("reconciler inbox full; restarting the stream") from None
+
+
 async def run_symbol_stream(
-    *,
-    symbol: str,
-    connector: WsConnector,
-    inbox: trio.MemorySendChannel[InboxMessage],
-    gateway: RestGateway,
-    client: RestClient,
-    settings: StreamSettings,
-    health: SymbolHealth,
-    epochs: Iterator[int],
-    wall_clock: Callable[[], float],
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ctx: StreamContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """The supervised child for ``symbol``: WebSocket while healthy, REST-only otherwise."""
+    """The supervised child for one symbol: WebSocket while healthy, REST-only otherwise."""
     started = False
 
     def mark_started() -> None:
@@ -119,48 +137,36 @@ async def run_symbol_stream(
             started = True
             task_status.started()
 
+    settings, health = ctx.settings, ctx.health
     while True:
         if health.rest_only or not settings.websocket:
-            promoted = await _run_rest_poller(
-                symbol,
-                connector,
-                inbox,
-                gateway,
-                client,
-                settings,
-                health,
-                epochs,
-                wall_clock,
-                mark_started,
-            )
-            if not promoted:
+            if not await _run_rest_poller(ctx, mark_started):
                 return
             continue
         try:
-            await _run_ws(
-                symbol, connector, inbox, settings, health, epochs, wall_clock, mark_started
-            )
+            await _run_ws(ctx, mark_started)
         except TransientError as exc:
             failures = health.record_failure(trio.current_time(), settings.stable_after)
             health.reconnects += 1
             if failures >= settings.max_ws_failures:
                 health.rest_only = True
                 health.degradations += 1
-                await inbox.send(
+                await ctx.inbox.send(
                     StreamNews(
-                        symbol,
+                        ctx.symbol,
                         StatusKind.DEGRADED_REST_ONLY,
                         f"{failures} consecutive WebSocket failures, last: {exc}",
                         {"failures": failures},
                     )
                 )
                 continue
-            await inbox.send(
+            kind = (
+                StatusKind.STALE if isinstance(exc, StreamStaleError) else StatusKind.RECONNECTING
+            )
+            await ctx.inbox.send(
                 StreamNews(
-                    symbol,
-                    StatusKind.STALE
-                    if isinstance(exc, StreamStaleError)
-                    else StatusKind.RECONNECTING,
+                    ctx.symbol,
+                    kind,
                     str(exc),
                     {"failures": failures, "reconnects": health.reconnects},
                 )
@@ -168,23 +174,17 @@ async def run_symbol_stream(
             raise
 
 
-async def _run_ws(
-    symbol: str,
-    connector: WsConnector,
-    inbox: trio.MemorySendChannel[InboxMessage],
-    settings: StreamSettings,
-    health: SymbolHealth,
-    epochs: Iterator[int],
-    wall_clock: Callable[[], float],
-    mark_started: Callable[[], None],
-) -> None:
-    async with connector() as conn:
-        epoch = next(epochs)
-        await inbox.send(StreamStarted(symbol, epoch, "ws"))
+async def _run_ws(ctx: StreamContext, mark_started: Callable[[], None]) -> None:
+    symbol, settings, health = ctx.symbol, ctx.settings, ctx.health
+    async with ctx.connector() as conn:
+        epoch = next(ctx.epochs)
+        await ctx.inbox.send(StreamStarted(symbol, epoch, "ws"))
         await conn.send(subscribe_frame(symbol, trades=settings.trades, book=settings.book))
         health.connected_at = trio.current_time()
         mark_started()
         record_raw = settings.record_raw
+        offer = ctx.offer
+        wall_clock = ctx.wall_clock
         while True:
             with trio.move_on_after(settings.stale_timeout) as scope:
                 batch = await conn.receive_batch()
@@ -201,7 +201,7 @@ async def _run_ws(
                 except ProtocolError as exc:
                     health.decode_errors += 1
                     undecodable = True
-                    _offer(inbox, FrameError(symbol, exc.stream, exc.reason, exc.excerpt))
+                    offer(FrameError(symbol, exc.stream, exc.reason, exc.excerpt))
                     continue
                 if frame.error is not None:
                     # The exchange refused our subscription: retrying the same frame won't help.
@@ -215,32 +215,16 @@ async def _run_ws(
             if record_raw:
                 # A recording keeps undecodable reads too (an empty batch changes no state).
                 if frames or undecodable:
-                    _offer(inbox, FrameBatch(symbol, epoch, frames, received_at, tuple(batch)))
+                    offer(FrameBatch(symbol, epoch, frames, received_at, tuple(batch)))
             elif frames:
-                _offer(inbox, FrameBatch(symbol, epoch, frames, received_at))
+                offer(FrameBatch(symbol, epoch, frames, received_at))
 
 
-def _offer(inbox: trio.MemorySendChannel[InboxMessage], message: InboxMessage) -> None:
-    try:
-        inbox.send_nowait(message)
-    except trio.WouldBlock:
-        raise StreamOverflowError("reconciler inbox full; restarting the stream") from None
-
-
-async def _run_rest_poller(
-    symbol: str,
-    connector: WsConnector,
-    inbox: trio.MemorySendChannel[InboxMessage],
-    gateway: RestGateway,
-    client: RestClient,
-    settings: StreamSettings,
-    health: SymbolHealth,
-    epochs: Iterator[int],
-    wall_clock: Callable[[], float],
-    mark_started: Callable[[], None],
-) -> bool:
+async def _run_rest_poller(ctx: StreamContext, mark_started: Callable[[], None]) -> bool:
     """Poll snapshots and trades over REST; True when a WebSocket probe succeeded (promote)."""
-    await inbox.send(StreamStarted(symbol, next(epochs), "rest"))
+    symbol, settings, health = ctx.symbol, ctx.settings, ctx.health
+    gateway, client, inbox = ctx.gateway, ctx.client, ctx.inbox
+    await inbox.send(StreamStarted(symbol, next(ctx.epochs), "rest"))
     mark_started()
     promoted = False
     snapshot_every = settings.snapshot_interval if settings.snapshot_interval > 0 else 5.0
@@ -249,7 +233,7 @@ async def _run_rest_poller(
         async def poll_book() -> None:
             while True:
                 snapshot = await gateway.call(f"depth {symbol}", lambda: client.depth(symbol))
-                await inbox.send(SnapshotReady(symbol, snapshot, "rest_only", wall_clock()))
+                await inbox.send(SnapshotReady(symbol, snapshot, "rest_only", ctx.wall_clock()))
                 await trio.sleep(snapshot_every)
 
         async def poll_trades() -> None:
@@ -257,14 +241,14 @@ async def _run_rest_poller(
                 trades = await gateway.call(
                     f"trades {symbol}", lambda: client.recent_trades(symbol, 1000)
                 )
-                await inbox.send(RestTrades(symbol, trades, wall_clock()))
+                await inbox.send(RestTrades(symbol, trades, ctx.wall_clock()))
                 await trio.sleep(settings.rest_poll_interval)
 
         async def probe() -> None:
             nonlocal promoted
             while True:
                 await trio.sleep(settings.promote_probe_interval)
-                if await _probe_ws(symbol, connector, settings):
+                if await _probe_ws(ctx):
                     promoted = True
                     nursery.cancel_scope.cancel()
                     return
@@ -290,16 +274,17 @@ async def _run_rest_poller(
     return promoted
 
 
-async def _probe_ws(symbol: str, connector: WsConnector, settings: StreamSettings) -> bool:
+async def _probe_ws(ctx: StreamContext) -> bool:
     """Connect, subscribe and require frames without error for ``promote_healthy_after`` s."""
+    settings = ctx.settings
     try:
-        async with connector() as conn:
-            await conn.send(subscribe_frame(symbol, trades=settings.trades, book=settings.book))
+        async with ctx.connector() as conn:
+            await conn.send(subscribe_frame(ctx.symbol, trades=settings.trades, book=settings.book))
             with trio.move_on_after(settings.promote_healthy_after):
                 while True:
                     with trio.fail_after(settings.stale_timeout):
                         await conn.receive_batch()
             return True
     except (TransientError, trio.TooSlowError) as exc:
-        log.info("%s: WebSocket probe failed: %s", symbol, exc)
+        log.info("%s: WebSocket probe failed: %s", ctx.symbol, exc)
         return False

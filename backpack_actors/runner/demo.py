@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -105,22 +106,18 @@ async def _arm_at(faults: Faults, spec: FaultSpec) -> None:
     faults.apply(spec)
 
 
-async def run_demo(
-    config: FeedConfig,
-    options: RunOptions,
-    demo: DemoOptions,
-    *,
-    stdout: IO[bytes] | None = None,
-    stderr: IO[str] | None = None,
-    console: Console | None = None,
-    on_started: Callable[[Feed], None] | None = None,
-) -> RunSummary:
-    """Start the simulator on 127.0.0.1 (any free port) and run ``config`` against it."""
-    err = stderr if stderr is not None else sys.stderr
+@asynccontextmanager
+async def demo_exchange(
+    config: FeedConfig, demo: DemoOptions, err: IO[str], *, label: str = "demo"
+) -> AsyncIterator[tuple[FeedConfig, Callable[[], float]]]:
+    """The embedded simulator with ``demo``'s fault schedule running.
+
+    Yields the config pointed at it and the simulator's clock in seconds (so lag reads true).
+    """
     specs = [parse_fault_spec(text) for text in demo.fault_specs]
     # Every built-in market is listed, so an unknown symbol gets the feed's own suggestions.
     async with open_simulator(port=0, seed=demo.seed, rate=demo.rate) as sim:
-        print(f"demo: simulator at REST {sim.rest_url}  WS {sim.ws_url}", file=err, flush=True)
+        print(f"{label}: simulator at REST {sim.rest_url}  WS {sim.ws_url}", file=err, flush=True)
         cfg = demo_config(config, sim.rest_url, sim.ws_url, faults=demo.faults)
         exchange = sim.exchange
         async with trio.open_nursery() as nursery:
@@ -135,17 +132,32 @@ async def run_demo(
                         report=err,
                     )
                 )
-            summary = await run_feed(
-                cfg,
-                options,
-                stdout=stdout,
-                stderr=err,
-                console=console,
-                wall_clock=lambda: exchange.now_us() / 1_000_000,
-                on_started=on_started,
-            )
+            yield cfg, lambda: exchange.now_us() / 1_000_000
             nursery.cancel_scope.cancel()
         injected = {kind: n for kind, n in sim.faults.injected.items() if n}
         if injected:
-            print(f"demo: faults injected: {injected}", file=err, flush=True)
-    return summary
+            print(f"{label}: faults injected: {injected}", file=err, flush=True)
+
+
+async def run_demo(
+    config: FeedConfig,
+    options: RunOptions,
+    demo: DemoOptions,
+    *,
+    stdout: IO[bytes] | None = None,
+    stderr: IO[str] | None = None,
+    console: Console | None = None,
+    on_started: Callable[[Feed], None] | None = None,
+) -> RunSummary:
+    """Start the simulator on 127.0.0.1 (any free port) and run ``config`` against it."""
+    err = stderr if stderr is not None else sys.stderr
+    async with demo_exchange(config, demo, err) as (cfg, clock):
+        return await run_feed(
+            cfg,
+            options,
+            stdout=stdout,
+            stderr=err,
+            console=console,
+            wall_clock=clock,
+            on_started=on_started,
+        )

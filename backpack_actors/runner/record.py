@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import trio
-
 from backpack_actors.config import FeedConfig
 from backpack_actors.core.events import Event
 from backpack_actors.feed import Feed
 from backpack_actors.recording import Pace, Recorder, load_recording, replay_batches
 from backpack_actors.runner.app import RunOptions, RunSummary, run_feed
-from backpack_actors.runner.demo import DemoOptions, demo_config, run_fault_schedule
+from backpack_actors.runner.demo import DemoOptions, demo_exchange
 from backpack_actors.runner.jsonl import EVENT_TYPES, JsonlSink
 
 __all__ = ["ReplaySummary", "run_record", "run_replay"]
@@ -51,36 +49,8 @@ async def run_record(
     with _Discard() as devnull:
         if demo is None:
             return await _record(config, options, recording, devnull, err, None, on_started)
-        from backpack_actors.sim import open_simulator, parse_fault_spec
-
-        specs = [parse_fault_spec(text) for text in demo.fault_specs]
-        async with open_simulator(port=0, seed=demo.seed, rate=demo.rate) as sim:
-            print(f"record: simulator at REST {sim.rest_url}  WS {sim.ws_url}", file=err)
-            cfg = demo_config(config, sim.rest_url, sim.ws_url, faults=demo.faults)
-            exchange = sim.exchange
-            async with trio.open_nursery() as nursery:
-                if demo.faults or specs:
-                    nursery.start_soon(
-                        lambda: run_fault_schedule(
-                            sim.faults,
-                            len(cfg.symbols),
-                            interval=demo.fault_interval,
-                            cycle=demo.faults,
-                            specs=specs,
-                            report=err,
-                        )
-                    )
-                summary = await _record(
-                    cfg,
-                    options,
-                    recording,
-                    devnull,
-                    err,
-                    lambda: exchange.now_us() / 1_000_000,
-                    on_started,
-                )
-                nursery.cancel_scope.cancel()
-        return summary
+        async with demo_exchange(config, demo, err, label="record") as (cfg, clock):
+            return await _record(cfg, options, recording, devnull, err, clock, on_started)
 
 
 async def _record(
