@@ -35,3 +35,26 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: print numbers, compare ratios in one run."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Pipeline fuzzing at scale: >= 100k adversarial frames and REST bodies (FUZZ_EXAMPLES)."""
+    session.install("-e", ".[test]")
+    examples = session.env.get("FUZZ_EXAMPLES", "850")
+    session.run(
+        "pytest",
+        "tests/fuzz",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"FUZZ_EXAMPLES": examples},
+    )
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Whole pipeline vs the simulator over loopback with random faults (default 30 min)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "backpack_actors.soak", *session.posargs)
