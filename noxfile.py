@@ -40,7 +40,7 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def fuzz(session: nox.Session) -> None:
     """Pipeline fuzzing at scale: >= 100k adversarial frames and REST bodies (FUZZ_EXAMPLES)."""
-    session.install("-e", ".[test]")
+    _install_unless_no_venv(session)
     examples = session.env.get("FUZZ_EXAMPLES", "850")
     session.run(
         "pytest",
@@ -56,5 +56,11 @@ def fuzz(session: nox.Session) -> None:
 @nox.session
 def soak(session: nox.Session) -> None:
     """Whole pipeline vs the simulator over loopback with random faults (default 30 min)."""
-    session.install("-e", ".[test]")
+    _install_unless_no_venv(session)
     session.run("python", "-m", "backpack_actors.soak", *session.posargs)
+
+
+def _install_unless_no_venv(session: nox.Session) -> None:
+    # `nox --no-venv` runs in the current (already installed) environment: nothing to install.
+    if session.venv_backend != "none":
+        session.install("-e", ".[test]")
