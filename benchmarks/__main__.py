@@ -110,7 +110,12 @@ def _end_to_end(args: argparse.Namespace, report: Report) -> None:
     except ImportError as exc:
         report.e2e_skipped(f"benchmarks.e2e not importable: {exc}")
         return
-    e2e.run(report, quick=args.quick)
+    try:
+        e2e.run(report, quick=args.quick, seed=args.seed)
+    except (RuntimeError, OSError) as exc:
+        # A worker or the server died: reported, so the other sections stay valid. A wrong
+        # book (BenchmarkFailure) is not caught: it fails the whole run.
+        report.e2e_skipped(f"the loopback run failed: {exc!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,11 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     _memory(memory_frames, report)
     print(report.last_section(), flush=True)
 
+    before = len(report.sections)
     if args.no_e2e:
         report.e2e_skipped("--no-e2e given")
     else:
+        print("end to end: blaster, latency at a fixed load, sustained-rate ladder ...", flush=True)
         _end_to_end(args, report)
-    print(report.last_section(), flush=True)
+    for title, body in report.sections[before:]:
+        print(f"\n## {title}\n\n{body}", flush=True)
 
     report.finish(time.perf_counter() - started, datetime.datetime.now(datetime.UTC))
     print(report.summary(), flush=True)
