@@ -529,6 +529,7 @@ def _profile_table(path: str) -> tuple[str, str]:
     stats = pstats.Stats(path, stream=out)
     stats.sort_stats("tottime").print_stats(22)
     layers = {
+        "idle: waiting for the socket (epoll)": ("epoll",),
         "wsproto (frame parsing)": ("wsproto",),
         "msgspec decode + our wire layer": ("core/wire.py", "msgspec", "transport/ws.py"),
         "order book + sync (core)": ("core/book.py", "core/sync.py", "core/trades.py"),
@@ -646,7 +647,8 @@ def run(report: Report, *, quick: bool, seed: int = 1) -> None:
 
         ratio = best["ours"] / best["ccxt"] if best["ccxt"] else float("inf")
         profile: tuple[str, str, int] | None = None
-        if ratio < report_target():
+        # Always profiled (the margin over the target is thin on a noisy machine).
+        if ratio < report_target() or not quick:
             rate = failed_at.get("ours", cfg.rates[-1])
             frames = min(cfg.profile_frames, cfg.step_frames(rate))
             with tempfile.TemporaryDirectory() as tmp:

@@ -320,7 +320,8 @@ Highest sustained rate: ours **{reached("ours")}**, ccxt.pro **{reached("ccxt")}
             self.section(
                 "Profile of our client at saturation (cProfile)",
                 f"""
-Our worker under cProfile while offered {rate:,} frames/s (the first rate it failed), from
+Our worker under cProfile while offered {rate:,} frames/s (the first rate it failed; run whatever
+the ratio), from
 `open_feed` entered to the end of the run (cProfile inflates per-call costs, so the absolute rate is
 lower; use it for proportions). Own time summed by layer:
 
