@@ -650,12 +650,13 @@ def run(report: Report, *, quick: bool, seed: int = 1) -> None:
         # Always profiled (the margin over the target is thin on a noisy machine).
         if ratio < report_target() or not quick:
             rate = failed_at.get("ours", cfg.rates[-1])
-            frames = min(cfg.profile_frames, cfg.step_frames(rate))
+            frames = min(cfg.warm + cfg.profile_frames, cfg.step_frames(rate))
             with tempfile.TemporaryDirectory() as tmp:
                 path = str(Path(tmp) / "ours.prof")
                 step("ours", rate, frames, f"profile-ours-{rate}", profile=path)
-                rows, text = _profile_table(path)
-            profile = (rows, text, rate)
+                if Path(path).exists():
+                    rows, text = _profile_table(path)
+                    profile = (rows, text, rate)
 
     report.e2e(
         {
