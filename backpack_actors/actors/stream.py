@@ -39,6 +39,7 @@ from backpack_actors.errors import (
     StreamOverflowError,
     StreamStaleError,
     TransientError,
+    excerpt,
 )
 from backpack_actors.transport.rest import RestClient
 from backpack_actors.transport.ws import WsConnector
@@ -210,6 +211,20 @@ async def _run_ws(ctx: StreamContext, mark_started: Callable[[], None]) -> None:
                     )
                 data = frame.data
                 if isinstance(data, DepthEvent | TradeEvent):
+                    if data.symbol != symbol:
+                        # Ids are per market: applying another market's frame would corrupt
+                        # this book, and routing by content is not this connection's job.
+                        health.decode_errors += 1
+                        undecodable = True
+                        offer(
+                            FrameError(
+                                symbol,
+                                frame.stream or "ws",
+                                f"frame for {data.symbol!r} on {symbol}'s connection",
+                                excerpt(raw),
+                            )
+                        )
+                        continue
                     frames.append(data)
             health.frames += len(frames)
             if record_raw:

@@ -307,8 +307,14 @@ class BookSync(Generic[D]):
         if buffer:
             prev_u = buffer[-1].last_update_id
             if delta.last_update_id <= prev_u:
-                self.counters["duplicates"] += 1
-                return
+                if delta.last_update_id >= buffer[0].first_update_id:
+                    self.counters["duplicates"] += 1
+                    return
+                # Older than everything held: the buffer does not continue this stream (a bogus
+                # far-future frame may have started it). Start again from here; a snapshot that
+                # bridges the newer deltas will come, so nothing can wedge the symbol.
+                self.counters["buffer_gaps"] += 1
+                buffer.clear()
             if delta.first_update_id != prev_u + 1:
                 # Any snapshot that bridges the new delta makes everything before it obsolete.
                 self.counters["buffer_gaps"] += 1

@@ -8,8 +8,9 @@ Each fuzzed WS frame has a *kind* that says what the pipeline must do with it:
                  ``e``-less data): no event, no error, no effect on the book.
 ``stale``        a well-formed depth frame for this symbol whose ids lie far in the past: dropped as
                  a duplicate (or while buffering), never applied.
-``future``       a well-formed depth frame (this symbol or another) far in the future: must be a
-                 detected gap, never published (opt-in, see :func:`fuzz_frames`).
+``future``       a well-formed depth frame of this symbol far in the future: must be a detected
+                 gap, never published, and the symbol must resync afterwards. (The same frame for
+                 another market is refused as a protocol error: ``undecodable``.)
 """
 
 from __future__ import annotations
@@ -358,16 +359,18 @@ def _future(draw: st.DrawFn) -> FuzzFrame:
         levels = [[str(100 + i), "1"] for i in range(5_000)] if many else bids
         return _envelope(f"depth.{sym}", _depth(sym, first, first + width, levels, asks))
 
-    return FuzzFrame("future", build, "foreign_future" if foreign else "future_depth")
+    # Another market's frame on this connection is refused and reported like an undecodable one.
+    if foreign:
+        return FuzzFrame("undecodable", build, "foreign_future")
+    return FuzzFrame("future", build, "future_depth")
 
 
-def fuzz_frames(*, far_future: bool = False) -> st.SearchStrategy[FuzzFrame]:
+def fuzz_frames(*, far_future: bool = True) -> st.SearchStrategy[FuzzFrame]:
     """Any adversarial frame, weighted towards the undecodable.
 
     ``far_future`` adds depth frames (this symbol or another) with ids far ahead of the stream.
-    They are off by default: ``BookSync`` keeps such a frame at the head of its resync buffer and
-    drops every real frame after it as a duplicate, so the symbol never resyncs (reported on
-    issue 5; turn this on once ``core/sync.py`` recovers from it).
+    (They once wedged a symbol for good, found by this fuzzer; ``BookSync`` now restarts its
+    resync buffer when the stream does not continue it.)
     """
     kinds = [_undecodable(), _undecodable(), _undecodable(), _ignorable(), _stale()]
     if far_future:

@@ -528,3 +528,22 @@ BookSyncMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=50, deadline=None
 )
 TestBookSyncMachine = BookSyncMachine.TestCase
+
+
+def test_a_bogus_far_future_frame_cannot_wedge_the_symbol() -> None:
+    # Found by the pipeline fuzzer: one well-formed frame with ids far ahead used to start the
+    # resync buffer, every real frame after it looked like a duplicate, and every snapshot looked
+    # older than the stream, forever.
+    sync: BookSync[Delta] = BookSync("SOL_USDC")
+    sync.stream_started(1)
+    sync.on_snapshot(BASE_SNAP)
+    assert sync.state is SyncState.LIVE
+    acts = sync.on_delta(1, d(2**50))
+    assert StatusKind.GAP_DETECTED in kinds(acts)
+    for u in range(11, 40):
+        sync.on_delta(1, d(u, bids=[(D("100"), D(u))]))
+    acts = sync.on_snapshot(Snap(20, bids=[(D("100"), D("20"))], asks=[(D("101"), D("3"))]))
+    assert kinds(acts) == ["PublishSnapshot", StatusKind.RESYNCED]
+    assert sync.state is SyncState.LIVE
+    assert sync.last_update_id == 39
+    assert sync.book.best_bid() == (D("100"), D("39"))
