@@ -165,6 +165,7 @@ class SoakReport:
     supervisor_restarts: int = 0
     rss_start_kib: int | None = None
     rss_end_kib: int | None = None
+    open_sockets_start: int | None = None
     open_sockets_end: int | None = None
     tasks_end: int | None = None
 
@@ -202,7 +203,8 @@ class SoakReport:
             f"stuck checkpoints: {self.stuck_checkpoints}",
             f"crashes: {self.crashes} {self.crash_reasons}",
             f"RSS start: {_kib(self.rss_start_kib)}, end: {_kib(self.rss_end_kib)}",
-            f"open sockets at end: {self.open_sockets_end}, trio tasks at end: {self.tasks_end}",
+            f"open sockets at start: {self.open_sockets_start}, at end: {self.open_sockets_end}"
+            f" (trio's own wake-up pair included), trio tasks at end: {self.tasks_end}",
             f"verdict: {'OK' if self.ok() else 'FAILED'}",
         ]
         return "\n".join(lines)
@@ -401,7 +403,7 @@ async def soak_over_loopback(
     """Serve a simulator on 127.0.0.1 and soak a feed using the default ccxt REST client."""
     from backpack_actors.sim import open_simulator
 
-    report = SoakReport(rss_start_kib=rss_kib())
+    report = SoakReport(rss_start_kib=rss_kib(), open_sockets_start=open_sockets())
     async with open_simulator(port=0, seed=seed, markets=list(markets), rate=rate) as sim:
         config = FeedConfig.from_kwargs(
             symbols=[m.replace("_", "-") for m in markets],
