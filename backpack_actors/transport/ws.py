@@ -23,7 +23,7 @@ from wsproto.events import (
     AcceptConnection,
     BytesMessage,
     CloseConnection,
-    Ping,
+    Pong,
     RejectConnection,
     RejectData,
     Request,
@@ -32,6 +32,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from backpack_actors.errors import ExchangeUnavailableError, RegionRestrictedError
+from backpack_actors.transport.wsframes import FrameReader, WsProtocolError
 
 __all__ = [
     "TrioWsConnection",
@@ -64,15 +65,24 @@ WsConnector = Callable[[], AbstractAsyncContextManager[WsConnection]]
 
 
 class WsprotoConnection:
-    """A client WebSocket connection: wsproto's state machine over any trio stream."""
+    """A client WebSocket connection over any trio stream.
 
-    def __init__(self, stream: trio.abc.Stream, ws: WSConnection, url: str) -> None:
+    wsproto does the handshake and frames everything we send; what the server sends is parsed
+    by :class:`~backpack_actors.transport.wsframes.FrameReader`, one whole read at a time.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        ws: WSConnection,
+        url: str,
+        pending: list[str | bytes] | None = None,
+    ) -> None:
         self._stream = stream
         self._ws = ws
         self.url = url
-        self._parts: list[str] = []
-        self._bytes_parts: list[bytes] = []
-        self._size = 0
+        self._reader = FrameReader(MAX_MESSAGE_BYTES)
+        self._pending: list[str | bytes] = pending or []
         self._closed: str | None = None
         self.pings_answered = 0
 
@@ -85,9 +95,12 @@ class WsprotoConnection:
 
     async def receive_batch(self) -> list[str | bytes]:
         """At least one complete message: every message the next socket read(s) completed."""
+        if self._pending:
+            batch, self._pending = self._pending, []
+            return batch
         self._check_open()
-        batch: list[str | bytes] = []
-        while not batch:
+        reader = self._reader
+        while True:
             try:
                 data = await self._stream.receive_some(RECEIVE_BYTES)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -96,46 +109,27 @@ class WsprotoConnection:
                 self._closed = "connection closed by the server without a close frame"
                 raise self._closed_error(self._closed)
             try:
-                self._ws.receive_data(bytes(data))
-                await self._drain(batch)
-            except RemoteProtocolError as exc:
-                raise self._closed_error(f"protocol error from the server: {exc}") from exc
-        return batch
-
-    async def _drain(self, batch: list[str | bytes]) -> None:
-        for event in self._ws.events():
-            if isinstance(event, TextMessage):
-                if event.message_finished and not self._parts:
-                    batch.append(event.data)
-                else:
-                    self._collect_text(event, batch)
-            elif isinstance(event, Ping):
+                batch, pings, close = reader.feed(data)
+            except WsProtocolError as exc:
+                self._closed = f"protocol error from the server: {exc}"
+                raise self._closed_error(self._closed) from exc
+            for payload in pings:
                 self.pings_answered += 1
-                await self._stream.send_all(self._ws.send(event.response()))
-            elif isinstance(event, BytesMessage):
-                self._bytes_parts.append(bytes(event.data))
-                if event.message_finished:
-                    batch.append(b"".join(self._bytes_parts))
-                    self._bytes_parts.clear()
-            elif isinstance(event, CloseConnection):
-                self._closed = f"closed by the server: code {event.code} {event.reason or ''}"
+                await self._send_control(Pong(payload=payload))
+            if close is not None:
+                code, reason = close
+                self._closed = f"closed by the server: code {code} {reason}".rstrip()
                 # The server may already have gone; the close itself is what matters.
-                with contextlib.suppress(*_GONE):
-                    await self._stream.send_all(self._ws.send(event.response()))
-                if batch:
-                    # Hand over what arrived before the close; the next call raises.
-                    return
-                raise self._closed_error(self._closed)
+                await self._send_control(CloseConnection(code=code if code != 1005 else 1000))
+                if not batch:
+                    raise self._closed_error(self._closed)
+                # Hand over what arrived before the close; the next call raises.
+            if batch:
+                return batch
 
-    def _collect_text(self, event: TextMessage, batch: list[str | bytes]) -> None:
-        self._parts.append(event.data)
-        self._size += len(event.data)
-        if self._size > MAX_MESSAGE_BYTES:
-            raise RemoteProtocolError(f"message larger than {MAX_MESSAGE_BYTES} bytes")
-        if event.message_finished:
-            batch.append("".join(self._parts))
-            self._parts.clear()
-            self._size = 0
+    async def _send_control(self, event: Pong | CloseConnection) -> None:
+        with contextlib.suppress(*_GONE):
+            await self._stream.send_all(self._ws.send(event))
 
     def _check_open(self) -> None:
         if self._closed is not None:
@@ -183,7 +177,9 @@ class TrioWsConnection:
             raise ExchangeUnavailableError(f"WebSocket closed: {exc.reason}") from exc
 
 
-async def _handshake(stream: trio.abc.Stream, url: str, host: str, path: str) -> WSConnection:
+async def _handshake(
+    stream: trio.abc.Stream, url: str, host: str, path: str
+) -> tuple[WSConnection, list[str | bytes]]:
     ws = WSConnection(ConnectionType.CLIENT)
     await stream.send_all(ws.send(Request(host=host, target=path)))
     rejected: RejectConnection | None = None
@@ -197,7 +193,7 @@ async def _handshake(stream: trio.abc.Stream, url: str, host: str, path: str) ->
         ws.receive_data(bytes(data))
         for event in ws.events():
             if isinstance(event, AcceptConnection):
-                return ws
+                return ws, _early_messages(ws)
             if isinstance(event, RejectConnection):
                 rejected = event
                 if not event.has_body:
@@ -206,6 +202,17 @@ async def _handshake(stream: trio.abc.Stream, url: str, host: str, path: str) ->
                 body = (body + bytes(event.data))[:200]
                 if event.body_finished:
                     _raise_rejected(url, rejected.status_code, body)
+
+
+def _early_messages(ws: WSConnection) -> list[str | bytes]:
+    """Messages that arrived in the same read as the handshake answer (wsproto parsed them)."""
+    early: list[str | bytes] = []
+    for event in ws.events():
+        if isinstance(event, TextMessage):
+            early.append(event.data)
+        elif isinstance(event, BytesMessage):
+            early.append(bytes(event.data))
+    return early
 
 
 def _raise_rejected(url: str, status: int, body: bytes) -> None:
@@ -228,7 +235,7 @@ async def wsproto_client(
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         with trio.fail_after(connect_timeout):
-            ws = await _handshake(stream, url, host, path)
+            ws, pending = await _handshake(stream, url, host, path)
     except trio.TooSlowError as exc:
         await trio.aclose_forcefully(stream)
         raise ExchangeUnavailableError(f"WebSocket handshake to {url} timed out") from exc
@@ -238,7 +245,7 @@ async def wsproto_client(
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
-    conn = WsprotoConnection(stream, ws, url)
+    conn = WsprotoConnection(stream, ws, url, pending)
     try:
         yield conn
     finally:
