@@ -91,7 +91,10 @@ class Feed:
         self._epochs = itertools.count(1)
         self._reconciler: Reconciler | None = None
         self.queue = EventQueue(
-            config.consumer_queue, self._conflated_snapshot, trade_policy=config.trade_policy
+            config.consumer_queue,
+            self._conflated_snapshot,
+            trade_policy=config.trade_policy,
+            book_policy=config.book_policy,
         )
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[InboxMessage](
             config.reconciler_inbox

@@ -26,8 +26,11 @@ class EventQueue:
         snapshot_of: Callable[[str], BookSnapshot | None],
         *,
         trade_policy: str = "block",
+        book_policy: str = "conflate",
     ) -> None:
-        self._queue = ConflatingQueue(capacity, snapshot_of)
+        self._queue = ConflatingQueue(
+            capacity, snapshot_of, conflate_books=book_policy == "conflate"
+        )
         self._trade_policy = trade_policy
         self._readable = trio.Event()
         self._writable = trio.Event()

@@ -40,10 +40,14 @@ class ConflatingQueue:
         self,
         capacity: int,
         snapshot_of: Callable[[str], BookSnapshot | None],
+        *,
+        conflate_books: bool = True,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
+        # False (book_policy "block"): books are lossless too and wait like trades.
+        self.conflate_books = conflate_books
         self._snapshot_of = snapshot_of
         self._items: deque[Event | ConflatedMarker] = deque()
         self._markers: dict[str, ConflatedMarker] = {}
@@ -56,7 +60,7 @@ class ConflatingQueue:
     def offer(self, event: Event) -> bool:
         """Queue ``event``; False means the queue is full and a lossless event must wait."""
         items = self._items
-        if isinstance(event, BookDelta | BookSnapshot):
+        if self.conflate_books and isinstance(event, BookDelta | BookSnapshot):
             marker = self._markers.get(event.symbol)
             if marker is not None:
                 marker.absorbed += 1

@@ -128,3 +128,14 @@ def test_no_trade_lost_and_books_end_current(ops: list[tuple[str, str]], capacit
             last_book[event.symbol] = event.update_id
     assert got_trades == sent, "trades are lossless and in order"
     assert last_book == books.last, "every symbol's last delivered book state is its current one"
+
+
+def test_book_policy_block_makes_books_wait_like_trades() -> None:
+    books = _Books()
+    q = ConflatingQueue(2, books.snapshot_of, conflate_books=False)
+    assert q.offer(_delta(1))
+    assert q.offer(_delta(2))
+    assert not q.offer(_delta(3)), "with books lossless, a full queue makes the producer wait"
+    assert q.conflated == {}
+    assert isinstance(q.pop(), BookDelta)
+    assert q.offer(_delta(3))
