@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from backpack_actors.config import L2_BOOK, TRADES, FeedConfig, Secret, load_config
 from backpack_actors.core.events import (
     BookDelta,
     BookSnapshot,
@@ -21,22 +22,32 @@ from backpack_actors.errors import (
     RegionRestrictedError,
     UnknownSymbolError,
 )
+from backpack_actors.feed import STATUS, CcxtBackpackFeed, Feed, open_feed
 
 __all__ = [
+    "L2_BOOK",
+    "STATUS",
+    "TRADES",
     "BackpackActorsError",
     "BookDelta",
     "BookSnapshot",
+    "CcxtBackpackFeed",
     "ConfigError",
     "Event",
+    "Feed",
+    "FeedConfig",
     "Level",
     "ProtocolError",
     "ProtocolErrorEvent",
     "RateLimitedError",
     "RegionRestrictedError",
+    "Secret",
     "Side",
     "StatusEvent",
     "StatusKind",
     "Trade",
     "UnknownSymbolError",
+    "load_config",
+    "open_feed",
 ]
 __version__ = "0.1.0"
