@@ -30,9 +30,7 @@ async def test_backfill_far_behind_while_trades_keep_printing(
             assert len(trades) > 5000
             # A gap 1200..3500 trades behind the newest: beyond /trades' newest 1000.
             first, last = trades[-3500].id, trades[-1200].id
-            got = await backfill_trades(
-                gateway, SimRestClient(exchange), "BTC_USDC", first, last
-            )
+            got = await backfill_trades(gateway, SimRestClient(exchange), "BTC_USDC", first, last)
             # The history bucket (0.5/s) made pages wait while the market kept trading.
             assert len(exchange.trades("BTC_USDC")) > len(trades) + 500
             nursery.cancel_scope.cancel()
