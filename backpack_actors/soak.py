@@ -155,6 +155,7 @@ class SoakReport:
     statuses: dict[str, int] = attrs.field(factory=dict)
     protocol_errors: int = 0
     undetected_gaps: int = 0
+    trade_id_breaks: int = 0
     rewinds: int = 0
     book_mismatches: int = 0
     trade_mismatches: int = 0
@@ -175,6 +176,7 @@ class SoakReport:
             self.book_mismatches
             or self.trade_mismatches
             or self.undetected_gaps
+            or self.trade_id_breaks
             or self.rewinds
             or self.stuck_checkpoints
             or self.crashes
@@ -197,6 +199,7 @@ class SoakReport:
             f"supervisor restarts: {self.supervisor_restarts}",
             f"events consumed: {self.events}",
             f"undetected gaps: {self.undetected_gaps}",
+            f"trade id breaks (missing or repeated trades): {self.trade_id_breaks}",
             f"book rewinds: {self.rewinds}",
             f"book mismatches: {self.book_mismatches}",
             f"trade mismatches: {self.trade_mismatches}",
@@ -338,6 +341,7 @@ def _merge(report: SoakReport, consumer: SoakConsumer) -> None:
         report.statuses[kind.value] = report.statuses.get(kind.value, 0) + n
     report.protocol_errors += consumer.protocol_errors
     report.undetected_gaps += consumer.undetected_gaps
+    report.trade_id_breaks += consumer.trade_id_breaks
     report.rewinds += consumer.rewinds
     report.events += consumer.events
 
