@@ -304,7 +304,10 @@ class Feed:
             "streams",
             children,
             strategy="one_for_one",
-            intensity=cfg.restart_intensity,
+            # The window is per supervisor (OTP), but each stream fails independently: the budget
+            # is restart_intensity per symbol, so an outage that sends every symbol through its
+            # max_ws_failures reconnects (then to REST-only) does not escalate the whole feed.
+            intensity=cfg.restart_intensity * max(1, len(children)),
             period=cfg.restart_period,
             backoff=cfg.make_backoff(),
             rng=self._rng,
