@@ -124,7 +124,11 @@ _COUNTER_NAMES = (
     "snapshot_mismatches",
     "snapshot_checks",
     "ignored_snapshots",
+    "sequence_resets",
 )
+
+SEQUENCE_RESET_RUN = 100
+"""Consecutive LIVE deltas at or below the last applied id taken as a sequence reset."""
 
 
 class BookSync(Generic[D]):
@@ -141,8 +145,10 @@ class BookSync(Generic[D]):
         "_buffer",
         "_cause",
         "_check",
+        "_duplicate_run",
         "_ever_ready",
         "_max_buffer",
+        "_sequence_reset",
         "book",
         "counters",
         "epoch",
@@ -166,6 +172,10 @@ class BookSync(Generic[D]):
         self._buffer: deque[D] = deque()
         # The next delta is the first after a snapshot: it must bridge (U <= last+1 <= u).
         self._bridging = False
+        # Consecutive LIVE deltas at or below the last applied id; a long run means the exchange's
+        # update ids went backwards (e.g. an engine restart), which must not freeze the book.
+        self._duplicate_run = 0
+        self._sequence_reset = False
         self._ever_ready = False
         # Why the current resync started (reported with RESYNCED).
         self._cause = ""
@@ -232,7 +242,17 @@ class BookSync(Generic[D]):
         last_id = delta.last_update_id
         if last_id <= last:
             self.counters["duplicates"] += 1
+            self._duplicate_run += 1
+            if self._duplicate_run >= SEQUENCE_RESET_RUN:
+                self.counters["sequence_resets"] += 1
+                self._sequence_reset = True
+                reason = (
+                    f"update ids went backwards: {self._duplicate_run} consecutive deltas at or "
+                    f"below the last applied id {last}"
+                )
+                return self._desync(StatusKind.GAP_DETECTED, reason, delta)
             return []
+        self._duplicate_run = 0
         if self._bridging:
             ok = first_id <= last + 1
             expected = f"U <= {last + 1} <= u"
@@ -266,6 +286,7 @@ class BookSync(Generic[D]):
             and self.state is SyncState.LIVE
             and not self._bridging
             and self._check is None
+            and not self._duplicate_run
             and last is not None
             and delta.first_update_id == last + 1
         ):
@@ -350,7 +371,8 @@ class BookSync(Generic[D]):
             return [RequestSnapshot(self.symbol, "snapshot older than stream", retry=True)]
         kept = [d for d in buffer if d.last_update_id > s]
         last = s
-        published = self.last_update_id
+        # After a sequence reset every new id is below the old ones: do not wait for them.
+        published = None if self._sequence_reset else self.last_update_id
         if published is not None and max(s, buffer[-1].last_update_id if buffer else s) < published:
             # Consumers already hold a newer book: going live on this one would rewind them.
             self.counters["snapshots_too_old"] += 1
@@ -381,6 +403,8 @@ class BookSync(Generic[D]):
             book.clear()
             return [RequestSnapshot(self.symbol, f"book crossed after snapshot {s}", retry=True)]
         buffer.clear()
+        self._sequence_reset = False
+        self._duplicate_run = 0
         self.state = SyncState.LIVE
         self.last_update_id = last
         self.last_engine_time_us = kept[-1].engine_time if kept else snapshot.timestamp

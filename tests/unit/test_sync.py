@@ -547,3 +547,32 @@ def test_a_bogus_far_future_frame_cannot_wedge_the_symbol() -> None:
     assert sync.state is SyncState.LIVE
     assert sync.last_update_id == 39
     assert sync.book.best_bid() == (D("100"), D("39"))
+
+
+def test_update_ids_going_backwards_resync_instead_of_freezing() -> None:
+    # Found in review: after a sequence reset every delta looked like a duplicate, the book froze
+    # silently, and after a reconnect every snapshot was "older than the published book".
+    sync: BookSync[Delta] = BookSync("SOL_USDC")
+    sync.stream_started(1)
+    sync.on_snapshot(Snap(1_000_000, bids=[(D("99"), D("1"))], asks=[(D("101"), D("3"))]))
+    acts: list[Action[Delta]] = []
+    for u in range(1, 200):
+        acts += sync.on_delta(1, d(u, bids=[(D("99"), D(u))]))
+    assert StatusKind.GAP_DETECTED in kinds(acts)
+    assert sync.counters["sequence_resets"] == 1
+    acts = sync.on_snapshot(Snap(199, bids=[(D("99"), D("199"))], asks=[(D("101"), D("3"))]))
+    assert kinds(acts) == ["PublishSnapshot", StatusKind.RESYNCED]
+    assert sync.last_update_id == 199
+    assert kinds(sync.on_delta(1, d(200, bids=[(D("99"), D("200"))]))) == ["PublishDelta"]
+
+
+def test_a_few_duplicates_are_just_dropped() -> None:
+    sync: BookSync[Delta] = BookSync("SOL_USDC")
+    sync.stream_started(1)
+    sync.on_snapshot(BASE_SNAP)
+    sync.on_delta(1, d(11))
+    for _ in range(5):
+        assert sync.on_delta(1, d(11)) == []
+    assert kinds(sync.on_delta(1, d(12))) == ["PublishDelta"]
+    assert sync.counters["duplicates"] == 5
+    assert sync.counters["sequence_resets"] == 0
