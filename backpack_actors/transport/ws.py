@@ -216,9 +216,10 @@ def _early_messages(ws: WSConnection) -> list[str | bytes]:
 
 
 def _raise_rejected(url: str, status: int, body: bytes) -> None:
-    if status in (451, 403):
-        raise RegionRestrictedError(url, status)
     detail = body.decode("utf-8", "replace").strip()
+    # The same rule as REST: 451, or a 403 that is not a JSON API error, means "not from here".
+    if status == 451 or (status == 403 and not detail.startswith("{")):
+        raise RegionRestrictedError(url, status)
     raise ExchangeUnavailableError(
         f"WebSocket handshake to {url} refused with HTTP {status}"
         + (f": {detail}" if detail else "")
