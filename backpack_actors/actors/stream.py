@@ -186,13 +186,15 @@ async def _run_ws(ctx: StreamContext, mark_started: Callable[[], None]) -> None:
         record_raw = settings.record_raw
         offer = ctx.offer
         wall_clock = ctx.wall_clock
+        # The last depth id this connection delivered, or (before any) the exchange's id seen
+        # at the previous silent spell: what "the exchange moved on without us" is judged by.
+        reference: int | None = None
         while True:
             with trio.move_on_after(settings.stale_timeout) as scope:
                 batch = await conn.receive_batch()
             if scope.cancelled_caught:
-                raise StreamStaleError(
-                    f"{symbol}: no frame for {settings.stale_timeout:g} s; reconnecting"
-                )
+                reference = await _check_silence(ctx, reference)
+                continue
             received_at = wall_clock()
             frames: list[DepthEvent | TradeEvent] = []
             undecodable = False
@@ -227,12 +229,37 @@ async def _run_ws(ctx: StreamContext, mark_started: Callable[[], None]) -> None:
                         continue
                     frames.append(data)
             health.frames += len(frames)
+            for data in reversed(frames):
+                if type(data) is DepthEvent:
+                    reference = data.last_update_id
+                    break
             if record_raw:
                 # A recording keeps undecodable reads too (an empty batch changes no state).
                 if frames or undecodable:
                     offer(FrameBatch(symbol, epoch, frames, received_at, tuple(batch)))
             elif frames:
                 offer(FrameBatch(symbol, epoch, frames, received_at))
+
+
+async def _check_silence(ctx: StreamContext, reference: int | None) -> int | None:
+    """A silent stream is stale only if the exchange moved on: ask REST where the book is.
+
+    A quiet market (nothing traded or quoted) keeps its connection; a stream that stopped
+    delivering while the book moved is reconnected (the new epoch forces a resync).
+    """
+    settings = ctx.settings
+    silent = f"{ctx.symbol}: no frame for {settings.stale_timeout:g} s"
+    if not settings.book:
+        raise StreamStaleError(f"{silent}; reconnecting")
+    snapshot = await ctx.gateway.call(
+        f"depth {ctx.symbol} (silence check)", lambda: ctx.client.depth(ctx.symbol), max_attempts=3
+    )
+    now = snapshot.last_update_id
+    if reference is not None and now > reference:
+        raise StreamStaleError(
+            f"{silent} while the exchange moved from update {reference} to {now}; reconnecting"
+        )
+    return now if reference is None else reference
 
 
 async def _run_rest_poller(ctx: StreamContext, mark_started: Callable[[], None]) -> bool:

@@ -90,9 +90,11 @@ async def test_stall_is_detected_as_stale_and_recovers(
         exchange, _config(), after_ready=lambda ex: ex.faults.stall(seconds=12, symbol="BTC_USDC")
     )
     kinds = consumer.kinds("BTC-USDC")
-    # A 12 s stall outlasts a 5 s stale timeout twice: each silent connection is replaced.
+    # After 5 s of silence REST shows the book moved on: the stream is stale and replaced. The
+    # new connection has no id of its own yet; its first silent spell only records where the
+    # exchange is, and the stall (12 s) ends before its second one.
     reconnects = stats["streams"]["BTC_USDC"]["reconnects"]  # type: ignore[index]
-    assert reconnects == kinds.count(StatusKind.STALE) == 2
+    assert reconnects == kinds.count(StatusKind.STALE) == 1
     assert stats["streams"]["ETH_USDC"]["reconnects"] == 0  # type: ignore[index]
     assert kinds[-1] is StatusKind.RESYNCED
     assert consumer.kinds("ETH-USDC") == [StatusKind.BOOK_READY]
