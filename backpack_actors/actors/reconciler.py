@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 class _Symbol:
-    __slots__ = ("backfill_pending", "book", "info", "mode", "snapshot_pending", "trades")
+    __slots__ = ("backfill", "book", "info", "mode", "snapshot_pending", "trades")
 
     def __init__(self, info: MarketInfo) -> None:
         self.info = info
@@ -57,7 +57,8 @@ class _Symbol:
         self.trades = tsync.TradeSync(info.exchange_id)
         self.mode = "ws"
         self.snapshot_pending = False
-        self.backfill_pending = False
+        # The trade-id range of the backfill in flight (at most one per symbol), or None.
+        self.backfill: tuple[int, int] | None = None
 
 
 class Reconciler:
@@ -157,7 +158,13 @@ class Reconciler:
             state.snapshot_pending = False
             await self._book_actions(state, state.book.on_snapshot_failed(message.reason), 0.0)
         elif isinstance(message, BackfillDone):
-            state.backfill_pending = False
+            asked, state.backfill = state.backfill, None
+            gap = state.trades.pending
+            if gap is not None and asked is not None and gap != asked:
+                # The gap this answers was closed by late live trades and another one opened
+                # meanwhile: ask for the open one rather than calling its ids unrecoverable.
+                self._request_backfill(state, *gap)
+                return
             actions = (
                 state.trades.on_backfill(message.trades)
                 if message.error is None
@@ -301,13 +308,15 @@ class Reconciler:
                         )
                     )
             elif isinstance(action, tsync.RequestBackfill):
-                if not state.backfill_pending:
-                    state.backfill_pending = True
-                    self._request(
-                        BackfillRequest(info.exchange_id, action.first_missing, action.last_missing)
-                    )
+                # With one in flight, the answer's handler re-asks for whatever gap is open then.
+                if state.backfill is None:
+                    self._request_backfill(state, action.first_missing, action.last_missing)
             elif isinstance(action, BookStatus):
                 await self._status(state, action.kind, action.reason, action.counts)
+
+    def _request_backfill(self, state: _Symbol, first: int, last: int) -> None:
+        state.backfill = (first, last)
+        self._request(BackfillRequest(state.info.exchange_id, first, last))
 
     def _request(self, request: RestRequest) -> None:
         try:
