@@ -133,6 +133,16 @@ class Feed:
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
 
+    async def batches(self, limit: int = 4096) -> AsyncIterator[list[Event]]:
+        """The same events as ``async for event in feed``, a list at a time (every event queued
+        when the consumer asks, up to ``limit``): one queue call per list instead of per event,
+        for consumers that want the last microsecond."""
+        while True:
+            try:
+                yield await self.queue.get_batch(limit)
+            except trio.EndOfChannel:
+                return
+
     def _conflated_snapshot(self, symbol: str) -> BookSnapshot | None:
         reconciler = self._reconciler
         return None if reconciler is None else reconciler.snapshot_event(symbol, "conflated")

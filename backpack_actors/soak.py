@@ -26,7 +26,7 @@ import attrs
 import trio
 
 from backpack_actors.config import FeedConfig
-from backpack_actors.core.book import OrderBook
+from backpack_actors.core.book import OrderBook, RawLevel
 from backpack_actors.core.events import (
     BookDelta,
     BookSnapshot,
@@ -115,14 +115,14 @@ class SoakConsumer:
             prev = self.last_id.get(sym)
             if prev is not None and event.update_id < prev:
                 self.rewinds += 1
-            self.books.setdefault(sym, OrderBook()).load(event.bids, event.asks)
+            self.books.setdefault(sym, OrderBook()).load(event.raw_bids, event.raw_asks)
             self.last_id[sym] = event.update_id
         elif isinstance(event, BookDelta):
             sym = event.exchange_symbol
             prev = self.last_id.get(sym)
             if prev is None or not event.first_update_id <= prev + 1 <= event.last_update_id:
                 self.undetected_gaps += 1
-            self.books.setdefault(sym, OrderBook()).apply(event.bids, event.asks)
+            self.books.setdefault(sym, OrderBook()).apply(event.raw_bids, event.raw_asks)
             self.last_id[sym] = event.last_update_id
         elif isinstance(event, Trade):
             seen = self.trades.setdefault(event.exchange_symbol, [])
@@ -136,7 +136,7 @@ class SoakConsumer:
 
     def depth(self, sym: str) -> tuple[Levels, Levels]:
         bids, asks = self.books[sym].depth()
-        return tuple(bids), tuple(asks)
+        return _decimal_levels(bids), _decimal_levels(asks)
 
 
 @attrs.define
@@ -468,3 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _decimal_levels(levels: tuple[RawLevel, ...]) -> Levels:
+    return tuple([(Decimal(price), Decimal(size)) for price, size in levels])

@@ -37,6 +37,7 @@ from backpack_actors.actors.messages import (
     StreamStarted,
 )
 from backpack_actors.actors.reconciler import Reconciler
+from backpack_actors.actors.stream import decode_read
 from backpack_actors.core.book import OrderBook
 from backpack_actors.core.events import BookDelta, BookSnapshot, StatusEvent, StatusKind, Trade
 from backpack_actors.core.sync import BookSync
@@ -148,20 +149,15 @@ async def _ready_reconciler(
     return reconciler, queue, consumer
 
 
-def _decode_batch(chunk: Sequence[str]) -> list[DepthEvent | TradeEvent]:
-    # What the stream actor does with one socket read.
-    frames: list[DepthEvent | TradeEvent] = []
-    for raw in chunk:
-        frame = decode_ws_frame(raw)
-        if frame.error is not None:
-            raise BenchmarkFailure(f"unexpected error frame {raw[:80]}")
-        data = frame.data
-        if isinstance(data, DepthEvent | TradeEvent):
-            frames.append(data)
+def _decode_batch(symbol: str, chunk: Sequence[str]) -> list[DepthEvent | TradeEvent]:
+    # What the stream actor does with one socket read (its own function).
+    frames, errors = decode_read(symbol, chunk)
+    if errors:
+        raise BenchmarkFailure(f"undecodable frames: {errors[:2]}")
     return frames
 
 
-async def _ours(workload: Workload, batch: int, capacity: int) -> OursRun:
+async def _ours(workload: Workload, batch: int, capacity: int, one_by_one: bool) -> OursRun:
     reconciler, queue, consumer = await _ready_reconciler(workload, capacity=capacity)
     assert queue is not None
     symbol = workload.symbol
@@ -169,21 +165,32 @@ async def _ours(workload: Workload, batch: int, capacity: int) -> OursRun:
     chunks = [frames[i : i + batch] for i in range(0, len(frames), batch)]
     handle = reconciler.handle
     get = queue.get_nowait
+    get_batch = queue.get_batch_nowait
     take = consumer.take
     wall = time.time
     gc.collect()
     start = time.perf_counter()
-    for chunk in chunks:
-        await handle(FrameBatch(symbol, EPOCH, _decode_batch(chunk), wall()))
-        while (event := get()) is not None:
-            take(event)
+    if one_by_one:
+        # The consumer reads one event per call (``async for event in feed`` does this).
+        for chunk in chunks:
+            await handle(FrameBatch(symbol, EPOCH, _decode_batch(symbol, chunk), wall()))
+            while (event := get()) is not None:
+                take(event)
+    else:
+        # The consumer reads what is queued, a list per call (``feed.batches()``).
+        for chunk in chunks:
+            await handle(FrameBatch(symbol, EPOCH, _decode_batch(symbol, chunk), wall()))
+            for event in get_batch():
+                take(event)
     seconds = time.perf_counter() - start
     return OursRun(seconds, len(frames), reconciler, queue, consumer)
 
 
-def run_ours(workload: Workload, *, batch: int = 64, capacity: int = 4096) -> OursRun:
+def run_ours(
+    workload: Workload, *, batch: int = 64, capacity: int = 4096, one_by_one: bool = False
+) -> OursRun:
     """Time our path over the workload and check everything it produced."""
-    result = trio.run(_ours, workload, batch, capacity)
+    result = trio.run(_ours, workload, batch, capacity, one_by_one)
     check_ours(result, workload.truth, workload.symbol, f"ours (batch {batch})")
     return result
 
@@ -234,12 +241,12 @@ def stage_decode(workload: Workload) -> float:
 
 def predecode(workload: Workload) -> list[DepthEvent | TradeEvent]:
     """Every frame decoded once, for the stages that start after decoding."""
-    return _decode_batch(workload.frames)
+    return _decode_batch(workload.symbol, workload.frames)
 
 
 def profile_ours(workload: Workload) -> float:
     """Our path without the final checks (``workload.truth`` may not match the frames)."""
-    return trio.run(_ours, workload, 64, 4096).seconds
+    return trio.run(_ours, workload, 64, 4096, False).seconds
 
 
 def stage_apply(workload: Workload, decoded: Sequence[DepthEvent | TradeEvent]) -> float:
@@ -299,11 +306,11 @@ async def _stage_reconciler(
         for frames in batches:
             await handle(FrameBatch(symbol, EPOCH, frames, wall()))
     else:
-        get = queue.get_nowait
+        get_batch = queue.get_batch_nowait
         take = consumer.take
         for frames in batches:
             await handle(FrameBatch(symbol, EPOCH, frames, wall()))
-            while (event := get()) is not None:
+            for event in get_batch():
                 take(event)
     seconds = time.perf_counter() - start
     return OursRun(seconds, len(decoded), reconciler, queue, consumer)
@@ -498,10 +505,7 @@ async def _latency_ours(workload: Workload) -> tuple[list[int], OursRun]:
     for raw in workload.frames:
         # One frame per socket read: the worst case for per-read overhead.
         t0 = clock()
-        frame = decode_ws_frame(raw)
-        data = frame.data
-        if isinstance(data, DepthEvent | TradeEvent):
-            await handle(FrameBatch(symbol, EPOCH, [data], wall()))
+        await handle(FrameBatch(symbol, EPOCH, _decode_batch(symbol, (raw,)), wall()))
         while (event := get()) is not None:
             take(event)
         append(clock() - t0)

@@ -35,6 +35,8 @@ class EventQueue:
         self._readable = trio.Event()
         self._writable = trio.Event()
         self._closed = False
+        # Readers wake a writer only when one waits (saves an Event.set per event read).
+        self._writer_waiting = False
         self.dropped = 0
         self.blocked = 0
 
@@ -64,12 +66,20 @@ class EventQueue:
                 continue
             self.blocked += 1
             self._writable = trio.Event()
-            await self._writable.wait()
+            self._writer_waiting = True
+            try:
+                await self._writable.wait()
+            finally:
+                self._writer_waiting = False
         self._readable.set()
 
     async def put_many(self, events: list[Event]) -> None:
         """Queue events in order, waking the reader once; waits only where ``put`` would."""
-        offer = self._queue.offer
+        queue = self._queue
+        if queue.extend_if_room(events):
+            self._readable.set()
+            return
+        offer = queue.offer
         for index, event in enumerate(events):
             if not offer(event):
                 self._readable.set()
@@ -90,7 +100,8 @@ class EventQueue:
         while True:
             event = self._queue.pop()
             if event is not None:
-                self._writable.set()
+                if self._writer_waiting:
+                    self._writable.set()
                 return event
             if self._closed:
                 raise trio.EndOfChannel
@@ -98,7 +109,27 @@ class EventQueue:
             await self._readable.wait()
 
     def get_nowait(self) -> Event | None:
+        """The next event, or None when the queue is empty."""
         event = self._queue.pop()
-        if event is not None:
+        if event is not None and self._writer_waiting:
             self._writable.set()
         return event
+
+    def get_batch_nowait(self, limit: int = 4096) -> list[Event]:
+        """Up to ``limit`` queued events, oldest first (empty when none): one call per batch."""
+        events = self._queue.pop_many(limit)
+        if events and self._writer_waiting:
+            self._writable.set()
+        return events
+
+    async def get_batch(self, limit: int = 4096) -> list[Event]:
+        """At least one and up to ``limit`` events; raises ``trio.EndOfChannel`` once closed
+        and drained. Cheaper per event than :meth:`get` for consumers that keep up."""
+        while True:
+            events = self.get_batch_nowait(limit)
+            if events:
+                return events
+            if self._closed:
+                raise trio.EndOfChannel
+            self._readable = trio.Event()
+            await self._readable.wait()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
+import msgspec
 import trio
 
 from backpack_actors.actors.emitter import EventQueue
@@ -42,6 +43,7 @@ from backpack_actors.core.events import (
 from backpack_actors.core.symbols import MarketInfo
 from backpack_actors.core.sync import Status as BookStatus
 from backpack_actors.core.wire import DepthEvent, TradeEvent
+from backpack_actors.errors import excerpt
 
 __all__ = ["Reconciler"]
 
@@ -177,18 +179,22 @@ class Reconciler:
         elif isinstance(message, StreamNews):
             await self._status(state, message.kind, message.reason, message.counts)
         elif isinstance(message, FrameError):
-            count = self.protocol_errors.get(message.symbol, 0) + 1
-            self.protocol_errors[message.symbol] = count
-            await self._put(
-                ProtocolErrorEvent(
-                    symbol=state.info.normalized,
-                    stream=message.stream,
-                    reason=message.reason,
-                    excerpt=message.excerpt,
-                    count=count,
-                    at=self._wall_clock(),
-                )
+            await self._protocol_error(state, message.stream, message.reason, message.excerpt)
+
+    async def _protocol_error(self, state: _Symbol, stream: str, reason: str, excerpt: str) -> None:
+        symbol = state.info.exchange_id
+        count = self.protocol_errors.get(symbol, 0) + 1
+        self.protocol_errors[symbol] = count
+        await self._put(
+            ProtocolErrorEvent(
+                symbol=state.info.normalized,
+                stream=stream,
+                reason=reason,
+                excerpt=excerpt,
+                count=count,
+                at=self._wall_clock(),
             )
+        )
 
     async def _on_stream_started(self, state: _Symbol, message: StreamStarted) -> None:
         state.mode = message.mode
@@ -218,7 +224,20 @@ class Reconciler:
                 actions = sync.on_delta_fast(epoch, frame)
                 if actions is None:
                     if want_books:
-                        append(_book_delta(symbol, exchange_id, frame, received_at))
+                        # _book_delta, inlined: this runs for every depth frame.
+                        append(
+                            BookDelta(
+                                symbol=symbol,
+                                exchange_symbol=exchange_id,
+                                first_update_id=frame.first_update_id,
+                                last_update_id=frame.last_update_id,
+                                raw_bids=frame.bids,
+                                raw_asks=frame.asks,
+                                event_time_us=frame.event_time,
+                                engine_time_us=frame.engine_time,
+                                received_at=received_at,
+                            )
+                        )
                     continue
                 if events:
                     await self._put_many(events)
@@ -226,15 +245,15 @@ class Reconciler:
                     append = events.append
                 await self._book_actions(state, actions, received_at)
             elif isinstance(frame, TradeEvent):
-                if trades.accept_in_order(frame.trade_id):
+                if trades.accept_in_order(frame):
                     if want_trades:
                         append(
                             Trade(
                                 symbol=symbol,
                                 exchange_symbol=exchange_id,
                                 trade_id=frame.trade_id,
-                                price=frame.price,
-                                amount=frame.quantity,
+                                raw_price=frame.price,
+                                raw_amount=frame.quantity,
                                 side=Side.SELL if frame.buyer_is_maker else Side.BUY,
                                 event_time_us=frame.event_time,
                                 engine_time_us=frame.engine_time,
@@ -285,6 +304,8 @@ class Reconciler:
                     )
             elif isinstance(action, bsync.Status):
                 await self._status(state, action.kind, action.reason, action.counts)
+            elif isinstance(action, bsync.Malformed):
+                await self._malformed(state, action)
 
     async def _trade_actions(
         self, state: _Symbol, actions: Iterable[tsync.TradeAction], received_at: float
@@ -298,8 +319,8 @@ class Reconciler:
                             symbol=info.normalized,
                             exchange_symbol=info.exchange_id,
                             trade_id=action.trade_id,
-                            price=action.price,
-                            amount=action.amount,
+                            raw_price=action.price,
+                            raw_amount=action.amount,
                             side=action.side,
                             event_time_us=action.event_time_us,
                             engine_time_us=action.engine_time_us,
@@ -313,6 +334,14 @@ class Reconciler:
                     self._request_backfill(state, action.first_missing, action.last_missing)
             elif isinstance(action, BookStatus):
                 await self._status(state, action.kind, action.reason, action.counts)
+            elif isinstance(action, bsync.Malformed):
+                await self._malformed(state, action)
+
+    async def _malformed(self, state: _Symbol, action: bsync.Malformed) -> None:
+        # A frame that decoded but whose content is unusable: one report, like undecodable ones.
+        await self._protocol_error(
+            state, action.stream, action.reason, excerpt(msgspec.json.encode(action.frame))
+        )
 
     def _request_backfill(self, state: _Symbol, first: int, last: int) -> None:
         state.backfill = (first, last)
@@ -340,8 +369,8 @@ class Reconciler:
             symbol=state.info.normalized,
             exchange_symbol=state.info.exchange_id,
             update_id=update_id,
-            bids=bids,
-            asks=asks,
+            raw_bids=bids,
+            raw_asks=asks,
             engine_time_us=engine_time_us,
             received_at=self._wall_clock(),
             reason=reason,
@@ -376,8 +405,8 @@ def _book_delta(symbol: str, exchange_id: str, delta: DepthEvent, received_at: f
         exchange_symbol=exchange_id,
         first_update_id=delta.first_update_id,
         last_update_id=delta.last_update_id,
-        bids=delta.bids,
-        asks=delta.asks,
+        raw_bids=delta.bids,
+        raw_asks=delta.asks,
         event_time_us=delta.event_time,
         engine_time_us=delta.engine_time,
         received_at=received_at,

@@ -15,7 +15,7 @@ blocked reader stops answering pings); if the inbox is full it raises
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import attrs
 import msgspec
@@ -48,6 +48,7 @@ __all__ = [
     "StreamContext",
     "StreamSettings",
     "SymbolHealth",
+    "decode_read",
     "run_symbol_stream",
     "subscribe_frame",
 ]
@@ -196,38 +197,12 @@ async def _run_ws(ctx: StreamContext, mark_started: Callable[[], None]) -> None:
                 reference = await _check_silence(ctx, reference)
                 continue
             received_at = wall_clock()
-            frames: list[DepthEvent | TradeEvent] = []
-            undecodable = False
-            for raw in batch:
-                try:
-                    frame = decode_ws_frame(raw)
-                except ProtocolError as exc:
-                    health.decode_errors += 1
-                    undecodable = True
-                    offer(FrameError(symbol, exc.stream, exc.reason, exc.excerpt))
-                    continue
-                if frame.error is not None:
-                    # The exchange refused our subscription: retrying the same frame won't help.
-                    raise ExchangeRequestError(
-                        "ws", 200, str(frame.error.code), f"{symbol}: {frame.error.message}"
-                    )
-                data = frame.data
-                if isinstance(data, DepthEvent | TradeEvent):
-                    if data.symbol != symbol:
-                        # Ids are per market: applying another market's frame would corrupt
-                        # this book, and routing by content is not this connection's job.
-                        health.decode_errors += 1
-                        undecodable = True
-                        offer(
-                            FrameError(
-                                symbol,
-                                frame.stream or "ws",
-                                f"frame for {data.symbol!r} on {symbol}'s connection",
-                                excerpt(raw),
-                            )
-                        )
-                        continue
-                    frames.append(data)
+            frames, errors = decode_read(symbol, batch)
+            undecodable = bool(errors)
+            if errors:
+                health.decode_errors += len(errors)
+                for error in errors:
+                    offer(error)
             health.frames += len(frames)
             for data in reversed(frames):
                 if type(data) is DepthEvent:
@@ -239,6 +214,46 @@ async def _run_ws(ctx: StreamContext, mark_started: Callable[[], None]) -> None:
                     offer(FrameBatch(symbol, epoch, frames, received_at, tuple(batch)))
             elif frames:
                 offer(FrameBatch(symbol, epoch, frames, received_at))
+
+
+def decode_read(
+    symbol: str, batch: Sequence[str | bytes]
+) -> tuple[list[DepthEvent | TradeEvent], list[FrameError]]:
+    """Decode one socket read of ``symbol``'s connection: its depth/trade frames, in order, and
+    one :class:`FrameError` per frame that cannot be used. Other data (unknown events) is ignored.
+
+    Raises :class:`ExchangeRequestError` on an error frame: the exchange refused the subscription.
+    """
+    frames: list[DepthEvent | TradeEvent] = []
+    errors: list[FrameError] = []
+    append = frames.append
+    for raw in batch:
+        try:
+            frame = decode_ws_frame(raw)
+        except ProtocolError as exc:
+            errors.append(FrameError(symbol, exc.stream, exc.reason, exc.excerpt))
+            continue
+        data = frame.data
+        if type(data) is DepthEvent or type(data) is TradeEvent:
+            if data.symbol == symbol:
+                append(data)
+                continue
+            # Ids are per market: applying another market's frame would corrupt this book, and
+            # routing by content is not this connection's job.
+            errors.append(
+                FrameError(
+                    symbol,
+                    frame.stream or "ws",
+                    f"frame for {data.symbol!r} on {symbol}'s connection",
+                    excerpt(raw),
+                )
+            )
+        elif frame.error is not None:
+            # The exchange refused our subscription: retrying the same frame won't help.
+            raise ExchangeRequestError(
+                "ws", 200, str(frame.error.code), f"{symbol}: {frame.error.message}"
+            )
+    return frames, errors
 
 
 async def _check_silence(ctx: StreamContext, reference: int | None) -> int | None:

@@ -80,6 +80,20 @@ class ConflatingQueue:
         self._note_depth()
         return True
 
+    def extend_if_room(self, events: list[Event]) -> bool:
+        """Queue all ``events`` at once when nothing is being conflated and they all fit.
+
+        Exactly what offering them one by one would do in that case (the hot path's batch
+        hand-off); False (nothing queued) otherwise.
+        """
+        items = self._items
+        if self._markers or len(items) + len(events) > self.capacity:
+            return False
+        items.extend(events)
+        if len(items) > self.max_depth:
+            self.max_depth = len(items)
+        return True
+
     def _note_depth(self) -> None:
         if len(self._items) > self.max_depth:
             self.max_depth = len(self._items)
@@ -93,12 +107,34 @@ class ConflatingQueue:
         items = self._items
         while items:
             item = items.popleft()
-            if isinstance(item, ConflatedMarker):
-                del self._markers[item.symbol]
-                snapshot = self._snapshot_of(item.symbol)
+            if type(item) is ConflatedMarker:
+                snapshot = self._resolve(item)
                 if snapshot is None:
-                    # The symbol is resyncing: its next published snapshot will carry the book.
                     continue
                 return snapshot
-            return item
+            return item  # type: ignore[return-value]
         return None
+
+    def pop_many(self, limit: int) -> list[Event]:
+        """Up to ``limit`` events, as :meth:`pop` would give them one by one."""
+        items = self._items
+        if not self._markers and len(items) <= limit:
+            # Nothing conflated: the whole queue, as it is.
+            events: list[Event] = list(items)  # type: ignore[arg-type]
+            items.clear()
+            return events
+        events = []
+        while items and len(events) < limit:
+            item = items.popleft()
+            if type(item) is ConflatedMarker:
+                snapshot = self._resolve(item)
+                if snapshot is not None:
+                    events.append(snapshot)
+            else:
+                events.append(item)  # type: ignore[arg-type]
+        return events
+
+    def _resolve(self, marker: ConflatedMarker) -> BookSnapshot | None:
+        del self._markers[marker.symbol]
+        # None while the symbol resyncs: its next published snapshot will carry the book.
+        return self._snapshot_of(marker.symbol)

@@ -1,6 +1,8 @@
 """Public event types delivered to consumers.
 
-Prices and sizes are exact ``Decimal``; exchange times are integer microseconds (``E`` is the
+Prices and sizes are exact: events carry the exchange's decimal text (``raw_*`` fields, checked
+before anything was published) and give ``Decimal`` values through properties (``price``,
+``bids``...), built on each access; exchange times are integer microseconds (``E`` is the
 WebSocket emit time, ``T`` the matching-engine time) with float-second properties for convenience;
 ``received_at`` is the local receipt time in seconds (``time.time()`` domain) stamped by the shell.
 Symbols are normalized (``BTC-USDC``, perps ``BTC-USDC-PERP``); ``exchange_symbol`` keeps the
@@ -20,6 +22,7 @@ __all__ = [
     "Event",
     "Level",
     "ProtocolErrorEvent",
+    "RawLevel",
     "Side",
     "StatusEvent",
     "StatusKind",
@@ -28,6 +31,13 @@ __all__ = [
 
 Level = tuple[Decimal, Decimal]
 """One price level: ``(price, size)``; a size of zero in a delta removes the level."""
+
+RawLevel = tuple[str, str]
+"""One price level as the exchange's decimal text."""
+
+
+def _levels(raw: tuple[RawLevel, ...]) -> tuple[Level, ...]:
+    return tuple([(Decimal(price), Decimal(size)) for price, size in raw])
 
 
 class Side(enum.StrEnum):
@@ -53,19 +63,29 @@ class StatusKind(enum.StrEnum):
     BOOK_CONFLATED = "book_conflated"
 
 
-class Trade(msgspec.Struct, frozen=True, kw_only=True):
+class Trade(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One public trade."""
 
     symbol: str
     exchange_symbol: str
     trade_id: int
-    price: Decimal
-    amount: Decimal
+    raw_price: str
+    raw_amount: str
     side: Side
     event_time_us: int
     engine_time_us: int
     received_at: float
     backfilled: bool = False
+
+    @property
+    def price(self) -> Decimal:
+        """The price as an exact ``Decimal``."""
+        return Decimal(self.raw_price)
+
+    @property
+    def amount(self) -> Decimal:
+        """The size as an exact ``Decimal``."""
+        return Decimal(self.raw_amount)
 
     @property
     def timestamp(self) -> float:
@@ -78,7 +98,7 @@ class Trade(msgspec.Struct, frozen=True, kw_only=True):
         return self.event_time_us / 1_000_000
 
 
-class BookSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+class BookSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A whole book (``force=True``): after a (re)sync, on every snapshot interval, or conflated.
 
     ``bids`` are best (highest) first, ``asks`` best (lowest) first. ``update_id`` is the id of the
@@ -88,12 +108,22 @@ class BookSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     symbol: str
     exchange_symbol: str
     update_id: int
-    bids: tuple[Level, ...]
-    asks: tuple[Level, ...]
+    raw_bids: tuple[RawLevel, ...]
+    raw_asks: tuple[RawLevel, ...]
     engine_time_us: int | None
     received_at: float
     reason: str
     force: bool = True
+
+    @property
+    def bids(self) -> tuple[Level, ...]:
+        """Bids as ``Decimal`` levels, best first."""
+        return _levels(self.raw_bids)
+
+    @property
+    def asks(self) -> tuple[Level, ...]:
+        """Asks as ``Decimal`` levels, best first."""
+        return _levels(self.raw_asks)
 
     @property
     def timestamp(self) -> float | None:
@@ -101,18 +131,28 @@ class BookSnapshot(msgspec.Struct, frozen=True, kw_only=True):
         return None if self.engine_time_us is None else self.engine_time_us / 1_000_000
 
 
-class BookDelta(msgspec.Struct, frozen=True, kw_only=True):
+class BookDelta(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Changed levels (absolute sizes; zero removes) covering update ids ``first..last``."""
 
     symbol: str
     exchange_symbol: str
     first_update_id: int
     last_update_id: int
-    bids: tuple[Level, ...]
-    asks: tuple[Level, ...]
+    raw_bids: tuple[RawLevel, ...]
+    raw_asks: tuple[RawLevel, ...]
     event_time_us: int
     engine_time_us: int
     received_at: float
+
+    @property
+    def bids(self) -> tuple[Level, ...]:
+        """Changed bids as ``Decimal`` levels, in the order sent."""
+        return _levels(self.raw_bids)
+
+    @property
+    def asks(self) -> tuple[Level, ...]:
+        """Changed asks as ``Decimal`` levels, in the order sent."""
+        return _levels(self.raw_asks)
 
     @property
     def timestamp(self) -> float:

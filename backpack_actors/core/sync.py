@@ -17,7 +17,8 @@ from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
-from backpack_actors.core.book import OrderBook
+from backpack_actors.core.book import InvalidLevel, OrderBook
+from backpack_actors.core.dectext import RawLevel, is_price_text, is_size_text
 from backpack_actors.core.events import StatusKind
 
 __all__ = [
@@ -25,14 +26,17 @@ __all__ = [
     "BookSync",
     "DepthDelta",
     "DepthSnapshotLike",
+    "Malformed",
     "PublishDelta",
     "PublishSnapshot",
     "RequestSnapshot",
     "Status",
     "SyncState",
+    "delta_problem",
 ]
 
-_Levels = Sequence[tuple[Decimal, Decimal]]
+_Levels = Sequence[RawLevel]
+_SnapshotLevels = Sequence[tuple[str | Decimal, str | Decimal]]
 
 
 class DepthDelta(Protocol):
@@ -58,9 +62,9 @@ class DepthSnapshotLike(Protocol):
     @property
     def timestamp(self) -> int | None: ...
     @property
-    def bids(self) -> _Levels: ...
+    def bids(self) -> _SnapshotLevels: ...
     @property
-    def asks(self) -> _Levels: ...
+    def asks(self) -> _SnapshotLevels: ...
 
 
 D = TypeVar("D", bound=DepthDelta)
@@ -107,7 +111,19 @@ class Status(msgspec.Struct, frozen=True, gc=False):
     counts: dict[str, int] = msgspec.field(default_factory=dict)
 
 
-Action = RequestSnapshot | PublishSnapshot | PublishDelta[D] | Status
+class Malformed(msgspec.Struct, frozen=True, gc=False):
+    """A frame that must not be used (bad level text, ``U > u``): report it as a protocol error.
+
+    ``frame`` is the offending wire object, for the report's excerpt.
+    """
+
+    symbol: str
+    stream: str
+    reason: str
+    frame: object
+
+
+Action = RequestSnapshot | PublishSnapshot | PublishDelta[D] | Status | Malformed
 """What :class:`BookSync` asks the shell to do (generic in the delta type)."""
 
 _COUNTER_NAMES = (
@@ -125,7 +141,20 @@ _COUNTER_NAMES = (
     "snapshot_checks",
     "ignored_snapshots",
     "sequence_resets",
+    "malformed",
 )
+
+
+def delta_problem(delta: DepthDelta) -> str | None:
+    """Why ``delta`` must not be applied (``U > u`` or a bad level), or None when it is sound."""
+    if delta.first_update_id > delta.last_update_id:
+        return f"U={delta.first_update_id} > u={delta.last_update_id}"
+    for side, levels in (("ask", delta.asks), ("bid", delta.bids)):
+        for price, size in levels:
+            if not (is_price_text(price) and is_size_text(size)):
+                return f"bad {side} level [{price!r}, {size!r}]: need price > 0, size >= 0"
+    return None
+
 
 SEQUENCE_RESET_RUN = 100
 """Consecutive LIVE deltas at or below the last applied id taken as a sequence reset."""
@@ -141,20 +170,21 @@ class BookSync(Generic[D]):
     """
 
     __slots__ = (
-        "_bridging",
+        "_bridging_v",
         "_buffer",
         "_cause",
-        "_check",
-        "_duplicate_run",
+        "_check_v",
+        "_duplicate_run_v",
         "_ever_ready",
         "_max_buffer",
         "_sequence_reset",
+        "_state_v",
+        "_steady",
         "book",
         "counters",
         "epoch",
         "last_engine_time_us",
         "last_update_id",
-        "state",
         "symbol",
     )
 
@@ -162,7 +192,13 @@ class BookSync(Generic[D]):
         if max_buffer < 1:
             raise ValueError("max_buffer must be at least 1")
         self.symbol = symbol
-        self.state = SyncState.WAITING_FOR_STREAM
+        # What on_delta_fast tests in one load: LIVE, not bridging, no pending check, no run of
+        # duplicates. Kept current by the setters of those four below.
+        self._steady = False
+        self._state_v = SyncState.WAITING_FOR_STREAM
+        self._bridging_v = False
+        self._check_v: DepthSnapshotLike | None = None
+        self._duplicate_run_v = 0
         self.book = OrderBook()
         self.epoch: int | None = None
         self.last_update_id: int | None = None
@@ -180,7 +216,52 @@ class BookSync(Generic[D]):
         # Why the current resync started (reported with RESYNCED).
         self._cause = ""
         # A snapshot newer than the book while LIVE, compared when the book reaches its id.
-        self._check: DepthSnapshotLike | None = None
+        self._check = None
+
+    def _settle(self) -> None:
+        self._steady = (
+            self._state_v is SyncState.LIVE
+            and not self._bridging_v
+            and self._check_v is None
+            and not self._duplicate_run_v
+        )
+
+    @property
+    def state(self) -> SyncState:
+        """Where the book stands."""
+        return self._state_v
+
+    @state.setter
+    def state(self, value: SyncState) -> None:
+        self._state_v = value
+        self._settle()
+
+    @property
+    def _bridging(self) -> bool:
+        return self._bridging_v
+
+    @_bridging.setter
+    def _bridging(self, value: bool) -> None:
+        self._bridging_v = value
+        self._settle()
+
+    @property
+    def _check(self) -> DepthSnapshotLike | None:
+        return self._check_v
+
+    @_check.setter
+    def _check(self, value: DepthSnapshotLike | None) -> None:
+        self._check_v = value
+        self._settle()
+
+    @property
+    def _duplicate_run(self) -> int:
+        return self._duplicate_run_v
+
+    @_duplicate_run.setter
+    def _duplicate_run(self, value: int) -> None:
+        self._duplicate_run_v = value
+        self._settle()
 
     @property
     def buffered(self) -> int:
@@ -226,7 +307,11 @@ class BookSync(Generic[D]):
     # -- deltas -------------------------------------------------------------------------------
 
     def on_delta(self, epoch: int, delta: D) -> list[Action[D]]:
-        """One depth frame of connection ``epoch``."""
+        """One depth frame of connection ``epoch``; a malformed one is reported and dropped."""
+        problem = delta_problem(delta)
+        if problem is not None:
+            self.counters["malformed"] += 1
+            return [Malformed(self.symbol, f"depth.{self.symbol}", problem, delta)]
         if epoch != self.epoch:
             self.counters["stale_epoch_frames"] += 1
             return []
@@ -282,22 +367,32 @@ class BookSync(Generic[D]):
         """
         last = self.last_update_id
         if (
-            epoch == self.epoch
-            and self.state is SyncState.LIVE
-            and not self._bridging
-            and self._check is None
-            and not self._duplicate_run
+            self._steady
+            and epoch == self.epoch
             and last is not None
             and delta.first_update_id == last + 1
+            and delta.last_update_id > last
         ):
             book = self.book
-            book.apply(delta.bids, delta.asks)
-            if book.is_crossed():
+            try:
+                inserted = book.apply(delta.bids, delta.asks)
+            except InvalidLevel as exc:
+                return self._malformed_live(delta, str(exc))
+            if inserted and book.is_crossed():
                 return self._crossed(delta)
             self.last_update_id = delta.last_update_id
             self.last_engine_time_us = delta.engine_time
             return None
         return self.on_delta(epoch, delta)
+
+    def _malformed_live(self, delta: D, problem: str) -> list[Action[D]]:
+        self.counters["malformed"] += 1
+        reason = (
+            f"malformed update {delta.first_update_id}..{delta.last_update_id} "
+            f"left the book unknown: {problem}"
+        )
+        report: list[Action[D]] = [Malformed(self.symbol, f"depth.{self.symbol}", problem, delta)]
+        return report + self._desync(StatusKind.GAP_DETECTED, reason, None)
 
     def _crossed(self, delta: D) -> list[Action[D]]:
         self.counters["crossed"] += 1

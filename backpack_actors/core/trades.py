@@ -13,8 +13,9 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from backpack_actors.core.dectext import decimal_text, is_price_text, is_size_text
 from backpack_actors.core.events import Side, StatusKind
-from backpack_actors.core.sync import Status
+from backpack_actors.core.sync import Malformed, Status
 
 __all__ = [
     "RECENT_TRADES_LIMIT",
@@ -26,6 +27,7 @@ __all__ = [
     "TradeAction",
     "TradeSync",
     "plan_backfill",
+    "trade_problem",
 ]
 
 RECENT_TRADES_LIMIT = 1000
@@ -38,9 +40,9 @@ class LiveTrade(Protocol):
     @property
     def trade_id(self) -> int: ...
     @property
-    def price(self) -> Decimal: ...
+    def price(self) -> str: ...
     @property
-    def quantity(self) -> Decimal: ...
+    def quantity(self) -> str: ...
     @property
     def buyer_is_maker(self) -> bool: ...
     @property
@@ -65,12 +67,15 @@ class RestTradeLike(Protocol):
 
 
 class EmitTrade(msgspec.Struct, frozen=True, gc=False):
-    """Publish one trade; times are integer µs (REST trades: the ms timestamp × 1000 for both)."""
+    """Publish one trade; times are integer µs (REST trades: the ms timestamp × 1000 for both).
+
+    ``price`` and ``amount`` are checked decimal text.
+    """
 
     symbol: str
     trade_id: int
-    price: Decimal
-    amount: Decimal
+    price: str
+    amount: str
     side: Side
     event_time_us: int
     engine_time_us: int
@@ -86,7 +91,16 @@ class RequestBackfill(msgspec.Struct, frozen=True, gc=False):
     newest_known: int
 
 
-TradeAction = EmitTrade | RequestBackfill | Status
+TradeAction = EmitTrade | RequestBackfill | Status | Malformed
+
+
+def trade_problem(trade: LiveTrade) -> str | None:
+    """Why a live trade must not be published (bad price or quantity text), or None."""
+    if not is_price_text(trade.price):
+        return f"p={trade.price!r} is not a finite decimal > 0"
+    if not is_size_text(trade.quantity):
+        return f"q={trade.quantity!r} is not a finite decimal >= 0"
+    return None
 
 
 class BackfillPage(msgspec.Struct, frozen=True, gc=False):
@@ -137,6 +151,7 @@ _COUNTER_NAMES = (
     "unrecoverable",
     "held_overflows",
     "late_backfills",
+    "malformed",
 )
 
 
@@ -180,8 +195,8 @@ class TradeSync:
         return EmitTrade(
             self.symbol,
             trade.id,
-            trade.price,
-            trade.quantity,
+            decimal_text(trade.price),
+            decimal_text(trade.quantity),
             _side(trade.is_buyer_maker),
             micros,
             micros,
@@ -189,19 +204,39 @@ class TradeSync:
         )
 
     def on_trade(self, epoch: int, trade: LiveTrade) -> list[TradeAction]:
-        """One live trade. Ids are authoritative across connections, so every epoch is accepted."""
+        """One live trade. Ids are authoritative across connections, so every epoch is accepted.
+
+        A malformed trade is reported and otherwise treated as never received (its id is then a
+        gap that a backfill fills from REST).
+        """
+        problem = trade_problem(trade)
+        if problem is not None:
+            self.counters["malformed"] += 1
+            return [Malformed(self.symbol, f"trade.{self.symbol}", problem, trade)]
         self.epoch = epoch
         return self._ingest(self.from_live(trade))
 
-    def accept_in_order(self, trade_id: int) -> bool:
-        """Fast path: True (and recorded) when ``trade_id`` simply continues the sequence.
+    def accept_in_order(self, trade: LiveTrade) -> bool:
+        """Fast path: True (and recorded) when ``trade`` simply continues the sequence.
 
-        Otherwise nothing changes and the caller goes through :meth:`on_trade`.
+        That takes plain decimal text for price and quantity too. Otherwise nothing changes and
+        the caller goes through :meth:`on_trade`.
         """
         last = self.last_trade_id
+        trade_id = trade.trade_id
         if self.pending is None and last is not None and trade_id == last + 1:
-            self.last_trade_id = trade_id
-            return True
+            price = trade.price
+            quantity = trade.quantity
+            # core.dectext's plain-text test, inlined: this runs for every trade.
+            if (
+                price.isascii()
+                and price.replace(".", "", 1).isdigit()
+                and price.strip("0.")
+                and quantity.isascii()
+                and quantity.replace(".", "", 1).isdigit()
+            ):
+                self.last_trade_id = trade_id
+                return True
         return False
 
     def on_rest_trades(self, trades: Iterable[RestTradeLike]) -> list[TradeAction]:

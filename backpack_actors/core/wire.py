@@ -1,7 +1,9 @@
 """Backpack wire layer: msgspec structs and decoders for every REST and WebSocket payload.
 
 Pure and I/O-free. Structs mirror the wire objects with readable attribute names (the wire keys are
-kept via ``field(name=...)``), prices and sizes are ``Decimal``, ids and timestamps ``int``. Integer
+kept via ``field(name=...)``), prices and sizes are ``Decimal`` — except in the two hot-path
+events, :class:`DepthEvent` and :class:`TradeEvent`, which keep the exchange's decimal text for
+``BookSync``/``TradeSync`` to check (``core.dectext``) — ids and timestamps ``int``. Integer
 fields accept a JSON integer or a string holding one (``"1754601477746429"``): real payloads carry
 integers, ccxt recordings and some docs examples strings (decoders run with ``strict=False``, which
 accepts ``"123"`` for ``int`` but rejects ``"1.5"``). Decimal fields accept a JSON string or number
@@ -9,7 +11,7 @@ and never pass through ``float``.
 
 Every decoder raises :class:`~backpack_actors.errors.ProtocolError` (stream or endpoint, reason,
 excerpt) on any failure. Decoders are built once at import time; :func:`decode_ws_frame` is the hot
-path and costs one msgspec call plus a cheap ``__post_init__`` check for valid frames.
+path and costs one msgspec call for valid frames.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Annotated, Any, Final, TypeVar
 import msgspec
 from msgspec import Meta, Struct, field
 
+from backpack_actors.core.dectext import RawLevel
 from backpack_actors.errors import ProtocolError
 
 __all__ = [
@@ -134,25 +137,29 @@ def _check_levels(levels: Sequence[Level], side: str) -> None:
 
 
 class TradeEvent(Struct, frozen=True, gc=False, tag="trade", tag_field="e"):
-    """``trade.<symbol>``: one public trade. ``buyer_is_maker`` ⇒ the aggressor sold."""
+    """``trade.<symbol>``: one public trade. ``buyer_is_maker`` ⇒ the aggressor sold.
+
+    Price and quantity stay the exchange's text here (the hot path); ``TradeSync`` checks them
+    before a trade is published (``core.dectext``).
+    """
 
     event_time: NonNegInt = field(name="E")
     engine_time: NonNegInt = field(name="T")
     symbol: str = field(name="s")
-    price: Decimal = field(name="p")
-    quantity: Decimal = field(name="q")
+    price: str = field(name="p")
+    quantity: str = field(name="q")
     buyer_order_id: str = field(name="b")
     seller_order_id: str = field(name="a")
     trade_id: NonNegInt = field(name="t")
     buyer_is_maker: bool = field(name="m")
 
-    def __post_init__(self) -> None:
-        _check_price(self.price, "p")
-        _check_size(self.quantity, "q")
-
 
 class DepthEvent(Struct, frozen=True, gc=False, tag="depth", tag_field="e"):
-    """``depth[.<interval>].<symbol>``: absolute sizes of changed levels; size 0 deletes."""
+    """``depth[.<interval>].<symbol>``: absolute sizes of changed levels; size 0 deletes.
+
+    Levels stay the exchange's text, and ``U <= u`` is not checked here: this is the hot path, and
+    ``BookSync`` checks both before anything is applied or published (a bad frame is reported).
+    """
 
     event_time: NonNegInt = field(name="E")
     engine_time: NonNegInt = field(name="T")
@@ -160,14 +167,8 @@ class DepthEvent(Struct, frozen=True, gc=False, tag="depth", tag_field="e"):
     first_update_id: NonNegInt = field(name="U")
     last_update_id: NonNegInt = field(name="u")
     # Tuples: the public BookDelta carries them as they are, without a copy per event.
-    asks: tuple[Level, ...] = field(name="a")
-    bids: tuple[Level, ...] = field(name="b")
-
-    def __post_init__(self) -> None:
-        if self.first_update_id > self.last_update_id:
-            raise ValueError(f"U={self.first_update_id} > u={self.last_update_id}")
-        _check_levels(self.asks, "ask")
-        _check_levels(self.bids, "bid")
+    asks: tuple[RawLevel, ...] = field(name="a")
+    bids: tuple[RawLevel, ...] = field(name="b")
 
 
 class BookTickerEvent(Struct, frozen=True, gc=False, tag="bookTicker", tag_field="e"):

@@ -93,10 +93,10 @@ class LiveState:
         self.events += 1
         view = self.view(event.symbol)
         if isinstance(event, BookSnapshot):
-            view.book.load(event.bids, event.asks)
+            view.book.load(event.raw_bids, event.raw_asks)
             view.ready = True
         elif isinstance(event, BookDelta):
-            view.book.apply(event.bids, event.asks)
+            view.book.apply(event.raw_bids, event.raw_asks)
             view.lags.append(event.received_at - event.engine_time_us / 1_000_000)
         elif isinstance(event, Trade):
             view.trades.appendleft(event)
@@ -141,8 +141,8 @@ class LiveState:
             view.ready = sync.get("state") == "live"
 
 
-def _fmt(value: Decimal) -> str:
-    return format(value, "f")
+def _fmt(value: Decimal | str) -> str:
+    return value if isinstance(value, str) else format(value, "f")
 
 
 def _book_table(view: SymbolView, levels: int) -> Table:
