@@ -34,7 +34,7 @@ class ConsumerBooks:
             prev = self.last_id.get(sym)
             assert prev is None or event.update_id >= prev, "a published book never rewinds"
             book = self.books.setdefault(sym, OrderBook())
-            book.load(event.bids, event.asks)
+            book.load(event.raw_bids, event.raw_asks)
             assert not book.is_crossed()
             self.last_id[sym] = event.update_id
             self.snapshots[sym] = self.snapshots.get(sym, 0) + 1
@@ -46,7 +46,7 @@ class ConsumerBooks:
                 f"{sym}: published delta {event.first_update_id}..{event.last_update_id} "
                 f"does not continue {prev}"
             )
-            self.books[sym].apply(event.bids, event.asks)
+            self.books[sym].apply(event.raw_bids, event.raw_asks)
             self.last_id[sym] = event.last_update_id
             self.deltas[sym] = self.deltas.get(sym, 0) + 1
         elif isinstance(event, Trade):

@@ -32,7 +32,7 @@ from backpack_actors.actors.messages import (
 )
 from backpack_actors.actors.rest_gateway import RestGateway
 from backpack_actors.core.events import StatusKind
-from backpack_actors.core.wire import DepthEvent, TradeEvent, decode_ws_frame
+from backpack_actors.core.wire import WS_FRAME_DECODER, DepthEvent, TradeEvent, decode_ws_frame
 from backpack_actors.errors import (
     ExchangeRequestError,
     ProtocolError,
@@ -227,12 +227,19 @@ def decode_read(
     frames: list[DepthEvent | TradeEvent] = []
     errors: list[FrameError] = []
     append = frames.append
+    decode = WS_FRAME_DECODER.decode
     for raw in batch:
         try:
-            frame = decode_ws_frame(raw)
-        except ProtocolError as exc:
-            errors.append(FrameError(symbol, exc.stream, exc.reason, exc.excerpt))
-            continue
+            frame = decode(raw)
+        except Exception:  # any failure: the full decoder below classifies it
+            frame = None
+        if frame is None or (frame.data is None and frame.stream is not None):
+            # Not the common shape: the full decoder tolerates or names the problem.
+            try:
+                frame = decode_ws_frame(raw)
+            except ProtocolError as exc:
+                errors.append(FrameError(symbol, exc.stream, exc.reason, exc.excerpt))
+                continue
         data = frame.data
         if type(data) is DepthEvent or type(data) is TradeEvent:
             if data.symbol == symbol:

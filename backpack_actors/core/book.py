@@ -25,7 +25,10 @@ from backpack_actors.core.dectext import (
     parse_size,
 )
 
-__all__ = ["InvalidLevel", "OrderBook", "RawLevel"]
+__all__ = ["AnyLevel", "InvalidLevel", "OrderBook", "RawLevel"]
+
+AnyLevel = tuple[str | Decimal, str | Decimal]
+"""A level as text (fast) or as ``Decimal`` values (accepted, slower)."""
 
 
 class InvalidLevel(ValueError):
@@ -43,29 +46,35 @@ class _Side:
         self.prices: list[Decimal] = []
         self.texts: list[str] = []
 
-    def apply(self, levels: Iterable[RawLevel]) -> bool:
+    def apply(self, levels: Iterable[AnyLevel]) -> bool:
         """Apply levels; True when a new price was inserted (only that can cross the book)."""
         sizes = self.sizes
         inserted = False
         for price, size in levels:
-            if price in sizes:
-                # Hot: a known level. The plain-text test is inlined from dectext for speed.
-                if size.isascii() and size.replace(".", "", 1).isdigit():
-                    if size.strip("0."):
-                        sizes[price] = size
-                        continue
-                elif _size_nonzero(price, size):
-                    sizes[price] = size
-                    continue
-                del sizes[price]
-                index = bisect_left(self.prices, self.values.pop(price))
-                del self.prices[index]
-                del self.texts[index]
-            elif self._new_level(price, size):
+            # Hot: a known level (text) with a plain size; the test is inlined from dectext.
+            if (
+                price in sizes
+                and size.isascii()  # type: ignore[union-attr]
+                and size.replace(".", "", 1).isdigit()  # type: ignore[union-attr]
+            ):
+                if size.strip("0."):  # type: ignore[union-attr]
+                    sizes[price] = size  # type: ignore[index,assignment]
+                else:
+                    self._remove(price)  # type: ignore[arg-type]
+            elif self._slow_level(price, size):
                 inserted = True
         return inserted
 
-    def _new_level(self, price: str, size: str) -> bool:
+    def _remove(self, price: str) -> None:
+        del self.sizes[price]
+        index = bisect_left(self.prices, self.values.pop(price))
+        del self.prices[index]
+        del self.texts[index]
+
+    def _slow_level(self, price_in: str | Decimal, size_in: str | Decimal) -> bool:
+        # Everything but a known price with a plain size: new prices, other spellings, Decimal
+        # levels, sizes with exponents or signs, and bad text (InvalidLevel).
+        price, size = decimal_text(price_in), decimal_text(size_in)
         try:
             value = parse_price(price)
             zero = parse_size(size) == 0
@@ -74,13 +83,10 @@ class _Side:
         prices = self.prices
         index = bisect_left(prices, value)
         if index < len(prices) and prices[index] == value:
-            # The same price under another spelling: update the level as first spelled.
+            # Known, perhaps under another spelling: the level keeps its first spelling.
             known = self.texts[index]
             if zero:
-                del self.sizes[known]
-                del self.values[known]
-                del prices[index]
-                del self.texts[index]
+                self._remove(known)
             else:
                 self.sizes[known] = size
             return False
@@ -93,7 +99,7 @@ class _Side:
         self.sizes[price] = size
         return True
 
-    def load(self, levels: Iterable[tuple[str | Decimal, str | Decimal]]) -> None:
+    def load(self, levels: Iterable[AnyLevel]) -> None:
         by_value: dict[Decimal, tuple[str, str]] = {}
         for price, size in levels:
             p_text, s_text = decimal_text(price), decimal_text(size)
@@ -137,14 +143,6 @@ class _Side:
         return other
 
 
-def _size_nonzero(price: str, size: str) -> bool:
-    # Slow path of a known level's size (exponents, signs, garbage): exact, or InvalidLevel.
-    try:
-        return parse_size(size) != 0
-    except (ValueError, TypeError) as exc:
-        raise InvalidLevel(f"bad level [{price!r}, {size!r}]: {exc}") from None
-
-
 class OrderBook:
     """Both sides of one market's book, as exact decimal text (see the module docstring)."""
 
@@ -156,8 +154,8 @@ class OrderBook:
 
     def load(
         self,
-        bids: Iterable[tuple[str | Decimal, str | Decimal]],
-        asks: Iterable[tuple[str | Decimal, str | Decimal]],
+        bids: Iterable[AnyLevel],
+        asks: Iterable[AnyLevel],
     ) -> None:
         """Replace the whole book (any level order; zero sizes are skipped; Decimals accepted)."""
         bid_side, ask_side = _Side(), _Side()
@@ -169,8 +167,11 @@ class OrderBook:
         """Remove every level."""
         self._bids, self._asks = _Side(), _Side()
 
-    def apply(self, bids: Sequence[RawLevel], asks: Sequence[RawLevel]) -> bool:
-        """Set absolute level sizes (text); a zero size deletes the level.
+    def apply(self, bids: Sequence[AnyLevel], asks: Sequence[AnyLevel]) -> bool:
+        """Set absolute level sizes; a zero size deletes the level.
+
+        Levels as text (events' ``raw_bids``/``raw_asks``) take the fast path; ``Decimal`` pairs
+        (``delta.bids``) are accepted and normalized to text.
 
         Returns True when a new price level was inserted (the only change that can cross the
         book). Raises :class:`InvalidLevel` on a bad level (see the module docstring).
@@ -209,8 +210,8 @@ class OrderBook:
 
     def top_matches(
         self,
-        bids: Iterable[tuple[str | Decimal, str | Decimal]],
-        asks: Iterable[tuple[str | Decimal, str | Decimal]],
+        bids: Iterable[AnyLevel],
+        asks: Iterable[AnyLevel],
     ) -> bool:
         """True when the given levels (any order, zeros ignored) equal this book's best levels.
 

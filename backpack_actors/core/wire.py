@@ -27,6 +27,7 @@ from backpack_actors.core.dectext import RawLevel
 from backpack_actors.errors import ProtocolError
 
 __all__ = [
+    "WS_FRAME_DECODER",
     "Asset",
     "AssetToken",
     "BalanceUpdateEvent",
@@ -750,6 +751,9 @@ class RestError(Struct, frozen=True, gc=False):
 _T = TypeVar("_T")
 
 _FRAME_DECODER: Final = msgspec.json.Decoder(WsFrame, strict=False)
+WS_FRAME_DECODER: Final = _FRAME_DECODER
+"""The typed first try of :func:`decode_ws_frame`, for hot loops: a frame it rejects (msgspec
+error) or returns with ``data`` None but a ``stream`` must go through :func:`decode_ws_frame`."""
 
 
 class _LooseFrame(Struct, gc=False):
