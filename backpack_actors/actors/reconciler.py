@@ -216,6 +216,7 @@ class Reconciler:
         epoch = batch.epoch
         want_books = self._want_books
         want_trades = self._want_trades
+        sell, buy = Side.SELL, Side.BUY
         self.frames += len(batch.frames)
         events: list[Event] = []
         append = events.append
@@ -224,18 +225,18 @@ class Reconciler:
                 actions = sync.on_delta_fast(epoch, frame)
                 if actions is None:
                     if want_books:
-                        # _book_delta, inlined: this runs for every depth frame.
+                        # _book_delta inlined, positional: this runs for every depth frame.
                         append(
                             BookDelta(
-                                symbol=symbol,
-                                exchange_symbol=exchange_id,
-                                first_update_id=frame.first_update_id,
-                                last_update_id=frame.last_update_id,
-                                raw_bids=frame.bids,
-                                raw_asks=frame.asks,
-                                event_time_us=frame.event_time,
-                                engine_time_us=frame.engine_time,
-                                received_at=received_at,
+                                symbol,
+                                exchange_id,
+                                frame.first_update_id,
+                                frame.last_update_id,
+                                frame.bids,
+                                frame.asks,
+                                frame.event_time,
+                                frame.engine_time,
+                                received_at,
                             )
                         )
                     continue
@@ -249,15 +250,15 @@ class Reconciler:
                     if want_trades:
                         append(
                             Trade(
-                                symbol=symbol,
-                                exchange_symbol=exchange_id,
-                                trade_id=frame.trade_id,
-                                raw_price=frame.price,
-                                raw_amount=frame.quantity,
-                                side=Side.SELL if frame.buyer_is_maker else Side.BUY,
-                                event_time_us=frame.event_time,
-                                engine_time_us=frame.engine_time,
-                                received_at=received_at,
+                                symbol,
+                                exchange_id,
+                                frame.trade_id,
+                                frame.price,
+                                frame.quantity,
+                                sell if frame.buyer_is_maker else buy,
+                                frame.event_time,
+                                frame.engine_time,
+                                received_at,
                             )
                         )
                     continue

@@ -32,7 +32,7 @@ from backpack_actors.actors.messages import (
 )
 from backpack_actors.actors.rest_gateway import RestGateway
 from backpack_actors.core.events import StatusKind
-from backpack_actors.core.wire import WS_FRAME_DECODER, DepthEvent, TradeEvent, decode_ws_frame
+from backpack_actors.core.wire import MARKET_DATA_DECODER, DepthEvent, TradeEvent, decode_ws_frame
 from backpack_actors.errors import (
     ExchangeRequestError,
     ProtocolError,
@@ -227,40 +227,44 @@ def decode_read(
     frames: list[DepthEvent | TradeEvent] = []
     errors: list[FrameError] = []
     append = frames.append
-    decode = WS_FRAME_DECODER.decode
+    decode = MARKET_DATA_DECODER.decode
     for raw in batch:
         try:
-            frame = decode(raw)
-        except Exception:  # any failure: the full decoder below classifies it
-            frame = None
-        if frame is None or (frame.data is None and frame.stream is not None):
-            # Not the common shape: the full decoder tolerates or names the problem.
-            try:
-                frame = decode_ws_frame(raw)
-            except ProtocolError as exc:
-                errors.append(FrameError(symbol, exc.stream, exc.reason, exc.excerpt))
-                continue
-        data = frame.data
-        if type(data) is DepthEvent or type(data) is TradeEvent:
-            if data.symbol == symbol:
-                append(data)
-                continue
-            # Ids are per market: applying another market's frame would corrupt this book, and
-            # routing by content is not this connection's job.
-            errors.append(
-                FrameError(
-                    symbol,
-                    frame.stream or "ws",
-                    f"frame for {data.symbol!r} on {symbol}'s connection",
-                    excerpt(raw),
-                )
-            )
-        elif frame.error is not None:
-            # The exchange refused our subscription: retrying the same frame won't help.
-            raise ExchangeRequestError(
-                "ws", 200, str(frame.error.code), f"{symbol}: {frame.error.message}"
-            )
+            data = decode(raw).data
+        except Exception:  # any failure: _decode_other classifies it
+            data = None
+        if (type(data) is DepthEvent or type(data) is TradeEvent) and data.symbol == symbol:
+            append(data)
+        else:
+            _decode_other(symbol, raw, errors)
     return frames, errors
+
+
+def _decode_other(symbol: str, raw: str | bytes, errors: list[FrameError]) -> None:
+    # Everything but this market's depth/trade frames, through the full decoder: errors become
+    # FrameErrors, unknown events and pongs are ignored, an error frame raises.
+    try:
+        frame = decode_ws_frame(raw)
+    except ProtocolError as exc:
+        errors.append(FrameError(symbol, exc.stream, exc.reason, exc.excerpt))
+        return
+    data = frame.data
+    if type(data) is DepthEvent or type(data) is TradeEvent:
+        # Ids are per market: applying another market's frame would corrupt this book, and
+        # routing by content is not this connection's job.
+        errors.append(
+            FrameError(
+                symbol,
+                frame.stream or "ws",
+                f"frame for {data.symbol!r} on {symbol}'s connection",
+                excerpt(raw),
+            )
+        )
+    elif frame.error is not None:
+        # The exchange refused our subscription: retrying the same frame won't help.
+        raise ExchangeRequestError(
+            "ws", 200, str(frame.error.code), f"{symbol}: {frame.error.message}"
+        )
 
 
 async def _check_silence(ctx: StreamContext, reference: int | None) -> int | None:

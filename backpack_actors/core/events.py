@@ -63,7 +63,7 @@ class StatusKind(enum.StrEnum):
     BOOK_CONFLATED = "book_conflated"
 
 
-class Trade(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class Trade(msgspec.Struct, frozen=True, gc=False):
     """One public trade."""
 
     symbol: str
@@ -131,7 +131,7 @@ class BookSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         return None if self.engine_time_us is None else self.engine_time_us / 1_000_000
 
 
-class BookDelta(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class BookDelta(msgspec.Struct, frozen=True, gc=False):
     """Changed levels (absolute sizes; zero removes) covering update ids ``first..last``."""
 
     symbol: str

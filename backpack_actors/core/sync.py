@@ -374,8 +374,13 @@ class BookSync(Generic[D]):
             and delta.last_update_id > last
         ):
             book = self.book
+            bids = delta.bids
+            asks = delta.asks
             try:
-                inserted = book.apply(delta.bids, delta.asks)
+                # OrderBook.apply, one call shallower (its sides are core-internal, like this).
+                inserted = bool(bids) and book._bids.apply(bids)
+                if asks and book._asks.apply(asks):
+                    inserted = True
             except InvalidLevel as exc:
                 return self._malformed_live(delta, str(exc))
             if inserted and book.is_crossed():
