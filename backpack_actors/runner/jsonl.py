@@ -44,12 +44,22 @@ EVENT_TYPES: dict[type, str] = {
 
 _encoder = msgspec.json.Encoder()
 
+# Events hold the exchange's text in ``raw_*`` fields; the schema names them by their meaning, and
+# the text is written as received (it is the exact decimal, scale included).
+_SCHEMA_NAMES: dict[str, str] = {
+    "raw_price": "price",
+    "raw_amount": "amount",
+    "raw_bids": "bids",
+    "raw_asks": "asks",
+}
+
 
 def event_to_dict(event: Event, *, book_depth: int = 0) -> dict[str, Any]:
     """The JSON object of one event; ``book_depth`` > 0 trims snapshot sides to that many levels."""
     body: dict[str, Any] = {"type": EVENT_TYPES[type(event)]}
-    # to_builtins renders Decimal as its exact string and enums as their values.
-    body.update(msgspec.to_builtins(event))
+    # to_builtins renders enums as their values; the rename keeps the fields' order.
+    for key, value in msgspec.to_builtins(event).items():
+        body[_SCHEMA_NAMES.get(key, key)] = value
     if book_depth > 0 and isinstance(event, BookSnapshot):
         body["bids"] = body["bids"][:book_depth]
         body["asks"] = body["asks"][:book_depth]

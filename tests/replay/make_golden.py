@@ -4,6 +4,10 @@ Each session runs the in-memory pipeline against a seeded simulator in virtual t
 ``tests/data/golden/<name>.jsonl.gz`` and writes the events the feed delivered to
 ``<name>.events.jsonl.gz`` (the JSONL ``run`` writes). Regenerate only when a change of the events
 is intended, and review the diff of the decoded events.
+
+``--events-only`` keeps the committed recordings and rewrites only the events their replay gives:
+for a change of the events' encoding, whose diff is then exactly that change (a fresh recording is
+a different run: trio shuffles its run queue, so sessions are not reproducible).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import trio
 import trio.testing
 
 from backpack_actors.core.events import Event
+from backpack_actors.recording import replay_events
 from backpack_actors.runner.jsonl import encode_event
 from backpack_actors.testing import simulate_feed
 
@@ -108,16 +113,23 @@ async def record_session(name: str, session: Session, path: Path) -> list[Event]
     )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args not in ([], ["--events-only"]):
+        print("usage: python -m tests.replay.make_golden [--events-only]", file=sys.stderr)
+        return 2
     GOLDEN.mkdir(parents=True, exist_ok=True)
     for name, session in SESSIONS.items():
-        events = trio.run(
-            record_session,
-            name,
-            session,
-            recording_path(name),
-            clock=trio.testing.MockClock(autojump_threshold=0),
-        )
+        if args:
+            events = trio.run(replay_events, recording_path(name))
+        else:
+            events = trio.run(
+                record_session,
+                name,
+                session,
+                recording_path(name),
+                clock=trio.testing.MockClock(autojump_threshold=0),
+            )
         # mtime=0: regenerating identical events gives an identical file.
         with gzip.GzipFile(events_path(name), "wb", mtime=0) as stream:
             stream.write(b"".join(encode_events(events)))

@@ -1,4 +1,7 @@
-"""core.wire: malformed input always becomes ProtocolError; valid events survive round trips."""
+"""core.wire: malformed input becomes ProtocolError; valid events survive round trips.
+
+Depth and trade values (level text, U <= u) are kept as sent: BookSync/TradeSync check them.
+"""
 
 from __future__ import annotations
 
@@ -99,18 +102,17 @@ def test_depth_frame_decodes_with_exact_types() -> None:
             symbol="ETH_USDC",
             first_update_id=1345937436,
             last_update_id=1345937437,
-            asks=((D("3667.50"), D("0.4087")),),
+            asks=(("3667.50", "0.4087"),),
             bids=(
-                (D("3667.49"), D("0.0020")),
-                (D("3667.40"), D("0")),
+                ("3667.49", "0.0020"),
+                ("3667.40", "0"),
             ),
         ),
     )
     assert isinstance(got.data, DepthEvent)
     price, size = got.data.asks[0]
-    assert type(price) is Decimal
-    assert str(price) == "3667.50"
-    assert str(size) == "0.4087"
+    assert type(price) is str
+    assert type(size) is str
 
 
 @pytest.mark.parametrize("key", ["E", "T", "U", "u"])
@@ -125,8 +127,9 @@ def test_integer_fields_accept_strings_but_not_fractions(key: str) -> None:
 
 def test_decimal_fields_never_pass_through_float() -> None:
     # A JSON number in a Decimal field keeps its exact text (0.1 would not survive a float).
-    got = wire.decode_ws_frame(frame({**TRADE, "p": 0.1, "q": 1.10}, "trade.ETH_USDC_PERP"))
-    assert isinstance(got.data, TradeEvent)
+    liquidation = {"e": "liquidation", "E": 1, "T": 1, "s": "X", "p": 0.1, "q": 1.10, "S": "Bid"}
+    got = wire.decode_ws_frame(frame(liquidation, "liquidation"))
+    assert isinstance(got.data, wire.LiquidationEvent)
     assert got.data.price == D("0.1")
     assert type(got.data.price) is Decimal
     assert str(got.data.quantity) == "1.1"
@@ -134,6 +137,22 @@ def test_decimal_fields_never_pass_through_float() -> None:
     assert unknown.data == UnknownEvent(
         event_type="stockPrice", payload={"e": "stockPrice", "p": D("0.1")}
     )
+
+
+@pytest.mark.parametrize(
+    ("stream", "data"),
+    [
+        ("trade.ETH_USDC_PERP", {**TRADE, "p": 0.1}),
+        ("trade.ETH_USDC_PERP", {**TRADE, "q": 1}),
+        ("depth.ETH_USDC", {**DEPTH, "a": [[3667.5, "0.4087"]]}),
+        ("depth.ETH_USDC", {**DEPTH, "b": [["3667.49", 0]]}),
+    ],
+)
+def test_hot_path_numbers_must_be_json_strings(stream: str, data: dict[str, Any]) -> None:
+    # Depth and trade events keep the exchange's text; a JSON number has none to keep.
+    raw = frame(data, stream)
+    err = assert_protocol_error(lambda: wire.decode_ws_frame(raw), stream, raw)
+    assert "Expected `str`" in err.reason
 
 
 def test_unknown_event_type_decodes_as_unknown_event() -> None:
@@ -223,18 +242,11 @@ def test_malformed_frames_raise_protocol_error(raw: bytes | str, stream: str) ->
 @pytest.mark.parametrize(
     ("patch", "reason"),
     [
-        ({"U": 1345937438, "u": 1345937437}, "U=1345937438 > u=1345937437"),
-        ({"a": [["3667.50", "-0.1"]]}, "bad ask level"),
-        ({"b": [["0", "1"]]}, "bad bid level"),
-        ({"b": [["-1", "1"]]}, "bad bid level"),
-        ({"a": [["NaN", "1"]]}, "bad ask level"),
-        ({"a": [["1", "Infinity"]]}, "bad ask level"),
-        ({"a": [["sNaN", "1"]]}, "bad ask level"),
-        ({"a": [["abc", "1"]]}, "decimal"),
         ({"a": [["1", "2", "3"]]}, "length 2"),
         ({"a": [["1"]]}, "length 2"),
         ({"a": "3667.50"}, "array"),
-        ({"a": [[None, "1"]]}, "decimal"),
+        ({"a": [[None, "1"]]}, "Expected `str`, got `null`"),
+        ({"b": [["1", True]]}, "Expected `str`, got `bool`"),
         ({"E": -1}, ">= 0"),
         ({"E": 10**30}, "<="),
         ({"E": "9" * 5000}, "out of range"),
@@ -246,6 +258,30 @@ def test_invalid_depth_values_raise_protocol_error(patch: dict[str, Any], reason
     raw = frame({**DEPTH, **patch})
     err = assert_protocol_error(lambda: wire.decode_ws_frame(raw), "depth.ETH_USDC", raw)
     assert reason in err.reason
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"U": 1345937438, "u": 1345937437},
+        {"a": [["3667.50", "-0.1"]]},
+        {"b": [["0", "1"]]},
+        {"b": [["-1", "1"]]},
+        {"a": [["NaN", "1"]]},
+        {"a": [["1", "Infinity"]]},
+        {"a": [["sNaN", "1"]]},
+        {"a": [["abc", "1"]]},
+        {"b": [["1e3", ""]]},
+    ],
+)
+def test_depth_values_are_kept_as_sent_for_book_sync_to_check(patch: dict[str, Any]) -> None:
+    # Decoding is the hot path: values are checked (and bad frames reported) by BookSync.
+    got = wire.decode_ws_frame(frame({**DEPTH, **patch}))
+    assert isinstance(got.data, DepthEvent)
+    merged = {**DEPTH, **patch}
+    assert (got.data.first_update_id, got.data.last_update_id) == (merged["U"], merged["u"])
+    assert got.data.asks == tuple(tuple(level) for level in merged["a"])
+    assert got.data.bids == tuple(tuple(level) for level in merged["b"])
 
 
 @pytest.mark.parametrize("key", sorted(set(DEPTH) - {"e"}))  # no "e": UnknownEvent, see above
@@ -261,16 +297,27 @@ def test_trade_missing_key_raises_protocol_error(key: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "patch",
-    [{"p": "0"}, {"p": "x"}, {"q": "-1"}, {"t": "12.5"}, {"m": "maybe"}, {"b": 5}, {"t": -3}],
+    "patch", [{"t": "12.5"}, {"m": "maybe"}, {"b": 5}, {"t": -3}, {"p": None}, {"q": ["1"]}]
 )
 def test_invalid_trade_values_raise_protocol_error(patch: dict[str, Any]) -> None:
     raw = frame({**TRADE, **patch}, "trade.ETH_USDC_PERP")
     assert_protocol_error(lambda: wire.decode_ws_frame(raw), "trade.ETH_USDC_PERP", raw)
 
 
+@pytest.mark.parametrize(
+    "patch", [{"p": "0"}, {"p": "x"}, {"p": "NaN"}, {"q": "-1"}, {"q": "Infinity"}, {"p": ""}]
+)
+def test_trade_values_are_kept_as_sent_for_trade_sync_to_check(patch: dict[str, Any]) -> None:
+    # Decoding is the hot path: price and quantity are checked (and reported) by TradeSync.
+    got = wire.decode_ws_frame(frame({**TRADE, **patch}, "trade.ETH_USDC_PERP"))
+    assert isinstance(got.data, TradeEvent)
+    merged = {**TRADE, **patch}
+    assert (got.data.price, got.data.quantity) == (merged["p"], merged["q"])
+    assert got.data.trade_id == 10782547
+
+
 def test_excerpt_of_a_huge_frame_is_short() -> None:
-    raw = frame({**DEPTH, "a": [["1", "-1"]] + [["1", "1"]] * 5000})
+    raw = frame({**DEPTH, "a": [["1", None]] + [["1", "1"]] * 5000})
     err = assert_protocol_error(lambda: wire.decode_ws_frame(raw), "depth.ETH_USDC", raw)
     assert len(err.excerpt) <= 121
 
@@ -323,6 +370,13 @@ def test_any_field_set_to_any_json_value_is_decoded_or_protocol_error(
         assert isinstance(got.data, UnknownEvent | DepthEvent | TradeEvent)
     else:
         assert type(got.data) is (DepthEvent if base is DEPTH else TradeEvent)
+    # Price and size text is kept exactly as sent (checked later, by BookSync/TradeSync).
+    if isinstance(got.data, TradeEvent) and key in ("p", "q"):
+        assert (got.data.price if key == "p" else got.data.quantity) == value
+    if isinstance(got.data, DepthEvent) and key in ("a", "b"):
+        assert isinstance(value, list)
+        sent = tuple(tuple(level) for level in value)
+        assert (got.data.asks if key == "a" else got.data.bids) == sent
 
 
 @FAST
@@ -408,8 +462,11 @@ def test_bad_rest_error_body(raw: bytes) -> None:
 
 prices = st.decimals(min_value=D("0.00000001"), max_value=D("10000000"), places=8)
 sizes = st.decimals(min_value=D(0), max_value=D("100000000"), places=8)
+# Hot-path events carry text: every spelling must survive, including ones Decimal would rewrite.
+price_texts = prices.map(str) | st.from_regex(r"[0-9]{1,6}(\.[0-9]{0,8})?", fullmatch=True)
+size_texts = sizes.map(str) | st.from_regex(r"[0-9]{1,6}(\.[0-9]{0,8})?", fullmatch=True)
 ids = st.integers(min_value=0, max_value=2**63 - 1)
-levels = st.lists(st.tuples(prices, sizes), max_size=5)
+levels = st.lists(st.tuples(price_texts, size_texts), max_size=5)
 symbols = st.from_regex(r"[A-Z]{2,6}_USDC(_PERP)?", fullmatch=True)
 
 
@@ -433,8 +490,8 @@ trade_events = st.builds(
     event_time=ids,
     engine_time=ids,
     symbol=symbols,
-    price=prices,
-    quantity=sizes,
+    price=price_texts,
+    quantity=size_texts,
     buyer_order_id=st.from_regex(r"[0-9]{1,19}", fullmatch=True),
     seller_order_id=st.from_regex(r"[0-9]{1,19}", fullmatch=True),
     trade_id=ids,
