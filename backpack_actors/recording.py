@@ -43,10 +43,10 @@ from backpack_actors.actors.messages import (
     StreamStarted,
 )
 from backpack_actors.actors.reconciler import Reconciler
+from backpack_actors.actors.stream import decode_read
 from backpack_actors.core.events import Event, StatusKind
 from backpack_actors.core.symbols import MarketInfo
 from backpack_actors.core.wire import DepthEvent, DepthSnapshot, RestTrade, TradeEvent
-from backpack_actors.core.wire import decode_ws_frame as _decode_ws_frame
 from backpack_actors.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -387,25 +387,17 @@ def _raw_text(item: str | BinaryFrame) -> str | bytes:
 
 
 def _decode_batch(
-    raw: list[str | BinaryFrame],
+    symbol: str, raw: list[str | BinaryFrame]
 ) -> tuple[list[DepthEvent | TradeEvent], tuple[str | bytes, ...]]:
     """The frames the stream actor decoded from this read (its frame errors are their own lines)."""
     texts = tuple(_raw_text(item) for item in raw)
-    frames: list[DepthEvent | TradeEvent] = []
-    for text in texts:
-        try:
-            frame = _decode_ws_frame(text)
-        except ProtocolError:
-            continue
-        data = frame.data
-        if isinstance(data, DepthEvent | TradeEvent):
-            frames.append(data)
+    frames, _errors = decode_read(symbol, texts)
     return frames, texts
 
 
 def _message_of(line: _Entry | BackfillRecord) -> InboxMessage:
     if isinstance(line, FramesRecord):
-        frames, texts = _decode_batch(line.raw)
+        frames, texts = _decode_batch(line.symbol, line.raw)
         return FrameBatch(line.symbol, line.epoch, frames, line.received_at, texts)
     if isinstance(line, StreamStartedRecord):
         return StreamStarted(line.symbol, line.epoch, line.mode)

@@ -185,20 +185,16 @@ async def run_feed(
             if live is not None:
                 live.observe(event)
 
+    stopped_at_max = trio.Event()
+
     async def consume() -> None:
         remaining = options.max_events
         queue = feed.queue
         while remaining is None or remaining > 0:
             try:
-                first = await queue.get()
+                batch = await queue.get_batch(_BATCH)
             except trio.EndOfChannel:
                 return
-            batch = [first]
-            while len(batch) < _BATCH:
-                more = queue.get_nowait()
-                if more is None:
-                    break
-                batch.append(more)
             if remaining is not None:
                 batch = batch[:remaining]
                 remaining -= len(batch)
@@ -210,6 +206,15 @@ async def run_feed(
             # get() returns without a checkpoint while events are queued: let others run.
             await trio.lowlevel.checkpoint()
         summary.stopped_by = f"--max-events {options.max_events}"
+        stopped_at_max.set()
+
+    def write_queued() -> None:
+        # Stopped by --duration or a signal: the events of every message the reconciler handled
+        # are queued already; writing them keeps the output equal to a replay of the recording.
+        while batch := feed.queue.get_batch_nowait(_BATCH):
+            account(batch)
+            if sink is not None:
+                sink.write(batch)
 
     try:
         async with trio.open_nursery() as nursery:
@@ -245,6 +250,8 @@ async def run_feed(
         raise single from None
     finally:
         with trio.CancelScope(shield=True):
+            if not stopped_at_max.is_set():
+                write_queued()
             await feed.aclose()
             refresh_stats()
             summary.elapsed = trio.current_time() - started
