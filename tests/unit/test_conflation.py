@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backpack_actors.core.conflation import ConflatingQueue
-from backpack_actors.core.events import BookDelta, BookSnapshot, Side, Trade
+from backpack_actors.core.events import BookDelta, BookSnapshot, Event, Side, Trade
 
 
 def _trade(i: int, symbol: str = "BTC-USDC") -> Trade:
@@ -16,8 +16,8 @@ def _trade(i: int, symbol: str = "BTC-USDC") -> Trade:
         symbol=symbol,
         exchange_symbol=symbol.replace("-", "_"),
         trade_id=i,
-        price=Decimal("100.5"),
-        amount=Decimal("0.1"),
+        raw_price="100.5",
+        raw_amount="0.1",
         side=Side.BUY,
         event_time_us=i,
         engine_time_us=i,
@@ -31,8 +31,8 @@ def _delta(u: int, symbol: str = "BTC-USDC") -> BookDelta:
         exchange_symbol=symbol.replace("-", "_"),
         first_update_id=u,
         last_update_id=u,
-        bids=((Decimal(u), Decimal(1)),),
-        asks=(),
+        raw_bids=((str(u), "1"),),
+        raw_asks=(),
         event_time_us=u,
         engine_time_us=u,
         received_at=0.0,
@@ -53,8 +53,8 @@ class _Books:
             symbol=symbol,
             exchange_symbol=symbol,
             update_id=u,
-            bids=((Decimal(u), Decimal(1)),),
-            asks=(),
+            raw_bids=((str(u), "1"),),
+            raw_asks=(),
             engine_time_us=None,
             received_at=0.0,
             reason="conflated",
@@ -78,6 +78,8 @@ def test_trades_refused_when_full_books_conflated_into_one_snapshot() -> None:
     assert isinstance(last, BookSnapshot)
     assert last.update_id == 20
     assert last.reason == "conflated"
+    assert last.raw_bids == (("20", "1"),)
+    assert last.bids == ((Decimal(20), Decimal(1)),)
     assert q.pop() is None
     books.last["BTC-USDC"] = 21
     assert q.offer(_delta(21))
@@ -125,6 +127,7 @@ def test_no_trade_lost_and_books_end_current(ops: list[tuple[str, str]], capacit
         elif isinstance(event, BookDelta):
             last_book[event.symbol] = event.last_update_id
         else:
+            assert isinstance(event, BookSnapshot), event
             last_book[event.symbol] = event.update_id
     assert got_trades == sent, "trades are lossless and in order"
     assert last_book == books.last, "every symbol's last delivered book state is its current one"
@@ -139,3 +142,61 @@ def test_book_policy_block_makes_books_wait_like_trades() -> None:
     assert q.conflated == {}
     assert isinstance(q.pop(), BookDelta)
     assert q.offer(_delta(3))
+
+
+def _drain_one_by_one(q: ConflatingQueue) -> list[Event]:
+    out: list[Event] = []
+    while (event := q.pop()) is not None:
+        out.append(event)
+    return out
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["t", "d"]), st.sampled_from(["A", "B"])), max_size=60)
+
+
+def _fill(q: ConflatingQueue, books: _Books, ops: list[tuple[str, str]]) -> None:
+    for n, (kind, sym) in enumerate(ops, start=1):
+        if kind == "t":
+            q.offer(_trade(n, sym))
+        else:
+            books.last[sym] = n
+            q.offer(_delta(n, sym))
+
+
+@given(OPS, st.integers(1, 8), st.integers(1, 10))
+def test_pop_many_gives_what_pop_gives(
+    ops: list[tuple[str, str]], capacity: int, limit: int
+) -> None:
+    one_books, many_books = _Books(), _Books()
+    one = ConflatingQueue(capacity, one_books.snapshot_of)
+    many = ConflatingQueue(capacity, many_books.snapshot_of)
+    _fill(one, one_books, ops)
+    _fill(many, many_books, ops)
+    expected = _drain_one_by_one(one)
+    got: list[Event] = []
+    while batch := many.pop_many(limit):
+        assert len(batch) <= limit
+        got.extend(batch)
+    assert got == expected
+    assert len(many) == 0
+
+
+@given(OPS, st.lists(st.sampled_from(["t", "d"]), max_size=6), st.integers(1, 8))
+def test_extend_if_room_is_offering_one_by_one_or_nothing(
+    ops: list[tuple[str, str]], batch_kinds: list[str], capacity: int
+) -> None:
+    books = _Books()
+    q = ConflatingQueue(capacity, books.snapshot_of)
+    _fill(q, books, ops)
+    batch: list[Event] = [
+        _trade(1000 + i) if kind == "t" else _delta(1000 + i) for i, kind in enumerate(batch_kinds)
+    ]
+    reference = ConflatingQueue(capacity, books.snapshot_of)
+    _fill(reference, books, ops)
+    before = len(q)
+    if q.extend_if_room(batch):
+        assert all(reference.offer(event) for event in batch)
+        assert _drain_one_by_one(q) == _drain_one_by_one(reference)
+    else:
+        assert len(q) == before, "refused: nothing queued"
+        assert q.conflated or before + len(batch) > capacity

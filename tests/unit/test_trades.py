@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backpack_actors.core.events import Side, StatusKind
-from backpack_actors.core.sync import Status
+from backpack_actors.core.sync import Malformed, Status
 from backpack_actors.core.trades import (
     BackfillPage,
     EmitTrade,
@@ -25,9 +25,11 @@ SYM = "SOL_USDC"
 
 @dataclass(frozen=True)
 class Live:
+    """A WS trade: price and quantity are the exchange's text, as ``wire.TradeEvent`` holds them."""
+
     trade_id: int
-    price: Decimal = Decimal("150.25")
-    quantity: Decimal = Decimal("0.5")
+    price: str = "150.25"
+    quantity: str = "0.5"
     buyer_is_maker: bool = False
     event_time: int = 0
     engine_time: int = 0
@@ -36,6 +38,8 @@ class Live:
 
 @dataclass(frozen=True)
 class Rest:
+    """A REST trade: ``Decimal`` values, as ``wire.RestTrade`` holds them."""
+
     id: int
     price: Decimal = Decimal("150.25")
     quantity: Decimal = Decimal("0.5")
@@ -67,11 +71,14 @@ def test_baseline_sequence_and_fields() -> None:
     sync = TradeSync(SYM)
     acts = feed(sync, 10, 11)
     assert acts == [
-        EmitTrade(SYM, 10, Decimal("150.25"), Decimal("0.5"), Side.BUY, 10001, 10000),
-        EmitTrade(SYM, 11, Decimal("150.25"), Decimal("0.5"), Side.BUY, 11001, 11000),
+        EmitTrade(SYM, 10, "150.25", "0.5", Side.BUY, 10001, 10000),
+        EmitTrade(SYM, 11, "150.25", "0.5", Side.BUY, 11001, 11000),
     ]
     seller = sync.on_trade(1, Live(12, buyer_is_maker=True, event_time=5, engine_time=4))
-    assert seller == [EmitTrade(SYM, 12, Decimal("150.25"), Decimal("0.5"), Side.SELL, 5, 4)]
+    assert seller == [EmitTrade(SYM, 12, "150.25", "0.5", Side.SELL, 5, 4)]
+    # The exchange's text is passed on as it is, in whatever valid spelling it came.
+    odd = sync.on_trade(1, Live(13, price="1.5E+2", quantity="0.50"))
+    assert odd == [EmitTrade(SYM, 13, "1.5E+2", "0.50", Side.BUY, 0, 0)]
 
 
 def test_duplicates_after_reconnect_are_dropped() -> None:
@@ -100,8 +107,8 @@ def test_gap_backfill_merges_in_order() -> None:
     assert first == EmitTrade(
         SYM,
         11,
-        Decimal("150.25"),
-        Decimal("0.5"),
+        "150.25",
+        "0.5",
         Side.BUY,
         1_716_000_000_123_000,
         1_716_000_000_123_000,
@@ -192,6 +199,115 @@ def test_rest_only_mode() -> None:
     assert ids(sync.on_rest_trades([Rest(11), Rest(10), Rest(9), Rest(8)])) == [8, 9, 10, 11]
 
 
+def test_rest_values_become_plain_text() -> None:
+    sync = TradeSync(SYM)
+    acts = sync.on_rest_trades([Rest(3, price=Decimal("1.5E+2"), quantity=Decimal("0.50"))])
+    assert acts == [
+        EmitTrade(SYM, 3, "150", "0.50", Side.SELL, 1_716_000_000_123_000, 1_716_000_000_123_000)
+    ]
+
+
+BAD_TRADES = [
+    pytest.param("0", "0.5", "p='0' is not a finite decimal > 0", id="zero-price"),
+    pytest.param("x", "0.5", "p='x' is not a finite decimal > 0", id="text-price"),
+    pytest.param("-1", "0.5", "p='-1' is not a finite decimal > 0", id="negative-price"),
+    pytest.param("NaN", "0.5", "p='NaN' is not a finite decimal > 0", id="nan-price"),
+    pytest.param("", "0.5", "p='' is not a finite decimal > 0", id="empty-price"),
+    pytest.param("²", "0.5", "p='²' is not a finite decimal > 0", id="superscript-price"),
+    pytest.param("150.25", "-1", "q='-1' is not a finite decimal >= 0", id="negative-qty"),
+    pytest.param("150.25", "Infinity", "q='Infinity' is not a finite decimal >= 0", id="inf-qty"),
+    pytest.param("150.25", ".", "q='.' is not a finite decimal >= 0", id="dot-qty"),
+]
+
+
+@pytest.mark.parametrize(("price", "quantity", "reason"), BAD_TRADES)
+def test_malformed_trade_is_reported_and_becomes_a_gap(
+    price: str, quantity: str, reason: str
+) -> None:
+    sync = TradeSync(SYM)
+    feed(sync, 10)
+    bad = Live(11, price=price, quantity=quantity, event_time=11001, engine_time=11000)
+    assert not sync.accept_in_order(bad), "the fast path must not take it either"
+    assert sync.on_trade(1, bad) == [Malformed(SYM, "trade.SOL_USDC", reason, bad)]
+    assert sync.last_trade_id == 10
+    assert sync.counters["malformed"] == 1
+    # Treated as never received: the next good trade opens a gap for its id.
+    acts = feed(sync, 12)
+    assert statuses(acts) == [(StatusKind.TRADE_GAP, "trade ids 11 missing (1); backfilling")]
+    assert acts[-1] == RequestBackfill(SYM, 11, 11, 12)
+    assert ids(acts) == []
+    acts = sync.on_backfill([Rest(12), Rest(11, price=Decimal("150.26"))])
+    assert ids(acts) == [11, 12]
+    assert acts[0] == EmitTrade(
+        SYM,
+        11,
+        "150.26",
+        "0.5",
+        Side.SELL,
+        1_716_000_000_123_000,
+        1_716_000_000_123_000,
+        backfilled=True,
+    )
+    assert statuses(acts) == [(StatusKind.TRADES_BACKFILLED, "backfilled 1 trades in 11")]
+
+
+def test_malformed_first_trade_sets_no_baseline() -> None:
+    sync = TradeSync(SYM)
+    bad = Live(10, price="abc")
+    assert sync.on_trade(1, bad) == [
+        Malformed(SYM, "trade.SOL_USDC", "p='abc' is not a finite decimal > 0", bad)
+    ]
+    assert sync.last_trade_id is None
+    assert ids(feed(sync, 11, 12)) == [11, 12]
+
+
+def test_accept_in_order_takes_only_plain_trades_that_continue_the_sequence() -> None:
+    sync = TradeSync(SYM)
+    assert not sync.accept_in_order(live(10)), "no baseline yet"
+    feed(sync, 10)
+    assert sync.accept_in_order(live(11))
+    assert sync.last_trade_id == 11
+    assert not sync.accept_in_order(live(13)), "a jump"
+    assert not sync.accept_in_order(live(11)), "a duplicate"
+    # Valid but not plain text goes the slow way, which still emits it.
+    exp = Live(12, price="1.5e2")
+    assert not sync.accept_in_order(exp)
+    assert sync.last_trade_id == 11
+    assert ids(sync.on_trade(1, exp)) == [12]
+    assert not sync.accept_in_order(Live(13, price="0.00")), "zero price"
+    assert not sync.accept_in_order(Live(13, quantity="٣")), "non-ASCII digits"
+    assert sync.accept_in_order(Live(13, price="00.10", quantity="0"))
+    assert sync.last_trade_id == 13
+    # While a backfill is pending nothing takes the fast path.
+    feed(sync, 15)
+    assert sync.pending == (14, 14)
+    assert not sync.accept_in_order(live(16))
+
+
+def test_accept_in_order_takes_a_trade_event() -> None:
+    from backpack_actors.core import wire
+
+    raw = (
+        '{"stream":"trade.SOL_USDC","data":{"e":"trade","E":2,"T":1,"s":"SOL_USDC",'
+        '"p":"150.25","q":"0.5","b":"1","a":"2","t":%d,"m":false}}'
+    )
+    sync = TradeSync(SYM)
+    events = [wire.decode_ws_frame(raw % t).data for t in (10, 11)]
+    first, second = events
+    assert isinstance(first, wire.TradeEvent)
+    assert isinstance(second, wire.TradeEvent)
+    assert sync.on_trade(1, first) == [EmitTrade(SYM, 10, "150.25", "0.5", Side.BUY, 2, 1)]
+    assert sync.accept_in_order(second)
+    assert sync.last_trade_id == 11
+    # Decoding lets bad text through; TradeSync is where it is caught.
+    bad = wire.decode_ws_frame((raw % 12).replace('"p":"150.25"', '"p":"-1"')).data
+    assert isinstance(bad, wire.TradeEvent)
+    assert not sync.accept_in_order(bad)
+    assert sync.on_trade(1, bad) == [
+        Malformed(SYM, "trade.SOL_USDC", "p='-1' is not a finite decimal > 0", bad)
+    ]
+
+
 def test_plan_backfill() -> None:
     assert plan_backfill(11, 12, 20) == [BackfillPage("recent", 10)]
     assert plan_backfill(11, 12, 20, slack=5) == [BackfillPage("recent", 15)]
@@ -208,26 +324,29 @@ def test_plan_backfill() -> None:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[list[int], list[str]]:
+def scenarios(draw: st.DrawFn) -> tuple[list[int], list[str], bool]:
+    """Trade ids as they arrive (a negative id: that trade with a malformed price), answers."""
     n = draw(st.integers(2, 40))
     stream: list[int] = []
     for t in range(1, n + 1):
-        fate = draw(st.sampled_from(["ok", "ok", "ok", "drop", "dup", "swap"]))
+        fate = draw(st.sampled_from(["ok", "ok", "ok", "drop", "dup", "swap", "bad"]))
         if fate == "drop":
             continue
-        stream.append(t)
+        stream.append(-t if fate == "bad" else t)
         if fate == "dup":
             stream.append(draw(st.integers(1, t)))
         if fate == "swap" and len(stream) >= 2:
             stream[-1], stream[-2] = stream[-2], stream[-1]
     answers = draw(st.lists(st.sampled_from(["later", "full", "partial", "fail"]), max_size=60))
-    return stream, answers
+    return stream, answers, draw(st.booleans())
 
 
 @settings(max_examples=300, deadline=None)
 @given(scenarios())
-def test_trades_emitted_in_order_without_duplicates(scenario: tuple[list[int], list[str]]) -> None:
-    stream, answers = scenario
+def test_trades_emitted_in_order_without_duplicates(
+    scenario: tuple[list[int], list[str], bool],
+) -> None:
+    stream, answers, fast = scenario
     sync = TradeSync(SYM, max_held=8)
     out: list[TradeAction] = []
     queue: list[RequestBackfill] = []
@@ -249,9 +368,20 @@ def test_trades_emitted_in_order_without_duplicates(scenario: tuple[list[int], l
 
     must: set[int] = set()
     for t in stream:
+        if t < 0:
+            bad = Live(-t, price="NaN")
+            assert sync.on_trade(1, bad) == [
+                Malformed(SYM, "trade.SOL_USDC", "p='NaN' is not a finite decimal > 0", bad)
+            ]
+            continue
         if sync.last_trade_id is None or t > sync.last_trade_id:
             must.add(t)
-        run(sync.on_trade(1, live(t)))
+        trade = live(t)
+        # The shell's hot path first, when this example takes it.
+        if fast and sync.accept_in_order(trade):
+            out.append(sync.from_live(trade))
+        else:
+            run(sync.on_trade(1, trade))
         how = next(choices, "full")
         if queue and how != "later":
             answer(how)
@@ -261,13 +391,20 @@ def test_trades_emitted_in_order_without_duplicates(scenario: tuple[list[int], l
     assert emitted == sorted(set(emitted)), "strictly increasing, no duplicates"
     assert sync.pending is None
     assert sync.held == 0
-    if stream:
-        assert emitted[0] == stream[0]
-        assert emitted[-1] == max(stream)
+    good = [t for t in stream if t > 0]
+    if good:
+        assert emitted[0] == good[0]
+        assert emitted[-1] == max(good)
         # Every id between the first and the newest is either emitted or reported lost.
         assert len(emitted) + sync.counters["unrecoverable"] == emitted[-1] - emitted[0] + 1
         # A live trade newer than everything emitted when it arrived is never lost.
         assert must <= set(emitted)
+    else:
+        assert emitted == []
+    only_bad = {-t for t in stream if t < 0} - set(good)
     for a in out:
         if isinstance(a, EmitTrade):
             assert a.side is (Side.SELL if a.backfilled else Side.BUY)
+            # A trade that only ever arrived malformed can come from REST alone.
+            assert a.backfilled or a.trade_id not in only_bad
+            assert (a.price, a.amount) == ("150.25", "0.5")
