@@ -52,11 +52,17 @@ class _Side:
         inserted = False
         for price, size in levels:
             # Hot: a known level (text) with a plain size; the test is inlined from dectext.
-            if (
-                price in sizes
-                and size.isascii()  # type: ignore[union-attr]
-                and size.replace(".", "", 1).isdigit()  # type: ignore[union-attr]
-            ):
+            try:
+                plain = (
+                    price in sizes
+                    and size.isascii()  # type: ignore[union-attr]
+                    and size.replace(".", "", 1).isdigit()  # type: ignore[union-attr]
+                )
+            except AttributeError:
+                # A Decimal size with a text price: the slow path normalizes it (a try costs
+                # nothing here until it catches).
+                plain = False
+            if plain:
                 if size.strip("0."):  # type: ignore[union-attr]
                     sizes[price] = size  # type: ignore[index,assignment]
                 else:
@@ -111,7 +117,9 @@ class _Side:
             if zero:
                 by_value.pop(value, None)
             else:
-                by_value[value] = (p_text, s_text)
+                # Like apply: a price keeps its first spelling, and takes the last size.
+                known = by_value.get(value)
+                by_value[value] = (p_text if known is None else known[0], s_text)
         self.prices = sorted(by_value)
         self.texts = [by_value[v][0] for v in self.prices]
         self.values = {by_value[v][0]: v for v in self.prices}
