@@ -325,7 +325,9 @@ def test_text_price_with_decimal_size_is_applied_not_crashed() -> None:
     book = OrderBook()
     book.apply([("1.0", "1")], [])
     # A known text price with a Decimal size misses the text fast path and is normalized.
-    assert not book.apply([("1.0", D("2.5"))], [("3", D("0.10"))])
+    assert not book.apply([("1.0", D("2.5"))], [])
+    assert book.depth() == ((("1.0", "2.5"),), ())
+    assert book.apply([], [("3", D("0.10"))]), "a new ask price"
     assert not book.apply([("1.0", D("0"))], [])
     book.apply([("2.0", D("1E-3"))], [])
     assert book.depth() == ((("2.0", "0.001"),), (("3", "0.10"),))
