@@ -77,11 +77,11 @@ class _SlowConsumer:
             self.last_trade_id = event.trade_id
             self.trades += 1
         elif isinstance(event, BookDelta):
-            self.book.apply(event.bids, event.asks)
+            self.book.apply(event.raw_bids, event.raw_asks)
             self.last_update_id = event.last_update_id
             self.deltas += 1
         elif isinstance(event, BookSnapshot):
-            self.book.load(event.bids, event.asks)
+            self.book.load(event.raw_bids, event.raw_asks)
             self.last_update_id = event.update_id
             self.snapshots += 1
         elif isinstance(event, StatusEvent):

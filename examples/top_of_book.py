@@ -6,7 +6,8 @@
         --ws-url wss://ws.backpack.exchange
 
 The book is rebuilt from the events themselves (snapshot, then deltas), the way any consumer of
-``open_feed`` or of the JSONL output would do it.
+``open_feed`` or of the JSONL output would do it. It is fed the levels' text (``raw_bids`` and
+``raw_asks``), the fast path: no ``Decimal`` per level.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from decimal import Decimal
 
 import trio
 
@@ -45,18 +47,20 @@ async def main(args: argparse.Namespace) -> None:
             async for event in feed:
                 if isinstance(event, BookSnapshot):
                     book = books[event.symbol] = OrderBook()
-                    book.load(event.bids, event.asks)
+                    book.load(event.raw_bids, event.raw_asks)
                 elif isinstance(event, BookDelta) and event.symbol in books:
                     book = books[event.symbol]
-                    book.apply(event.bids, event.asks)
+                    book.apply(event.raw_bids, event.raw_asks)
                 else:
                     continue
                 bid, ask = book.best_bid(), book.best_ask()
                 if bid is None or ask is None:
                     continue
+                # Levels are the exchange's text; only the spread needs arithmetic.
+                spread = Decimal(ask[0]) - Decimal(bid[0])
                 print(
                     f"{event.symbol} bid {bid[1]} @ {bid[0]}  ask {ask[1]} @ {ask[0]}  "
-                    f"spread {ask[0] - bid[0]}",
+                    f"spread {spread}",
                     flush=True,
                 )
                 printed += 1

@@ -63,17 +63,25 @@ class ConsumerBooks:
     def kinds(self, symbol: str | None = None) -> list[StatusKind]:
         return [s.kind for s in self.statuses if symbol is None or s.symbol == symbol]
 
-    def levels(self, sym: str) -> tuple[tuple[tuple[Decimal, Decimal], ...], ...]:
-        return self.books[sym].depth()
+    def levels(
+        self, sym: str
+    ) -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
+        """The consumer's book by value, best first (the book keeps the exchange's text)."""
+        bids, asks = self.books[sym].depth()
+        return _values(bids), _values(asks)
+
+
+def _values(levels: tuple[tuple[str, str], ...]) -> list[tuple[Decimal, Decimal]]:
+    return [(Decimal(price), Decimal(size)) for price, size in levels]
 
 
 def assert_matches_truth(consumer: ConsumerBooks, exchange: object, sym: str) -> int:
     """The consumer's book equals the simulator's at the consumer's last update id."""
     last = consumer.last_id[sym]
     bids, asks = exchange.book_at(sym, last)  # type: ignore[attr-defined]
-    got_bids, got_asks = consumer.books[sym].depth()
-    assert list(got_bids) == [tuple(level) for level in bids], f"{sym} bids differ at {last}"
-    assert list(got_asks) == [tuple(level) for level in asks], f"{sym} asks differ at {last}"
+    got_bids, got_asks = consumer.levels(sym)
+    assert got_bids == [tuple(level) for level in bids], f"{sym} bids differ at {last}"
+    assert got_asks == [tuple(level) for level in asks], f"{sym} asks differ at {last}"
     return last
 
 

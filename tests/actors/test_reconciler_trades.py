@@ -19,7 +19,7 @@ from backpack_actors.actors.messages import (
 from backpack_actors.actors.reconciler import Reconciler
 from backpack_actors.core.events import StatusEvent, StatusKind, Trade
 from backpack_actors.core.symbols import MarketInfo
-from backpack_actors.core.wire import RestTrade, TradeEvent
+from backpack_actors.core.wire import DepthEvent, RestTrade, TradeEvent
 
 SYM = "SOL_USDC"
 INFO = MarketInfo(
@@ -37,13 +37,13 @@ INFO = MarketInfo(
 
 
 def _live(*ids: int) -> FrameBatch:
-    frames = [
+    frames: list[DepthEvent | TradeEvent] = [
         TradeEvent(
             event_time=i,
             engine_time=i,
             symbol=SYM,
-            price=Decimal("100.5"),
-            quantity=Decimal("1"),
+            price="100.5",
+            quantity="1",
             buyer_order_id="b",
             seller_order_id="a",
             trade_id=i,
@@ -97,6 +97,7 @@ async def test_second_gap_opened_during_a_backfill_is_backfilled_too() -> None:
     trades = [e for e in events if isinstance(e, Trade)]
     assert [t.trade_id for t in trades] == list(range(1, 10))
     assert [t.trade_id for t in trades if t.backfilled] == [7, 8]
+    assert {(t.price, t.amount) for t in trades} == {(Decimal("100.5"), Decimal("1"))}
     statuses = [e for e in events if isinstance(e, StatusEvent)]
     assert not any("unrecoverable" in s.reason for s in statuses)
     assert StatusKind.TRADES_BACKFILLED in [s.kind for s in statuses]

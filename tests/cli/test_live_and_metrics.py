@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from decimal import Decimal
 from typing import Any
 
 import trio
@@ -23,7 +22,6 @@ from backpack_actors.core.events import (
 from backpack_actors.runner import FeedMetrics, LiveState, LiveView, encode_event, render_live
 from backpack_actors.runner.live import plain_lines
 
-D = Decimal
 T0 = 1_767_225_600_000_000
 
 
@@ -32,8 +30,8 @@ def _snapshot(symbol: str = "BTC-USDC") -> BookSnapshot:
         symbol=symbol,
         exchange_symbol=symbol.replace("-", "_"),
         update_id=100,
-        bids=((D("100.5"), D("1.25")), (D("100.4"), D("2")), (D("100.1"), D("7"))),
-        asks=((D("100.7"), D("0.5")), (D("100.9"), D("3"))),
+        raw_bids=(("100.5", "1.25"), ("100.4", "2"), ("100.1", "7")),
+        raw_asks=(("100.7", "0.5"), ("100.9", "3")),
         engine_time_us=T0,
         received_at=T0 / 1e6,
         reason="initial",
@@ -46,8 +44,8 @@ def _delta() -> BookDelta:
         exchange_symbol="BTC_USDC",
         first_update_id=101,
         last_update_id=101,
-        bids=((D("100.6"), D("0.75")), (D("100.4"), D("0"))),
-        asks=(),
+        raw_bids=(("100.6", "0.75"), ("100.4", "0")),
+        raw_asks=(),
         event_time_us=T0 + 1_000,
         engine_time_us=T0 + 1_000,
         received_at=(T0 + 4_000) / 1e6,  # 3 ms lag
@@ -59,8 +57,8 @@ def _trade(trade_id: int, price: str, side: Side) -> Trade:
         symbol="BTC-USDC",
         exchange_symbol="BTC_USDC",
         trade_id=trade_id,
-        price=D(price),
-        amount=D("0.01"),
+        raw_price=price,
+        raw_amount="0.01",
         side=side,
         event_time_us=T0 + 2_000,
         engine_time_us=T0 + 2_000,

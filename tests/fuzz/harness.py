@@ -3,7 +3,10 @@ with the simulator's real traffic, and hypothesis strategies for that input.
 
 Each fuzzed WS frame has a *kind* that says what the pipeline must do with it:
 
-``undecodable``  fails to decode: counted and reported as one ``ProtocolErrorEvent`` each.
+``undecodable``  fails to decode, or decodes with unusable content (a depth level's price or size
+                 text is not a valid decimal): counted and reported as one ``ProtocolErrorEvent``
+                 each. Bad level text is found by the book's sync, not the decoder; one met on the
+                 live fast path also resyncs the book (``FuzzFrame.bad_level`` marks those frames).
 ``ignorable``    well-formed frame the feed does not consume (unknown stream or event, ack, or
                  ``e``-less data): no event, no error, no effect on the book.
 ``stale``        a well-formed depth frame for this symbol whose ids lie far in the past: dropped as
@@ -61,6 +64,8 @@ class FuzzFrame:
     kind: str
     build: Callable[[str, str, int], str | bytes]
     label: str
+    # A depth frame that decodes (every level is a pair of strings) but has a bad level's text.
+    bad_level: bool = False
 
 
 @dataclass
@@ -71,6 +76,8 @@ class FuzzPlan:
     every: int = 3
     sent: Counter[tuple[str, str]] = field(default_factory=Counter)
     labels: Counter[str] = field(default_factory=Counter)
+    # Per symbol: frames sent with ``bad_level`` set.
+    bad_levels: Counter[str] = field(default_factory=Counter)
 
     def pending(self) -> int:
         return sum(len(q) for q in self.frames.values())
@@ -141,6 +148,8 @@ async def _proxy(
                     if frame is not None:
                         plan.sent[(symbol[0], frame.kind)] += 1
                         plan.labels[frame.label] += 1
+                        if frame.bad_level:
+                            plan.bad_levels[symbol[0]] += 1
                         await down.send_message(frame.build(symbol[0], other(symbol[0]), last_u))
     except trio_websocket.ConnectionClosed:
         return
@@ -208,6 +217,7 @@ def _undecodable(draw: st.DrawFn) -> FuzzFrame:
         )
     )  # fmt: skip
     levels = draw(_levels)
+    bad_level = False
     if variant == "truncated":
         cut = draw(st.floats(min_value=0.0, max_value=0.99))
 
@@ -255,6 +265,8 @@ def _undecodable(draw: st.DrawFn) -> FuzzFrame:
             return _envelope(f"depth.{s}", _depth(s, u + 1 + span, u + 1, levels, []))
     elif variant in ("bad_size", "bad_price"):
         bad = draw(_bad_size if variant == "bad_size" else _bad_price)
+        # Non-strings fail to decode; strings decode and are refused by the book's sync.
+        bad_level = isinstance(bad, str)
         side = draw(st.sampled_from(["a", "b"]))
         at = draw(st.integers(min_value=0, max_value=len(levels)))
 
@@ -276,6 +288,7 @@ def _undecodable(draw: st.DrawFn) -> FuzzFrame:
             return _envelope(f"depth.{s}", _depth(s, u + 1, u + 1, [["1", "1"]] * n + [["1"]], []))
     elif variant == "oversized":
         n = draw(st.integers(min_value=100_000, max_value=600_000))
+        bad_level = True
 
         def build(s: str, o: str, u: int) -> str | bytes:
             data = _depth(s, u + 1, u + 1, [], [])
@@ -311,7 +324,7 @@ def _undecodable(draw: st.DrawFn) -> FuzzFrame:
         def build(s: str, o: str, u: int) -> str | bytes:
             return text
 
-    return FuzzFrame("undecodable", build, variant)
+    return FuzzFrame("undecodable", build, variant, bad_level)
 
 
 @st.composite
