@@ -392,11 +392,16 @@ class BookSync(Generic[D]):
 
     def _malformed_live(self, delta: D, problem: str) -> list[Action[D]]:
         self.counters["malformed"] += 1
+        report: list[Action[D]] = [Malformed(self.symbol, f"depth.{self.symbol}", problem, delta)]
+        first = delta.bids[0] if delta.bids else delta.asks[0]
+        if not (is_price_text(first[0]) and is_size_text(first[1])):
+            # The very first level was refused: nothing was applied, so the book is intact and
+            # the frame is dropped like any undecodable one (its ids then show as a gap).
+            return report
         reason = (
             f"malformed update {delta.first_update_id}..{delta.last_update_id} "
             f"left the book unknown: {problem}"
         )
-        report: list[Action[D]] = [Malformed(self.symbol, f"depth.{self.symbol}", problem, delta)]
         return report + self._desync(StatusKind.GAP_DETECTED, reason, None)
 
     def _crossed(self, delta: D) -> list[Action[D]]:

@@ -485,6 +485,25 @@ def test_fast_path_bad_level_after_good_ones_desyncs(level: Lv, problem: str) ->
     assert sync.book.best_ask() == ("101", "17")
 
 
+@pytest.mark.parametrize("side", ["bids", "asks"])
+def test_fast_path_bad_first_level_is_dropped_without_resync(side: str) -> None:
+    sync = live_sync()
+    assert sync.on_delta_fast(1, d(12, bids=[("100", "4")])) is None
+    before = sync.book.depth()
+    # Refused at its first level, the frame changed nothing: report it, keep the book live.
+    bad = d(13, **{side: [("100", "x"), ("99", "2")]})
+    problem = "bad level ['100', 'x']: size 'x' is not a decimal number"
+    assert sync.on_delta_fast(1, bad) == [Malformed(SYM, "depth.BTC_USDC", problem, bad)]
+    assert sync.state is SyncState.LIVE
+    assert sync.book.depth() == before
+    assert sync.last_update_id == 12
+    assert sync.counters["malformed"] == 1
+    # Its ids are now a gap, found by the next frame, as for an undecodable frame.
+    acts = sync.on_delta_fast(1, d(14, bids=[("100", "5")]))
+    assert acts is not None
+    assert kinds(acts)[:2] == [StatusKind.GAP_DETECTED, StatusKind.RESYNCING]
+
+
 @pytest.mark.parametrize(
     ("patch", "reason"),
     [
