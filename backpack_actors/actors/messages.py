@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import attrs
+import msgspec
 
 from backpack_actors.core.events import StatusKind
 from backpack_actors.core.wire import DepthEvent, DepthSnapshot, RestTrade, TradeEvent
@@ -36,11 +37,12 @@ class StreamStarted:
     mode: Mode = "ws"
 
 
-@attrs.frozen
-class FrameBatch:
+class FrameBatch(msgspec.Struct, frozen=True):
     """Decoded frames of one socket read, in arrival order.
 
     ``raw`` holds the read's undecoded texts (undecodable ones too), only while recording.
+    A msgspec struct, unlike its siblings: built once per read, it costs ~0.1 µs instead of attrs'
+    ~0.6 µs (frozen attrs classes set each field through ``object.__setattr__``).
     """
 
     symbol: str

@@ -362,8 +362,11 @@ class BookSync(Generic[D]):
     def on_delta_fast(self, epoch: int, delta: D) -> list[Action[D]] | None:
         """:meth:`on_delta` with a fast path: ``None`` means "applied in order, publish it".
 
-        The common case (LIVE, same epoch, ``U == last + 1``, no pending check) allocates no
-        action list; anything else returns exactly what :meth:`on_delta` would.
+        The common case (LIVE, same epoch, ``U == last + 1 <= u``, no pending check) allocates no
+        action list and checks level text while applying it; anything else returns exactly what
+        :meth:`on_delta` would. A bad first level is reported and the frame dropped (nothing was
+        applied); a bad level found later leaves the book unknown, so that frame is reported and
+        the symbol resyncs.
         """
         last = self.last_update_id
         if (
