@@ -67,6 +67,10 @@ FAULT_MIX = (
 Levels = tuple[tuple[Decimal, Decimal], ...]
 
 
+def _decimal_levels(levels: tuple[RawLevel, ...]) -> Levels:
+    return tuple([(Decimal(price), Decimal(size)) for price, size in levels])
+
+
 def inject_fault(faults: Any, kind: str, rng: random.Random, symbols: Sequence[str]) -> None:
     """Arm one fault of ``kind`` on the simulator's :class:`~backpack_actors.sim.Faults`."""
     sym = rng.choice(list(symbols))
@@ -468,7 +472,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _decimal_levels(levels: tuple[RawLevel, ...]) -> Levels:
-    return tuple([(Decimal(price), Decimal(size)) for price, size in levels])

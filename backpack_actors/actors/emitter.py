@@ -117,6 +117,9 @@ class EventQueue:
 
     def get_batch_nowait(self, limit: int = 4096) -> list[Event]:
         """Up to ``limit`` queued events, oldest first (empty when none): one call per batch."""
+        if limit < 1:
+            # pop_many(0) is always empty: a waiting get_batch would never return.
+            raise ValueError(f"limit must be at least 1, got {limit}")
         events = self._queue.pop_many(limit)
         if events and self._writer_waiting:
             self._writable.set()

@@ -5,6 +5,8 @@ building a ``Decimal`` costs ~170 ns and hashing a fresh one more, which was mos
 cost. Text is still checked before it is trusted, with a fast path for the plain
 ``digits[.digits]`` form the exchange sends and an exact ``Decimal`` fallback for anything else
 (exponents, signs, NaN), so nothing malformed is ever applied and nothing valid is refused.
+Text ``Decimal()`` would take but other parsers would not (surrounding spaces, ``_`` separators,
+non-ASCII digits) is refused: what passes is published exactly as sent.
 """
 
 from __future__ import annotations
@@ -33,10 +35,18 @@ def _plain(text: str) -> bool:
     return text.isascii() and text.replace(".", "", 1).isdigit()
 
 
+def _decimal(text: str, what: str) -> Decimal:
+    # Decimal() also takes surrounding spaces, "_" separators and non-ASCII digits; text that is
+    # published as sent must parse anywhere, so those are refused here.
+    if not text.isascii() or "_" in text or text != text.strip():
+        raise ValueError(f"{what} {text!r} is not a decimal number")
+    return Decimal(text)
+
+
 def parse_size(text: str) -> Decimal:
     """The value of a size: a finite decimal >= 0, else ``ValueError`` naming the text."""
     try:
-        value = Decimal(text)
+        value = _decimal(text, "size")
     except (InvalidOperation, TypeError, ValueError):
         raise ValueError(f"size {text!r} is not a decimal number") from None
     if not value.is_finite() or value < _ZERO:
@@ -47,7 +57,7 @@ def parse_size(text: str) -> Decimal:
 def parse_price(text: str) -> Decimal:
     """The value of a price: a finite decimal > 0, else ``ValueError`` naming the text."""
     try:
-        value = Decimal(text)
+        value = _decimal(text, "price")
     except (InvalidOperation, TypeError, ValueError):
         raise ValueError(f"price {text!r} is not a decimal number") from None
     if not value.is_finite() or value <= _ZERO:

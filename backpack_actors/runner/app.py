@@ -20,6 +20,7 @@ from typing import IO, Any
 import trio
 from rich.console import Console
 
+from backpack_actors.actors.emitter import EventQueue
 from backpack_actors.config import FeedConfig
 from backpack_actors.core.events import Event
 from backpack_actors.errors import BackpackActorsError
@@ -34,6 +35,7 @@ __all__ = [
     "ExitCode",
     "RunOptions",
     "RunSummary",
+    "drain_queued",
     "run_feed",
 ]
 
@@ -133,6 +135,26 @@ async def _watch_signals(
             return
 
 
+def drain_queued(
+    queue: EventQueue, remaining: int | None, take: Callable[[list[Event]], object]
+) -> int | None:
+    """Hand ``take`` every event still queued, at most ``remaining`` (None: all); returns what
+    is left of ``remaining``.
+
+    Used when --duration or a signal stops a run: the events of every message the reconciler
+    handled are queued already, and writing them keeps the output equal to a replay of the
+    recording, without going past --max-events.
+    """
+    while remaining is None or remaining > 0:
+        batch = queue.get_batch_nowait(_BATCH if remaining is None else min(_BATCH, remaining))
+        if not batch:
+            break
+        if remaining is not None:
+            remaining -= len(batch)
+        take(batch)
+    return remaining
+
+
 async def run_feed(
     config: FeedConfig,
     options: RunOptions,
@@ -185,36 +207,38 @@ async def run_feed(
             if live is not None:
                 live.observe(event)
 
-    stopped_at_max = trio.Event()
+    # What stops the run without an error; only then are the queued events written out.
+    orderly_stops = {signal.Signals.SIGINT.name, signal.Signals.SIGTERM.name}
+    # Events still allowed by --max-events (None: no limit); shared by consume and drain.
+    remaining = options.max_events
+
+    def take(batch: list[Event]) -> None:
+        account(batch)
+        if sink is not None:
+            sink.write(batch)
 
     async def consume() -> None:
-        remaining = options.max_events
+        nonlocal remaining
         queue = feed.queue
         while remaining is None or remaining > 0:
             try:
-                batch = await queue.get_batch(_BATCH)
+                batch = await queue.get_batch(
+                    _BATCH if remaining is None else min(_BATCH, remaining)
+                )
             except trio.EndOfChannel:
                 return
             if remaining is not None:
-                batch = batch[:remaining]
                 remaining -= len(batch)
-            account(batch)
-            if sink is not None:
-                sink.write(batch)
+            take(batch)
             if trio.current_time() - last_stats >= _STATS_EVERY:
                 refresh_stats()
-            # get() returns without a checkpoint while events are queued: let others run.
+            # get_batch() returns without a checkpoint while events are queued: let others run.
             await trio.lowlevel.checkpoint()
         summary.stopped_by = f"--max-events {options.max_events}"
-        stopped_at_max.set()
 
-    def write_queued() -> None:
-        # Stopped by --duration or a signal: the events of every message the reconciler handled
-        # are queued already; writing them keeps the output equal to a replay of the recording.
-        while batch := feed.queue.get_batch_nowait(_BATCH):
-            account(batch)
-            if sink is not None:
-                sink.write(batch)
+    def drain() -> None:
+        nonlocal remaining
+        remaining = drain_queued(feed.queue, remaining, take)
 
     try:
         async with trio.open_nursery() as nursery:
@@ -242,6 +266,7 @@ async def run_feed(
                 await consume()
             if timer.cancelled_caught:
                 summary.stopped_by = f"--duration {options.duration:g}"
+                orderly_stops.add(summary.stopped_by)
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         single = unwrap_group(group)
@@ -250,13 +275,16 @@ async def run_feed(
         raise single from None
     finally:
         with trio.CancelScope(shield=True):
-            if not stopped_at_max.is_set():
-                write_queued()
-            await feed.aclose()
-            refresh_stats()
-            summary.elapsed = trio.current_time() - started
-            if sink is not None:
-                sink.close()
-            if metrics is not None:
-                metrics.close()
+            try:
+                if summary.stopped_by in orderly_stops:
+                    drain()
+            finally:
+                # Even when the sink fails while draining: release the feed and the files.
+                await feed.aclose()
+                refresh_stats()
+                summary.elapsed = trio.current_time() - started
+                if sink is not None:
+                    sink.close()
+                if metrics is not None:
+                    metrics.close()
     return summary

@@ -3,6 +3,8 @@ every checkpoint comparing books and trades with ground truth; and the soak's ow
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from decimal import Decimal
 
 import trio
@@ -99,3 +101,29 @@ def test_report_verdict_fails_on_any_mismatch_gap_or_crash() -> None:
         setattr(report, field, 1)
         assert not report.ok(), field
         assert "verdict: FAILED" in report.format()
+
+
+def test_soak_module_runs_as_a_program_over_loopback() -> None:
+    # The nox session and the README run it with -m: module-level order matters there, not
+    # when the module is imported by the tests above.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "backpack_actors.soak",
+            "--duration",
+            "6",
+            "--checkpoint-interval",
+            "2",
+            "--fault-interval",
+            "1",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "book mismatches: 0" in result.stdout
+    assert "verdict: OK" in result.stdout
