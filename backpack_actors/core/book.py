@@ -35,6 +35,14 @@ class InvalidLevel(ValueError):
     """A level whose price or size is not a valid decimal (the message names the text)."""
 
 
+def _parse_level(price: str, size: str) -> tuple[Decimal, bool]:
+    """The price's value and whether the size is zero; :class:`InvalidLevel` on bad text."""
+    try:
+        return parse_price(price), parse_size(size) == 0
+    except (ValueError, TypeError) as exc:
+        raise InvalidLevel(f"bad level [{price!r}, {size!r}]: {exc}") from None
+
+
 class _Side:
     __slots__ = ("prices", "sizes", "texts", "values")
 
@@ -81,11 +89,7 @@ class _Side:
         # Everything but a known price with a plain size: new prices, other spellings, Decimal
         # levels, sizes with exponents or signs, and bad text (InvalidLevel).
         price, size = decimal_text(price_in), decimal_text(size_in)
-        try:
-            value = parse_price(price)
-            zero = parse_size(size) == 0
-        except (ValueError, TypeError) as exc:
-            raise InvalidLevel(f"bad level [{price!r}, {size!r}]: {exc}") from None
+        value, zero = _parse_level(price, size)
         prices = self.prices
         index = bisect_left(prices, value)
         if index < len(prices) and prices[index] == value:
@@ -109,11 +113,7 @@ class _Side:
         by_value: dict[Decimal, tuple[str, str]] = {}
         for price, size in levels:
             p_text, s_text = decimal_text(price), decimal_text(size)
-            try:
-                value = parse_price(p_text)
-                zero = parse_size(s_text) == 0
-            except ValueError as exc:
-                raise InvalidLevel(f"bad level [{p_text!r}, {s_text!r}]: {exc}") from None
+            value, zero = _parse_level(p_text, s_text)
             if zero:
                 by_value.pop(value, None)
             else:
