@@ -61,6 +61,12 @@ class StatusKind(enum.StrEnum):
     TRADE_GAP = "trade_gap"
     TRADES_BACKFILLED = "trades_backfilled"
     BOOK_CONFLATED = "book_conflated"
+    SNAPSHOT_FAILED = "snapshot_failed"
+    DELISTED = "delisted"
+    LISTED = "listed"
+    UNSUBSCRIBED = "unsubscribed"
+    CONSUMER_OVERFLOW = "consumer_overflow"
+    TRADE_ID_RESET = "trade_id_reset"
 
 
 class Trade(msgspec.Struct, frozen=True, gc=False):
