@@ -11,7 +11,12 @@ setting). An *empty* ``api_key``/``api_secret`` (the variable set to ``""``, or 
 "no credentials": public market data needs none, so CI can export empty variables.
 
 Credentials are wrapped in :class:`Secret`, which never prints its value; error messages never
-show a credential's value either.
+show a credential's value either, nor a URL's password, and show at most ~80 characters of any
+other wrong value.
+
+Hostile input is bounded: a file over :data:`MAX_CONFIG_BYTES`, YAML anchors and aliases (the
+"billion laughs" expansion; a config file has no use for them) and nesting deeper than
+:data:`MAX_YAML_DEPTH` are refused before anything is built.
 """
 
 from __future__ import annotations
@@ -24,18 +29,21 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 
 import attrs
 import yaml
 
 from backpack_actors.core.restart import Backoff, RestartWindow
-from backpack_actors.errors import ConfigError
+from backpack_actors.errors import ConfigError, redact_url
 
 __all__ = [
     "CHANNELS",
     "EXCHANGE",
     "FEED_CLASS",
     "L2_BOOK",
+    "MAX_CONFIG_BYTES",
+    "MAX_YAML_DEPTH",
     "TRADES",
     "BookPolicy",
     "FeedConfig",
@@ -57,6 +65,15 @@ _TRADE_POLICIES = ("block", "drop_oldest")
 _BOOK_POLICIES = ("conflate", "block")
 # Keys of the cryptofeed format that only identify the feed; checked, not stored.
 _IDENTITY_KEYS = ("class", "exchange")
+# A real config is a few hundred bytes; 1 MiB leaves room for thousands of symbols while a
+# mistaken or hostile path (a log, /dev/zero) is refused without being read whole.
+MAX_CONFIG_BYTES = 1 << 20
+# The format nests four levels (exchanges → feed → key → list); 32 is generous and keeps
+# PyYAML's recursive composer far from Python's recursion limit.
+MAX_YAML_DEPTH = 32
+# An interpolated number or boolean is a few characters; longer values are kept as text rather
+# than parsed (parsing is where a short ${VAR} could expand).
+_MAX_ENV_SCALAR = 100
 
 
 class Secret:
@@ -194,9 +211,18 @@ def load_config(
     """Load a YAML config file; see :func:`config_from_mapping`."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as file:
+            # One byte more than allowed tells "too large" from "exactly the limit".
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(source, f"a readable config file ({exc.strerror or exc})") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(source, f"a config file of at most {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        where = f"invalid byte at offset {exc.start}"
+        raise ConfigError(source, f"a UTF-8 text file ({where})") from None
     try:
         mapping = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
@@ -206,6 +232,9 @@ def load_config(
         raise ConfigError(source, f"valid YAML ({exc.problem or 'syntax error'}{where})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(source, f"valid YAML ({type(exc).__name__})") from None
+    except (ValueError, RecursionError) as exc:
+        # E.g. an integer of more than 4300 digits, which Python refuses to convert.
+        raise ConfigError(source, f"valid YAML (a value that cannot be loaded: {exc})") from None
     return config_from_mapping(mapping, source=source, env=env, name=name)
 
 
@@ -247,8 +276,39 @@ def config_from_mapping(
     return FeedConfig(**_normalize(values, prefix=prefix))
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+class _SafeComposeLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors, aliases and deep nesting while composing.
+
+    Composing is the first step that could blow up (aliases are expanded when the document is
+    constructed, walked and printed), so the refusal comes before anything is built; the error is
+    a MarkedYAMLError and so reports its line and column like any syntax error.
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "anchors and aliases (&name, *name) are not allowed in a config file",
+                event.start_mark,
+            )
+        if self._depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nesting deeper than {MAX_YAML_DEPTH} levels", event.start_mark
+            )
+        self._depth += 1
+        try:
+            node: yaml.Node | None = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        return node
+
+
+class _UniqueKeyLoader(_SafeComposeLoader):
+    """The config file loader: also refuses duplicate keys (PyYAML silently keeps the last)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[object] = set()
@@ -364,11 +424,15 @@ def _type_name(value: object) -> str:
 def _from_env(value: object) -> object:
     """An interpolated scalar is parsed as YAML would have parsed it in place."""
     if isinstance(value, _Interpolated):
+        text = str(value)
+        if len(text) > _MAX_ENV_SCALAR:
+            return text
         try:
-            parsed: object = yaml.safe_load(str(value))
-        except yaml.YAMLError:
-            return str(value)
-        return parsed
+            parsed: object = yaml.load(text, Loader=_SafeComposeLoader)
+        except (yaml.YAMLError, ValueError, RecursionError):
+            return text
+        # Only a scalar replaces a scalar; anything else stays the text it was.
+        return parsed if isinstance(parsed, int | float | str | None) else text
     return value
 
 
@@ -426,11 +490,27 @@ def _url(schemes: tuple[str, ...]) -> Any:
             raise ConfigError(path, expected, value)
         url = value.strip().rstrip("/")
         scheme, sep, host = url.partition("://")
-        if not sep or scheme.lower() not in schemes or not host:
-            raise ConfigError(path, expected, value)
+        if not sep or scheme.lower() not in schemes or not host or not _hostname(url):
+            raise ConfigError(path, expected, _url_for_message(value))
         return url
 
     return parse
+
+
+def _hostname(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 address
+        return None
+
+
+def _url_for_message(value: str) -> str:
+    """A wrong URL as an error may show it: no password, even without a ``scheme://``."""
+    if "://" in value:
+        return redact_url(value)
+    userinfo, at, rest = value.rpartition("@")
+    # "user:pass@host" without a scheme: everything before the "@" may be a credential.
+    return f"***@{rest}" if at and userinfo else value
 
 
 def _choice(options: tuple[str, ...]) -> Any:
@@ -449,12 +529,15 @@ def _symbols(value: object, path: str) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, list | tuple) or not value:
         raise ConfigError(path, expected, value)
     symbols: list[str] = []
+    # A set for the duplicate check: a list's ``in`` made 100k symbols take minutes (O(n²)).
+    seen: set[str] = set()
     for i, item in enumerate(value):
         if not isinstance(item, str) or not item.strip():
             raise ConfigError(f"{path}[{i}]", "a symbol such as 'BTC-USDC'", item)
         symbol = item.strip()
-        if symbol in symbols:
+        if symbol in seen:
             raise ConfigError(f"{path}[{i}]", "each symbol once", symbol)
+        seen.add(symbol)
         symbols.append(symbol)
     return tuple(symbols)
 
