@@ -6,11 +6,19 @@ frame (ARCHITECTURE §5: trio-websocket's per-message ``get_message()`` delivers
 loopback, a reader that parses each read completely ~83k/s). Server pings are answered inside
 ``receive_batch`` as soon as they are parsed; the stream actor calls it continuously (it never
 blocks on the reconciler), so pings are answered promptly.
+
+The handshake answer's head (up to its blank line) goes to wsproto and nothing more: whatever
+followed it in the same read is the start of the frame stream and goes to the
+:class:`~backpack_actors.transport.wsframes.FrameReader`, so a frame split across the handshake
+read and the next one still comes out whole. Every phase of connecting has a deadline, and a
+timeout says which phase and after how long. A framing violation ends the connection as a
+:class:`~backpack_actors.errors.WsProtocolViolation`. No message shows a URL's password.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -21,7 +29,6 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
-    BytesMessage,
     CloseConnection,
     Pong,
     RejectConnection,
@@ -31,7 +38,12 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from backpack_actors.errors import ExchangeUnavailableError, RegionRestrictedError
+from backpack_actors.errors import (
+    ExchangeUnavailableError,
+    RegionRestrictedError,
+    WsProtocolViolation,
+    redact_url,
+)
 from backpack_actors.transport.wsframes import FrameReader, WsProtocolError
 
 __all__ = [
@@ -49,6 +61,10 @@ RECEIVE_BYTES = 65_536
 # Largest message accepted (Backpack frames are ~200 bytes; a depth burst is a few KiB).
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 CLOSE_TIMEOUT = 2.0
+# h11's own limit for an HTTP head; a 101 answer is a few hundred bytes.
+MAX_HANDSHAKE_HEAD = 16 * 1024
+# Where an HTTP head ends, as h11 finds it (a bare "\n" line end is accepted too).
+_HEAD_END = re.compile(rb"\n\r?\n")
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, LocalProtocolError, OSError)
 
 
@@ -69,6 +85,7 @@ class WsprotoConnection:
 
     wsproto does the handshake and frames everything we send; what the server sends is parsed
     by :class:`~backpack_actors.transport.wsframes.FrameReader`, one whole read at a time.
+    ``initial`` is what arrived after the handshake answer in its read: the frame stream's start.
     """
 
     def __init__(
@@ -76,14 +93,17 @@ class WsprotoConnection:
         stream: trio.abc.Stream,
         ws: WSConnection,
         url: str,
-        pending: list[str | bytes] | None = None,
+        initial: bytes = b"",
     ) -> None:
         self._stream = stream
         self._ws = ws
         self.url = url
+        self._shown_url = redact_url(url)
         self._reader = FrameReader(MAX_MESSAGE_BYTES)
-        self._pending: list[str | bytes] = pending or []
+        self._initial = initial
         self._closed: str | None = None
+        # Set once framing broke: every later call raises the same violation.
+        self._violation: str | None = None
         self.pings_answered = 0
 
     async def send(self, text: str) -> None:
@@ -95,24 +115,32 @@ class WsprotoConnection:
 
     async def receive_batch(self) -> list[str | bytes]:
         """At least one complete message: every message the next socket read(s) completed."""
-        if self._pending:
-            batch, self._pending = self._pending, []
-            return batch
         self._check_open()
         reader = self._reader
         while True:
-            try:
-                data = await self._stream.receive_some(RECEIVE_BYTES)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise self._closed_error(f"receive failed: {exc}") from exc
+            data: bytes | bytearray
+            if self._initial:
+                data, self._initial = self._initial, b""
+            else:
+                try:
+                    data = await self._stream.receive_some(RECEIVE_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    raise self._closed_error(f"receive failed: {exc}") from exc
             if not data:
                 self._closed = "connection closed by the server without a close frame"
                 raise self._closed_error(self._closed)
             try:
                 batch, pings, close = reader.feed(data)
             except WsProtocolError as exc:
+                # Framing cannot be resynchronised: fail the connection (RFC 6455 §7.1.7).
+                self._violation = str(exc)
                 self._closed = f"protocol error from the server: {exc}"
-                raise self._closed_error(self._closed) from exc
+                await self._send_control(CloseConnection(code=1002))
+                if exc.messages:
+                    # Whole messages before the violation are valid: hand them over first;
+                    # the next call raises.
+                    return exc.messages
+                raise WsProtocolViolation(self.url, self._violation) from exc
             for payload in pings:
                 self.pings_answered += 1
                 await self._send_control(Pong(payload=payload))
@@ -132,11 +160,13 @@ class WsprotoConnection:
             await self._stream.send_all(self._ws.send(event))
 
     def _check_open(self) -> None:
+        if self._violation is not None:
+            raise WsProtocolViolation(self.url, self._violation)
         if self._closed is not None:
             raise self._closed_error(self._closed)
 
     def _closed_error(self, reason: str) -> ExchangeUnavailableError:
-        return ExchangeUnavailableError(f"WebSocket {self.url}: {reason}")
+        return ExchangeUnavailableError(f"WebSocket {self._shown_url}: {reason}")
 
     async def aclose(self) -> None:
         """Send a close frame (best effort, bounded) and close the stream."""
@@ -179,43 +209,61 @@ class TrioWsConnection:
 
 async def _handshake(
     stream: trio.abc.Stream, url: str, host: str, path: str
-) -> tuple[WSConnection, list[str | bytes]]:
+) -> tuple[WSConnection, bytes]:
+    """wsproto's client handshake; returns the connection and the bytes after the answer's head.
+
+    Only the head is given to wsproto: fed more, it would parse (and keep) the start of the
+    frame stream, which belongs to our FrameReader.
+    """
     ws = WSConnection(ConnectionType.CLIENT)
     await stream.send_all(ws.send(Request(host=host, target=path)))
-    rejected: RejectConnection | None = None
-    body = b""
+    buffer = b""
     while True:
-        data = await stream.receive_some(RECEIVE_BYTES)
-        if not data:
-            if rejected is not None:
-                _raise_rejected(url, rejected.status_code, body)
-            raise ExchangeUnavailableError(f"WebSocket {url}: closed during the handshake")
-        ws.receive_data(bytes(data))
+        end = _HEAD_END.search(buffer)
+        if end is None:
+            if len(buffer) > MAX_HANDSHAKE_HEAD:
+                raise ExchangeUnavailableError(
+                    f"WebSocket handshake to {redact_url(url)}: the answer's HTTP head exceeds "
+                    f"{MAX_HANDSHAKE_HEAD} bytes"
+                )
+            data = await stream.receive_some(RECEIVE_BYTES)
+            if not data:
+                raise ExchangeUnavailableError(
+                    f"WebSocket {redact_url(url)}: closed during the handshake"
+                )
+            buffer += data
+            continue
+        head, buffer = buffer[: end.end()], buffer[end.end() :]
+        ws.receive_data(head)
         for event in ws.events():
             if isinstance(event, AcceptConnection):
-                return ws, _early_messages(ws)
+                return ws, buffer
             if isinstance(event, RejectConnection):
-                rejected = event
-                if not event.has_body:
-                    _raise_rejected(url, event.status_code, b"")
-            elif isinstance(event, RejectData) and rejected is not None:
+                body = await _rejection_body(stream, ws, buffer) if event.has_body else b""
+                _raise_rejected(url, event.status_code, body)
+        # A head wsproto made nothing of yet (e.g. an informational answer): read on.
+
+
+async def _rejection_body(
+    stream: trio.abc.Stream, ws: WSConnection, data: bytes | bytearray
+) -> bytes:
+    """The first 200 bytes of a refusal's body (enough to tell a JSON error from a CDN page)."""
+    body = b""
+    while True:
+        if data:
+            ws.receive_data(bytes(data))
+        for event in ws.events():
+            if isinstance(event, RejectData):
                 body = (body + bytes(event.data))[:200]
                 if event.body_finished:
-                    _raise_rejected(url, rejected.status_code, body)
-
-
-def _early_messages(ws: WSConnection) -> list[str | bytes]:
-    """Messages that arrived in the same read as the handshake answer (wsproto parsed them)."""
-    early: list[str | bytes] = []
-    for event in ws.events():
-        if isinstance(event, TextMessage):
-            early.append(event.data)
-        elif isinstance(event, BytesMessage):
-            early.append(bytes(event.data))
-    return early
+                    return body
+        data = await stream.receive_some(RECEIVE_BYTES)
+        if not data:
+            return body
 
 
 def _raise_rejected(url: str, status: int, body: bytes) -> None:
+    url = redact_url(url)
     detail = body.decode("utf-8", "replace").strip()
     # The same rule as REST: 451, or a 403 that is not a JSON API error, means "not from here".
     if status == 451 or (status == 403 and not detail.startswith("{")):
@@ -232,21 +280,24 @@ async def wsproto_client(
 ) -> AsyncIterator[WsprotoConnection]:
     """Run the client handshake over an already-open ``stream`` (TCP, TLS or in-memory)."""
     parts = urlsplit(url)
-    host = parts.netloc or "localhost"
+    host = _host_header(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    shown = redact_url(url)
     try:
         with trio.fail_after(connect_timeout):
-            ws, pending = await _handshake(stream, url, host, path)
+            ws, initial = await _handshake(stream, url, host, path)
     except trio.TooSlowError as exc:
         await trio.aclose_forcefully(stream)
-        raise ExchangeUnavailableError(f"WebSocket handshake to {url} timed out") from exc
+        raise ExchangeUnavailableError(
+            f"WebSocket handshake to {shown} timed out after {connect_timeout:g} s"
+        ) from exc
     except (trio.BrokenResourceError, OSError, RemoteProtocolError) as exc:
         await trio.aclose_forcefully(stream)
-        raise ExchangeUnavailableError(f"WebSocket handshake to {url} failed: {exc}") from exc
+        raise ExchangeUnavailableError(f"WebSocket handshake to {shown} failed: {exc}") from exc
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
-    conn = WsprotoConnection(stream, ws, url, pending)
+    conn = WsprotoConnection(stream, ws, url, initial)
     try:
         yield conn
     finally:
@@ -256,26 +307,50 @@ async def wsproto_client(
 @asynccontextmanager
 async def open_ws(url: str, *, connect_timeout: float = 10.0) -> AsyncIterator[WsConnection]:
     """Connect to ``ws://`` or ``wss://`` ``url``; failures become project errors."""
-    parts = urlsplit(url)
-    secure = parts.scheme == "wss"
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ExchangeUnavailableError(f"not a WebSocket URL: {url!r}")
-    port = parts.port or (443 if secure else 80)
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        scheme, hostname, port = parts.scheme, parts.hostname, parts.port
+    except ValueError:  # an unclosed "[" or a port that is not a number
+        scheme, hostname, port = "", None, None
+    secure = scheme == "wss"
+    if scheme not in ("ws", "wss") or not hostname:
+        raise ExchangeUnavailableError(f"not a WebSocket URL: {shown!r}")
+    port = port or (443 if secure else 80)
+    phase = "TCP connect to"
     try:
         with trio.fail_after(connect_timeout):
-            stream: trio.abc.Stream = await trio.open_tcp_stream(parts.hostname, port)
+            stream: trio.abc.Stream = await trio.open_tcp_stream(hostname, port)
             if secure:
-                tls = trio.SSLStream(
-                    stream, ssl.create_default_context(), server_hostname=parts.hostname
-                )
-                await tls.do_handshake()
+                phase = "TLS handshake with"
+                tls = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=hostname)
+                try:
+                    await tls.do_handshake()
+                except BaseException:
+                    await trio.aclose_forcefully(stream)
+                    raise
                 stream = tls
     except trio.TooSlowError as exc:
-        raise ExchangeUnavailableError(f"cannot reach {url}: connect timed out") from exc
+        raise ExchangeUnavailableError(
+            f"cannot reach {shown}: {phase} the server timed out after {connect_timeout:g} s"
+        ) from exc
     except (OSError, trio.BrokenResourceError) as exc:
-        raise ExchangeUnavailableError(f"cannot reach {url}: {exc}") from exc
+        raise ExchangeUnavailableError(f"cannot reach {shown}: {exc}") from exc
     async with wsproto_client(stream, url, connect_timeout=connect_timeout) as conn:
         yield conn
+
+
+def _host_header(url: str) -> str:
+    """``host[:port]`` for the Host header: never the userinfo (it would send the password)."""
+    try:
+        parts = urlsplit(url)
+        hostname, port = parts.hostname, parts.port
+    except ValueError:
+        hostname, port = None, None
+    if not hostname:
+        return "localhost"
+    name = f"[{hostname}]" if ":" in hostname else hostname
+    return f"{name}:{port}" if port is not None else name
 
 
 def ws_connector(url: str, *, connect_timeout: float = 10.0) -> WsConnector:

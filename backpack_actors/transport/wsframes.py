@@ -4,17 +4,34 @@ wsproto's general-purpose parser costs several µs per frame in Python (measured
 CPU at saturation). A server → client frame is simple — never masked, and we negotiate no
 extensions — so this reader walks each read's bytes in one loop and returns every complete message.
 The handshake, and every frame we send, stay with wsproto.
+
+Memory is bounded whatever the server sends: a fragmented message may take at most
+``max_message`` bytes *on the wire* (headers included, so a flood of empty fragments counts) and
+at most ``max_fragments`` frames; the unparsed remainder is at most one frame.
 """
 
 from __future__ import annotations
 
-__all__ = ["FrameReader", "WsProtocolError"]
+__all__ = ["MAX_FRAGMENTS", "FrameReader", "WsProtocolError"]
 
 _TEXT, _BINARY, _CONTINUATION, _CLOSE, _PING, _PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+# Backpack never fragments; 1024 fragments lets a 4 MiB message come in 4 KiB pieces (the
+# smallest fragment size servers commonly use) while an endless run of empty ones is refused.
+MAX_FRAGMENTS = 1024
 
 
 class WsProtocolError(ValueError):
-    """The server broke the WebSocket framing rules; the connection cannot continue."""
+    """The server broke the WebSocket framing rules; the connection cannot continue.
+
+    ``messages`` are the complete messages of the same read that came before the violation:
+    they are valid and are handed on, not lost with the connection.
+    """
+
+    messages: list[str | bytes]
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.messages = []
 
 
 class FrameReader:
@@ -25,10 +42,18 @@ class FrameReader:
     messages as ``bytes``.
     """
 
-    __slots__ = ("_buffer", "_fragment_opcode", "_fragment_size", "_fragments", "max_message")
+    __slots__ = (
+        "_buffer",
+        "_fragment_opcode",
+        "_fragment_size",
+        "_fragments",
+        "max_fragments",
+        "max_message",
+    )
 
-    def __init__(self, max_message: int) -> None:
+    def __init__(self, max_message: int, max_fragments: int = MAX_FRAGMENTS) -> None:
         self.max_message = max_message
+        self.max_fragments = max_fragments
         self._buffer = bytearray()
         self._fragments: list[bytes] = []
         self._fragment_opcode = 0
@@ -42,6 +67,18 @@ class FrameReader:
         buf += data
         messages: list[str | bytes] = []
         pings: list[bytes] = []
+        close: tuple[int, str] | None = None
+        try:
+            close = self._parse(buf, messages, pings)
+        except WsProtocolError as exc:
+            exc.messages = messages
+            raise
+        return messages, pings, close
+
+    def _parse(
+        self, buf: bytearray, messages: list[str | bytes], pings: list[bytes]
+    ) -> tuple[int, str] | None:
+        """Append what ``buf`` completes to ``messages``/``pings``; consume the parsed bytes."""
         close: tuple[int, str] | None = None
         size = len(buf)
         pos = 0
@@ -82,14 +119,21 @@ class FrameReader:
                 else:
                     self._fragment_opcode = opcode
                     self._fragments = [payload]
-                    self._fragment_size = length
+                    # Wire bytes, header included: empty fragments are not free.
+                    self._fragment_size = header + length
             elif opcode == _CONTINUATION:
                 if not self._fragment_opcode:
                     raise WsProtocolError("a continuation frame without a message")
                 self._fragments.append(payload)
-                self._fragment_size += length
+                self._fragment_size += header + length
                 if self._fragment_size > max_message:
-                    raise WsProtocolError(f"message exceeds {max_message} bytes")
+                    raise WsProtocolError(
+                        f"fragmented message exceeds {max_message} bytes (headers included)"
+                    )
+                if len(self._fragments) > self.max_fragments:
+                    raise WsProtocolError(
+                        f"fragmented message of more than {self.max_fragments} frames"
+                    )
                 if fin:
                     messages.append(_message(self._fragment_opcode, b"".join(self._fragments)))
                     self._fragments = []
@@ -108,7 +152,7 @@ class FrameReader:
             else:
                 raise WsProtocolError(f"unknown opcode {opcode:#x}")
         del buf[:pos]
-        return messages, pings, close
+        return close
 
 
 def _message(opcode: int, payload: bytes) -> str | bytes:
