@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
 from backpack_actors.core.dectext import (
+    MAX_PLAIN,
     RawLevel,
     decimal_text,
     parse_price,
@@ -40,7 +41,19 @@ def _parse_level(price: str, size: str) -> tuple[Decimal, bool]:
     try:
         return parse_price(price), parse_size(size) == 0
     except (ValueError, TypeError) as exc:
-        raise InvalidLevel(f"bad level [{price!r}, {size!r}]: {exc}") from None
+        raise InvalidLevel(f"bad level [{price!r:.60}, {size!r:.60}]: {exc}") from None
+
+
+def _level_text(price: str | Decimal, size: str | Decimal) -> tuple[str, str]:
+    """A level as text; :class:`InvalidLevel` for a ``Decimal`` outside the bounds.
+
+    ``decimal_text`` refuses to write out such a value (it could take gigabytes), so it is
+    refused here, before the book changes, like any other bad level.
+    """
+    try:
+        return decimal_text(price), decimal_text(size)
+    except (ValueError, TypeError) as exc:
+        raise InvalidLevel(f"bad level: {exc}") from None
 
 
 class _Side:
@@ -59,14 +72,16 @@ class _Side:
         sizes = self.sizes
         inserted = False
         for price, size in levels:
-            # Hot: a known level (text) with a plain size; the test is inlined from dectext.
+            # Hot: a known level (text) with a plain size; the test is inlined from dectext,
+            # length bound included (longer plain text must go through the bounds check).
             try:
                 plain = (
                     price in sizes
+                    and len(size) <= MAX_PLAIN  # type: ignore[arg-type]
                     and size.isascii()  # type: ignore[union-attr]
                     and size.replace(".", "", 1).isdigit()  # type: ignore[union-attr]
                 )
-            except AttributeError:
+            except (AttributeError, TypeError):
                 # A Decimal size with a text price: the slow path normalizes it (a try costs
                 # nothing here until it catches).
                 plain = False
@@ -88,7 +103,7 @@ class _Side:
     def _slow_level(self, price_in: str | Decimal, size_in: str | Decimal) -> bool:
         # Everything but a known price with a plain size: new prices, other spellings, Decimal
         # levels, sizes with exponents or signs, and bad text (InvalidLevel).
-        price, size = decimal_text(price_in), decimal_text(size_in)
+        price, size = _level_text(price_in, size_in)
         value, zero = _parse_level(price, size)
         prices = self.prices
         index = bisect_left(prices, value)
@@ -112,7 +127,7 @@ class _Side:
     def load(self, levels: Iterable[AnyLevel]) -> None:
         by_value: dict[Decimal, tuple[str, str]] = {}
         for price, size in levels:
-            p_text, s_text = decimal_text(price), decimal_text(size)
+            p_text, s_text = _level_text(price, size)
             value, zero = _parse_level(p_text, s_text)
             if zero:
                 by_value.pop(value, None)
@@ -170,6 +185,14 @@ class OrderBook:
         bid_side.load(bids)
         ask_side.load(asks)
         self._bids, self._asks = bid_side, ask_side
+
+    def adopt(self, other: OrderBook) -> None:
+        """Take ``other``'s levels (``other`` must not be used afterwards).
+
+        Lets a caller build and check a candidate book before this one changes, while every
+        holder of this object keeps seeing the current book.
+        """
+        self._bids, self._asks = other._bids, other._asks
 
     def clear(self) -> None:
         """Remove every level."""

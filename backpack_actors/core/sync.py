@@ -159,6 +159,35 @@ def delta_problem(delta: DepthDelta) -> str | None:
 SEQUENCE_RESET_RUN = 100
 """Consecutive LIVE deltas at or below the last applied id taken as a sequence reset."""
 
+MAX_BUFFER_LEVELS = 500_000
+"""Default budget of levels held in the pending-delta buffer while a snapshot is outstanding.
+
+The count bound alone allows 10,000 deltas of up to 4 MB each (40 GB). A buffered level costs
+~170 bytes (a tuple and two short strings), so 500,000 levels is ~85 MB for one symbol in the
+worst case, while it still holds minutes of the busiest book's real flow (a few thousand levels
+a second), far longer than a snapshot takes to arrive.
+"""
+
+
+def _levels(delta: DepthDelta) -> int:
+    # What a buffered delta costs, in levels; an empty delta still holds its ids.
+    return len(delta.bids) + len(delta.asks) + 1
+
+
+def _snapshot_book(snapshot: DepthSnapshotLike) -> tuple[OrderBook, None] | tuple[None, str]:
+    """The snapshot as a new book, or why it must not be used (a bad level, or crossed)."""
+    book = OrderBook()
+    try:
+        book.load(snapshot.bids, snapshot.asks)
+    except InvalidLevel as exc:
+        return None, str(exc)
+    if book.is_crossed():
+        bid, ask = book.best_bid(), book.best_ask()
+        assert bid is not None
+        assert ask is not None
+        return None, f"crossed: best bid {bid[0]} >= best ask {ask[0]}"
+    return book, None
+
 
 class BookSync(Generic[D]):
     """The continuity state machine for one symbol's L2 book.
@@ -172,11 +201,13 @@ class BookSync(Generic[D]):
     __slots__ = (
         "_bridging_v",
         "_buffer",
+        "_buffer_levels",
         "_cause",
         "_check_v",
         "_duplicate_run_v",
         "_ever_ready",
         "_max_buffer",
+        "_max_buffer_levels",
         "_sequence_reset",
         "_state_v",
         "_steady",
@@ -188,9 +219,13 @@ class BookSync(Generic[D]):
         "symbol",
     )
 
-    def __init__(self, symbol: str, *, max_buffer: int = 10_000) -> None:
+    def __init__(
+        self, symbol: str, *, max_buffer: int = 10_000, max_buffer_levels: int = MAX_BUFFER_LEVELS
+    ) -> None:
         if max_buffer < 1:
             raise ValueError("max_buffer must be at least 1")
+        if max_buffer_levels < 1:
+            raise ValueError("max_buffer_levels must be at least 1")
         self.symbol = symbol
         # What on_delta_fast tests in one load: LIVE, not bridging, no pending check, no run of
         # duplicates. Kept current by the setters of those four below.
@@ -205,7 +240,10 @@ class BookSync(Generic[D]):
         self.last_engine_time_us: int | None = None
         self.counters: dict[str, int] = dict.fromkeys(_COUNTER_NAMES, 0)
         self._max_buffer = max_buffer
+        self._max_buffer_levels = max_buffer_levels
         self._buffer: deque[D] = deque()
+        # Levels held in _buffer (see _levels), kept with it by _clear_buffer and _buffer_delta.
+        self._buffer_levels = 0
         # The next delta is the first after a snapshot: it must bridge (U <= last+1 <= u).
         self._bridging = False
         # Consecutive LIVE deltas at or below the last applied id; a long run means the exchange's
@@ -269,6 +307,15 @@ class BookSync(Generic[D]):
         return len(self._buffer)
 
     @property
+    def buffered_levels(self) -> int:
+        """What the held deltas cost against ``max_buffer_levels`` (levels, +1 per delta)."""
+        return self._buffer_levels
+
+    def _clear_buffer(self) -> None:
+        self._buffer.clear()
+        self._buffer_levels = 0
+
+    @property
     def bridging(self) -> bool:
         """True when the next live delta is the first after a snapshot (``U <= last+1 <= u``)."""
         return self._bridging
@@ -283,7 +330,7 @@ class BookSync(Generic[D]):
         """A new connection (first or reconnect) whose frames carry ``epoch``."""
         was_live = self.state is SyncState.LIVE
         self.epoch = epoch
-        self._buffer.clear()
+        self._clear_buffer()
         self._check = None
         self.state = SyncState.BUFFERING
         actions: list[Action[D]] = []
@@ -419,11 +466,11 @@ class BookSync(Generic[D]):
 
     def _desync(self, kind: StatusKind, reason: str, delta: D | None) -> list[Action[D]]:
         self.state = SyncState.BUFFERING
-        self._buffer.clear()
+        self._clear_buffer()
         self._check = None
         self._bridging = False
         if delta is not None:
-            self._buffer.append(delta)
+            self._buffer_delta(delta)
         self._cause = reason
         return [
             self._status(kind, reason),
@@ -443,16 +490,23 @@ class BookSync(Generic[D]):
                 # far-future frame may have started it). Start again from here; a snapshot that
                 # bridges the newer deltas will come, so nothing can wedge the symbol.
                 self.counters["buffer_gaps"] += 1
-                buffer.clear()
+                self._clear_buffer()
             if delta.first_update_id != prev_u + 1:
                 # Any snapshot that bridges the new delta makes everything before it obsolete.
                 self.counters["buffer_gaps"] += 1
-                buffer.clear()
+                self._clear_buffer()
+        cost = _levels(delta)
         if len(buffer) >= self._max_buffer:
             # Dropping the oldest makes an old snapshot fail the bridge check, which re-requests.
             self.counters["buffer_overflows"] += 1
-            buffer.popleft()
+            self._buffer_levels -= _levels(buffer.popleft())
+        while buffer and self._buffer_levels + cost > self._max_buffer_levels:
+            # The same, by size: memory is bounded by levels held, not only by deltas held. A
+            # single delta over the whole budget is still held alone (the decoder bounds frames).
+            self.counters["buffer_overflows"] += 1
+            self._buffer_levels -= _levels(buffer.popleft())
         buffer.append(delta)
+        self._buffer_levels += cost
 
     # -- snapshots ----------------------------------------------------------------------------
 
@@ -492,7 +546,7 @@ class BookSync(Generic[D]):
                 ok = d.first_update_id == last + 1
             if not ok:
                 self.counters["snapshots_rejected"] += 1
-                buffer.clear()
+                self._clear_buffer()
                 return [
                     RequestSnapshot(
                         self.symbol,
@@ -503,14 +557,19 @@ class BookSync(Generic[D]):
                 ]
             last = d.last_update_id
         book = self.book
-        book.load(snapshot.bids, snapshot.asks)
+        try:
+            book.load(snapshot.bids, snapshot.asks)
+        except InvalidLevel as exc:
+            # Only a snapshot that did not come through core.wire (which checks every level) can
+            # get here; the book was not changed.
+            return self._reject_snapshot(snapshot, f"bad level in snapshot {s}: {exc}", retry=True)
         for d in kept:
             book.apply(d.bids, d.asks)
         if book.is_crossed():
             self.counters["snapshots_rejected"] += 1
             book.clear()
             return [RequestSnapshot(self.symbol, f"book crossed after snapshot {s}", retry=True)]
-        buffer.clear()
+        self._clear_buffer()
         self._sequence_reset = False
         self._duplicate_run = 0
         self.state = SyncState.LIVE
@@ -558,11 +617,18 @@ class BookSync(Generic[D]):
             if publish_reason is None:
                 return []
             return [PublishSnapshot(self.symbol, last, publish_reason, self.last_engine_time_us)]
-        # The snapshot is the exchange's book at our own id: adopt it instead of fetching again.
+        # The snapshot is the exchange's book at our own id: adopt it instead of fetching again,
+        # unless it is no possible book. A crossed one is refused (the live book stays, since
+        # nothing showed it wrong but this snapshot) and checked again with a fresh one.
         self.counters["snapshot_mismatches"] += 1
+        candidate, problem = _snapshot_book(snapshot)
+        if candidate is None:
+            return self._reject_snapshot(
+                snapshot, f"REST snapshot at update {last} refused: {problem}", retry=True
+            )
         self.counters["resyncs"] += 1
         reason = f"book differs from REST snapshot at update {last}"
-        self.book.load(snapshot.bids, snapshot.asks)
+        self.book.adopt(candidate)
         return [
             self._status(StatusKind.RESYNCING, reason),
             PublishSnapshot(self.symbol, last, "resync", self.last_engine_time_us),
@@ -574,7 +640,7 @@ class BookSync(Generic[D]):
     def enter_rest_mode(self, epoch: int) -> None:
         """REST polling replaces the stream from ``epoch`` on: older frames are stale now."""
         self.epoch = epoch
-        self._buffer.clear()
+        self._clear_buffer()
         self._check = None
         self._bridging = False
 
@@ -584,7 +650,14 @@ class BookSync(Generic[D]):
         if self.last_update_id is not None and s < self.last_update_id:
             self.counters["ignored_snapshots"] += 1
             return []
-        self.book.load(snapshot.bids, snapshot.asks)
+        candidate, problem = _snapshot_book(snapshot)
+        if candidate is None:
+            # Never published. Consumers keep the last good book; before there is one the
+            # poller's next answer may be late, so a retry is asked for at once.
+            return self._reject_snapshot(
+                snapshot, f"REST snapshot {s} refused: {problem}", retry=not self._ever_ready
+            )
+        self.book.adopt(candidate)
         self.last_update_id = s
         self.last_engine_time_us = snapshot.timestamp
         self.state = SyncState.LIVE
@@ -594,6 +667,18 @@ class BookSync(Generic[D]):
         if not self._ever_ready:
             self._ever_ready = True
             actions.append(self._status(StatusKind.BOOK_READY, f"REST-only book at update {s}"))
+        return actions
+
+    def _reject_snapshot(
+        self, snapshot: DepthSnapshotLike, reason: str, *, retry: bool
+    ) -> list[Action[D]]:
+        # A REST body that decoded but holds no possible book: reported like a bad frame.
+        self.counters["snapshots_rejected"] += 1
+        actions: list[Action[D]] = [
+            Malformed(self.symbol, f"/api/v1/depth?symbol={self.symbol}", reason, snapshot)
+        ]
+        if retry:
+            actions.append(RequestSnapshot(self.symbol, reason, retry=True))
         return actions
 
     def on_snapshot_failed(self, reason: str) -> list[Action[D]]:

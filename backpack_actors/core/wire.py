@@ -7,7 +7,9 @@ events, :class:`DepthEvent` and :class:`TradeEvent`, which keep the exchange's d
 fields accept a JSON integer or a string holding one (``"1754601477746429"``): real payloads carry
 integers, ccxt recordings and some docs examples strings (decoders run with ``strict=False``, which
 accepts ``"123"`` for ``int`` but rejects ``"1.5"``). Decimal fields accept a JSON string or number
-and never pass through ``float``.
+and never pass through ``float``; every finite one must lie within ``core.dectext``'s bounds (a
+valid ``Decimal`` such as ``1e999999999`` would take a gigabyte written out), checked before the
+value is compared or formatted.
 
 Every decoder raises :class:`~backpack_actors.errors.ProtocolError` (stream or endpoint, reason,
 excerpt) on any failure. Decoders are built once at import time; :func:`decode_ws_frame` is the hot
@@ -23,7 +25,7 @@ from typing import Annotated, Any, Final, TypeVar
 import msgspec
 from msgspec import Meta, Struct, field
 
-from backpack_actors.core.dectext import RawLevel
+from backpack_actors.core.dectext import MAX_TEXT, RawLevel, bounds_problem
 from backpack_actors.errors import ProtocolError
 
 __all__ = [
@@ -112,26 +114,50 @@ _DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeError, RecursionError, Arit
 _ZERO: Final = Decimal(0)
 
 
+def _check_bounds(value: Decimal, what: str) -> None:
+    # Before anything formats or compares it: "1e999999999" is a valid Decimal that would take a
+    # gigabyte as plain text (core.dectext explains the bounds). Called on finite values only.
+    problem = bounds_problem(value)
+    if problem is not None:
+        raise ValueError(f"{what} is out of bounds: {problem}")
+
+
+def _bound_decimals(obj: Struct) -> None:
+    # Every Decimal field of a struct whose fields are not all checked one by one below; NaN and
+    # infinities are left to the field's own rule (some fields may carry them).
+    for name, wire_name in zip(obj.__struct_fields__, obj.__struct_encode_fields__, strict=True):
+        value = getattr(obj, name)
+        if type(value) is Decimal and value.is_finite():
+            _check_bounds(value, wire_name)
+
+
 def _check_price(value: Decimal, what: str) -> None:
     # NaN/Infinity parse as Decimal; is_finite() first because comparing NaN raises.
     if not value.is_finite() or value <= _ZERO:
         raise ValueError(f"{what} must be a finite positive decimal, got {value}")
+    _check_bounds(value, what)
 
 
 def _check_size(value: Decimal, what: str) -> None:
     if not value.is_finite() or value < _ZERO:
         raise ValueError(f"{what} must be a finite non-negative decimal, got {value}")
+    _check_bounds(value, what)
 
 
 def _check_optional(value: Decimal | None, what: str) -> None:
-    if value is not None and not value.is_finite():
-        raise ValueError(f"{what} must be a finite decimal, got {value}")
+    if value is not None:
+        if not value.is_finite():
+            raise ValueError(f"{what} must be a finite decimal, got {value}")
+        _check_bounds(value, what)
 
 
 def _check_levels(levels: Sequence[Level], side: str) -> None:
     for price, size in levels:
         if not (price.is_finite() and size.is_finite()) or price <= _ZERO or size < _ZERO:
             raise ValueError(f"bad {side} level [{price}, {size}]: need price > 0, size >= 0")
+        problem = bounds_problem(price) or bounds_problem(size)
+        if problem is not None:
+            raise ValueError(f"bad {side} level out of bounds: {problem}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -289,6 +315,9 @@ class BalanceUpdateEvent(Struct, frozen=True, gc=False, tag="balanceUpdate", tag
     locked: Decimal | None = field(default=None, name="L")
     staked: Decimal | None = field(default=None, name="S")
 
+    def __post_init__(self) -> None:
+        _bound_decimals(self)
+
 
 class OrderUpdateEvent(Struct, frozen=True, gc=False, kw_only=True, tag_field="e"):
     """Base of ``account.orderUpdate`` events; the subclass (tag ``e``) names the event."""
@@ -329,6 +358,9 @@ class OrderUpdateEvent(Struct, frozen=True, gc=False, kw_only=True, tag_field="e
     strategy_id: str | None = field(default=None, name="H")
     post_only: bool | None = field(default=None, name="y")
     reduce_only: bool | None = field(default=None, name="r")
+
+    def __post_init__(self) -> None:
+        _bound_decimals(self)
 
     @property
     def event_type(self) -> str:
@@ -386,6 +418,9 @@ class PositionUpdateEvent(Struct, frozen=True, gc=False, kw_only=True, tag_field
     realized_pnl: Decimal | None = field(default=None, name="p")
     unrealized_pnl: Decimal | None = field(default=None, name="P")
     liquidation_price: Decimal | None = field(default=None, name="l")
+
+    def __post_init__(self) -> None:
+        _bound_decimals(self)
 
     @property
     def event_type(self) -> str:
@@ -563,11 +598,17 @@ class MultiplierBand(Struct, frozen=True, gc=False, rename="camel"):
     max_multiplier: Decimal
     min_multiplier: Decimal
 
+    def __post_init__(self) -> None:
+        _bound_decimals(self)
+
 
 class PremiumBand(Struct, frozen=True, gc=False, rename="camel"):
     """``meanPremiumBand``."""
 
     tolerance_pct: Decimal
+
+    def __post_init__(self) -> None:
+        _bound_decimals(self)
 
 
 class PriceFilter(Struct, frozen=True, gc=False, rename="camel"):
@@ -586,6 +627,7 @@ class PriceFilter(Struct, frozen=True, gc=False, rename="camel"):
     borrow_entry_fee_min_multiplier: Decimal | None = None
 
     def __post_init__(self) -> None:
+        _bound_decimals(self)
         _check_price(self.tick_size, "tickSize")
         _check_size(self.min_price, "minPrice")
 
@@ -598,6 +640,7 @@ class QuantityFilter(Struct, frozen=True, gc=False, rename="camel"):
     max_quantity: Decimal | None = None
 
     def __post_init__(self) -> None:
+        _bound_decimals(self)
         _check_price(self.step_size, "stepSize")
         _check_size(self.min_quantity, "minQuantity")
 
@@ -615,6 +658,9 @@ class MarginFunction(Struct, frozen=True, gc=False):
     type: str
     base: Decimal
     factor: Decimal
+
+    def __post_init__(self) -> None:
+        _bound_decimals(self)
 
 
 class Market(Struct, frozen=True, gc=False, rename="camel"):
@@ -639,6 +685,9 @@ class Market(Struct, frozen=True, gc=False, rename="camel"):
     open_interest_limit: Decimal | None = None
     position_limit_weight: Decimal | None = None
 
+    def __post_init__(self) -> None:
+        _bound_decimals(self)
+
 
 class Ticker(Struct, frozen=True, gc=False, rename="camel"):
     """One item of ``GET /api/v1/tickers`` (or ``/api/v1/ticker``); every field is a string."""
@@ -654,14 +703,20 @@ class Ticker(Struct, frozen=True, gc=False, rename="camel"):
     quote_volume: Decimal
     trades: NonNegInt
 
+    def __post_init__(self) -> None:
+        _bound_decimals(self)
+
     @property
     def price_change_percent(self) -> Decimal | None:
         """Change as a fraction (``-0.004868`` = −0.4868 %); ``None`` when sent as ``"N/A"``."""
+        raw = self.price_change_percent_raw
+        if len(raw) > MAX_TEXT:
+            return None
         try:
-            value = Decimal(self.price_change_percent_raw)
+            value = Decimal(raw)
         except ArithmeticError:
             return None
-        return value if value.is_finite() else None
+        return value if value.is_finite() and bounds_problem(value) is None else None
 
 
 class Status(Struct, frozen=True, gc=False):
@@ -684,6 +739,9 @@ class AssetToken(Struct, frozen=True, gc=False, rename="camel"):
     minimum_withdrawal: Decimal | None = None
     withdrawal_fee: Decimal | None = None
     native_decimals: NonNegInt | None = None
+
+    def __post_init__(self) -> None:
+        _bound_decimals(self)
 
 
 class Asset(Struct, frozen=True, gc=False, rename="camel"):
@@ -708,6 +766,9 @@ class Kline(Struct, frozen=True, gc=False, rename="camel"):
     quote_volume: Decimal | None = None
     trades: NonNegInt | None = None
 
+    def __post_init__(self) -> None:
+        _bound_decimals(self)
+
 
 class MarkPrice(Struct, frozen=True, gc=False, rename="camel"):
     """One item of ``GET /api/v1/markPrices``; ``next_funding_timestamp`` in ms."""
@@ -718,6 +779,9 @@ class MarkPrice(Struct, frozen=True, gc=False, rename="camel"):
     funding_rate: Decimal | None = None
     next_funding_timestamp: NonNegInt | None = None
 
+    def __post_init__(self) -> None:
+        _bound_decimals(self)
+
 
 class OpenInterest(Struct, frozen=True, gc=False, rename="camel"):
     """One item of ``GET /api/v1/openInterest``; ``timestamp`` in ms."""
@@ -726,6 +790,9 @@ class OpenInterest(Struct, frozen=True, gc=False, rename="camel"):
     open_interest: Decimal | None
     timestamp: NonNegInt
 
+    def __post_init__(self) -> None:
+        _bound_decimals(self)
+
 
 class FundingRate(Struct, frozen=True, gc=False, rename="camel"):
     """One item of ``GET /api/v1/fundingRates``; ``interval_end_timestamp`` is naive ISO (UTC)."""
@@ -733,6 +800,9 @@ class FundingRate(Struct, frozen=True, gc=False, rename="camel"):
     symbol: str
     interval_end_timestamp: str
     funding_rate: Decimal
+
+    def __post_init__(self) -> None:
+        _bound_decimals(self)
 
 
 class RestError(Struct, frozen=True, gc=False):

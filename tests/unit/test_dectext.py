@@ -29,7 +29,14 @@ def reference(text: str) -> Decimal | None:
         value = Decimal(text)
     except (InvalidOperation, ValueError):
         return None
-    return value if value.is_finite() else None
+    if not value.is_finite():
+        return None
+    # The bounds (core.dectext's docstring), spelled out: <= 40 digits, >= -40 exponent, < 1e41.
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    if len(digits) > 40 or exponent < -40 or exponent + len(digits) - 1 > 40:
+        return None
+    return value
 
 
 # (text, valid price, valid size, value) — value None where neither is valid.
@@ -138,8 +145,19 @@ def test_checks_agree_with_decimal(text: str) -> None:
         assert size_is_zero(text) is (value == 0)
 
 
+def in_bounds(value: Decimal) -> bool:
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    return len(digits) <= 40 and exponent >= -40 and exponent + len(digits) - 1 <= 40
+
+
 @given(st.decimals(allow_nan=False, allow_infinity=False))
 def test_decimal_text_is_exact_and_plain(value: Decimal) -> None:
+    # Hypothesis draws exponents far outside the bounds too: those must be refused, unformatted.
+    if not in_bounds(value):
+        with pytest.raises(ValueError, match="out of bounds"):
+            decimal_text(value)
+        return
     text = decimal_text(value)
     assert "E" not in text.upper()
     assert Decimal(text) == value
