@@ -1,26 +1,19 @@
 """The public entry points: :func:`open_feed` (trio-native) and :class:`CcxtBackpackFeed`.
 
-The actor tree (ARCHITECTURE §1)::
-
-    root supervisor (rest_for_one)
-     ├─ metadata    ccxt load_markets → MarketTable; resolves the configured symbols; refreshes
-     ├─ snapshot    depth snapshots + trade backfills through one rate budget
-     ├─ reconciler  one inbox; every symbol's BookSync/TradeSync; events to the consumer queue
-     └─ streams     supervisor (one_for_one): one child per symbol (WebSocket, or REST-only)
-
-Channels (sizes from config): streams → reconciler inbox (overflow restarts the stream and forces a
-resync), reconciler → snapshot requests (``send_nowait``, one outstanding per symbol and kind),
-reconciler → consumer :class:`EventQueue` (trades lossless, books conflated).
+:class:`Feed` is the consumer API over the actor tree that :mod:`backpack_actors.tree` builds:
+iterate it (``async for event in feed`` or ``feed.batches()``), ask for more subscriptions
+(``feed.subscribe_events()``, one bounded queue each, e.g. for a sink), read a live book
+(``feed.book(symbol)``), add or remove markets at runtime (``await feed.subscribe(...)`` /
+``await feed.unsubscribe(...)``), and read counters (``feed.statistics()``).
 """
 
 from __future__ import annotations
 
 import inspect
-import itertools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,31 +21,24 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from backpack_actors.actors.emitter import EventQueue
-from backpack_actors.actors.messages import InboxMessage, RestRequest
-from backpack_actors.actors.reconciler import Reconciler
-from backpack_actors.actors.rest_gateway import RestGateway
-from backpack_actors.actors.snapshot import run_snapshot_actor
-from backpack_actors.actors.stream import (
-    StreamContext,
-    StreamSettings,
-    SymbolHealth,
-    run_symbol_stream,
-)
-from backpack_actors.config import L2_BOOK, TRADES, FeedConfig, load_config
-from backpack_actors.core.budget import TokenBucket
+from backpack_actors.actors.emitter import Subscription
+from backpack_actors.config import ALL_SYMBOLS, L2_BOOK, TRADES, FeedConfig, load_config
+from backpack_actors.core.book import OrderBook
+from backpack_actors.core.conflation import TradePolicy
 from backpack_actors.core.events import (
     BookDelta,
     BookSnapshot,
     Event,
     ProtocolErrorEvent,
     StatusEvent,
+    StatusKind,
     Trade,
 )
 from backpack_actors.core.symbols import MarketInfo, MarketTable
-from backpack_actors.supervisor import ChildSpec, Supervisor, SupervisorEvent, leaf_exceptions
+from backpack_actors.supervisor import SupervisorEvent, leaf_exceptions
 from backpack_actors.transport.rest import CcxtRestClient, RestClient
 from backpack_actors.transport.ws import WsConnector, ws_connector
+from backpack_actors.tree import ActorTree
 
 if TYPE_CHECKING:
     from backpack_actors.recording import Recorder
@@ -77,44 +63,34 @@ class Feed:
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         recorder: Recorder | None = None,
+        consume: bool = True,
     ) -> None:
         self.config = config
-        self._recorder = recorder
         self._owns_client = rest_client is None
-        self._client: RestClient = rest_client or CcxtRestClient(config.rest_url)
-        self._connect: WsConnector = ws_connect or ws_connector(config.ws_url)
-        self._wall_clock = wall_clock
-        self._rng = rng or random.Random()
-        self.markets: dict[str, MarketInfo] = {}
-        self.table: MarketTable | None = None
-        self._health: dict[str, SymbolHealth] = {}
-        self._epochs = itertools.count(1)
-        self._reconciler: Reconciler | None = None
-        self.queue = EventQueue(
-            config.consumer_queue,
-            self._conflated_snapshot,
-            trade_policy=config.trade_policy,
-            book_policy=config.book_policy,
+        self._client: RestClient = rest_client or CcxtRestClient(
+            config.rest_url, timeout=config.rest_timeout
         )
-        self._inbox_send, self._inbox_recv = trio.open_memory_channel[InboxMessage](
-            config.reconciler_inbox
+        self.tree = ActorTree(
+            config,
+            client=self._client,
+            connector=ws_connect or ws_connector(config.ws_url),
+            wall_clock=wall_clock,
+            rng=rng or random.Random(),
+            recorder=recorder,
         )
-        self._req_send, self._req_recv = trio.open_memory_channel[RestRequest](
-            # One outstanding snapshot and one backfill per symbol, plus slack.
-            2 * len(config.symbols) + 4
+        # The consumer's own subscription exists from the start, so nothing published before
+        # the first ``async for`` is missed. ``consume=False`` (e.g. a CLI writing only sinks)
+        # leaves it out: an unread queue would only fill and report drops.
+        self.queue: Subscription | None = (
+            self.tree.emitter.subscribe(
+                "consumer", config.consumer_queue, trade_policy=config.trade_policy
+            )
+            if consume
+            else None
         )
-        per_s = config.rest_rate_per_s
-        self.gateway = RestGateway(
-            general=TokenBucket(per_s, config.rest_burst),
-            history=TokenBucket(config.history_rate_per_min / 60.0, 1),
-            rng=self._rng,
-        )
-        self._root: Supervisor | None = None
-        self._streams: Supervisor | None = None
-        self.supervisor_events: list[SupervisorEvent] = []
 
     def __repr__(self) -> str:
-        return f"Feed(symbols={list(self.config.symbols)!r})"
+        return f"Feed(symbols={self.symbols!r})"
 
     async def aclose(self) -> None:
         """Release what the feed created itself (ccxt's HTTP connection pool)."""
@@ -124,227 +100,159 @@ class Feed:
 
     # -- consumer side --------------------------------------------------------------------------
 
+    def _queue(self) -> Subscription:
+        if self.queue is None:
+            raise RuntimeError("this feed was opened with consume=False: use subscribe_events()")
+        return self.queue
+
     def __aiter__(self) -> Feed:
         return self
 
     async def __anext__(self) -> Event:
         try:
-            return await self.queue.get()
+            return await self._queue().get()
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
 
     async def batches(self, limit: int = 4096) -> AsyncIterator[list[Event]]:
         """The same events as ``async for event in feed``, a list at a time (every event queued
-        when the consumer asks, up to ``limit``): one queue call per list instead of per event,
-        for consumers that want the last microsecond."""
+        when the consumer asks, up to ``limit``): one queue call per list instead of per event."""
+        queue = self._queue()
         while True:
             try:
-                yield await self.queue.get_batch(limit)
+                yield await queue.get_batch(limit)
             except trio.EndOfChannel:
                 return
 
-    def _conflated_snapshot(self, symbol: str) -> BookSnapshot | None:
-        reconciler = self._reconciler
-        return None if reconciler is None else reconciler.snapshot_event(symbol, "conflated")
+    def subscribe_events(
+        self,
+        name: str,
+        capacity: int | None = None,
+        *,
+        trade_policy: TradePolicy | None = None,
+    ) -> Subscription:
+        """Another subscriber with its own bounded queue (a sink, a second consumer): it gets
+        every event published from now on, and its slowness costs only itself."""
+        return self.tree.emitter.subscribe(
+            name,
+            capacity or self.config.consumer_queue,
+            trade_policy=trade_policy or self.config.trade_policy,
+        )
+
+    # -- books and markets -----------------------------------------------------------------------
 
     @property
-    def reconciler(self) -> Reconciler:
-        """The live reconciler (books and sync state per symbol)."""
-        if self._reconciler is None:
-            raise RuntimeError("the feed is not running")
-        return self._reconciler
+    def markets(self) -> dict[str, MarketInfo]:
+        """The markets in the feed now, by exchange id."""
+        return dict(self.tree.markets)
 
-    def book(self, symbol: str) -> Any:
+    @property
+    def symbols(self) -> list[str]:
+        return self.tree.symbols if self.tree.markets else list(self.config.symbols)
+
+    @property
+    def table(self) -> MarketTable | None:
+        """Every listed market (from the last metadata refresh)."""
+        return self.tree.metadata.table
+
+    @property
+    def reconciler(self) -> Any:
+        """The live reconciler (books and sync state per symbol)."""
+        if self.tree.reconciler is None:
+            raise RuntimeError("the feed is not running")
+        return self.tree.reconciler
+
+    def book(self, symbol: str) -> OrderBook:
         """The current :class:`~backpack_actors.core.book.OrderBook` of ``symbol`` (any form)."""
         info = self._resolve(symbol)
-        return self.reconciler.book_sync(info.exchange_id).book
+        return self.reconciler.book_sync(info.exchange_id).book  # type: ignore[no-any-return]
 
     def _resolve(self, symbol: str) -> MarketInfo:
-        if self.table is None:
+        table = self.table
+        if table is None:
             raise RuntimeError("markets are not loaded yet")
-        return self.table.resolve(symbol)
+        return table.resolve(symbol)
+
+    async def subscribe(self, *symbols: str) -> list[str]:
+        """Add markets at runtime (any symbol form); the others are not disturbed. Returns the
+        exchange ids added; an unknown symbol raises UnknownSymbolError with suggestions."""
+        infos = [self._resolve(symbol) for symbol in symbols]
+        new = [info for info in infos if info.exchange_id not in self.tree.markets]
+        self.tree.add_markets(new, reason="subscribed at runtime")
+        await trio.lowlevel.checkpoint()
+        return [info.exchange_id for info in new]
+
+    async def unsubscribe(self, *symbols: str) -> list[str]:
+        """Remove markets at runtime; each gets a final ``unsubscribed`` status event."""
+        removed = []
+        for symbol in symbols:
+            info = self._resolve(symbol)
+            if info.exchange_id in self.tree.markets:
+                self.tree.remove_symbol(
+                    info.exchange_id, StatusKind.UNSUBSCRIBED, "unsubscribed at runtime"
+                )
+                removed.append(info.exchange_id)
+        await trio.lowlevel.checkpoint()
+        return removed
+
+    # -- statistics ------------------------------------------------------------------------------
+
+    @property
+    def supervisor_events(self) -> list[SupervisorEvent]:
+        return self.tree.supervisor_events
+
+    @property
+    def rest(self) -> Any:
+        return self.tree.rest
 
     def statistics(self) -> dict[str, Any]:
         """Counters of every actor: frames, gaps, resyncs, drops and conflations, REST calls."""
+        tree = self.tree
+        rest = tree.rest.stats
+        queue = self.queue
         stats: dict[str, Any] = {
             "queue": {
-                "depth": len(self.queue),
-                "max_depth": self.queue.max_depth,
-                "conflated": self.queue.conflated,
-                "dropped": self.queue.dropped,
-                "producer_waits": self.queue.blocked,
+                "depth": len(queue) if queue is not None else 0,
+                "max_depth": queue.max_depth if queue is not None else 0,
+                "conflated": queue.conflated if queue is not None else {},
+                "dropped": queue.dropped if queue is not None else 0,
+                "dropped_trades": queue.dropped_trades if queue is not None else {},
             },
-            "rest": {
-                "calls": self.gateway.stats.calls,
-                "rate_limited": self.gateway.stats.rate_limited,
-                "server_errors": self.gateway.stats.server_errors,
-                "protocol_errors": self.gateway.stats.protocol_errors,
-                "retries": self.gateway.stats.retries,
+            "subscriptions": [sub.statistics() for sub in tree.emitter.subscriptions],
+            "rest": {**attrs.asdict(rest), "queued": tree.rest.queued()},
+            "metadata": {
+                "refreshes": tree.metadata.refreshes,
+                "refresh_failures": tree.metadata.refresh_failures,
             },
-            "streams": {
-                sym: {
-                    "mode": "rest" if h.rest_only else "ws",
-                    "frames": h.frames,
-                    "decode_errors": h.decode_errors,
-                    "reconnects": h.reconnects,
-                    "degradations": h.degradations,
-                    "promotions": h.promotions,
-                    "consecutive_failures": h.consecutive_failures,
-                }
-                for sym, h in self._health.items()
-            },
+            "connections": [],
+            "streams": {},
         }
-        if self._reconciler is not None:
-            stats["reconciler"] = self._reconciler.statistics()
-        if self._root is not None:
-            stats["supervisors"] = [self._root.statistics()]
-            if self._streams is not None:
-                stats["supervisors"].append(self._streams.statistics())
+        if tree.connections is not None:
+            connections = tree.connections.statistics()
+            stats["connections"] = connections
+            for connection in connections:
+                for symbol in connection["symbols"]:  # type: ignore[attr-defined]
+                    stats["streams"][symbol] = {
+                        "connection": connection["id"],
+                        "mode": "rest" if connection["rest_only"] else "ws",
+                        "frames": connection["frames"],
+                        "decode_errors": connection["decode_errors"],
+                        "reconnects": connection["reconnects"],
+                        "degradations": connection["degradations"],
+                        "promotions": connection["promotions"],
+                        "consecutive_failures": connection["consecutive_failures"],
+                    }
+        if tree.reconciler is not None:
+            stats["reconciler"] = tree.reconciler.statistics()
+        if tree.root is not None:
+            stats["supervisors"] = [tree.root.statistics()]
         return stats
 
-    # -- the actor tree -------------------------------------------------------------------------
+    # -- running --------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run every actor until cancelled; ready once markets are loaded and streams run."""
-        cfg = self.config
-        backoff = cfg.make_backoff()
-        root = Supervisor(
-            "root",
-            [
-                ChildSpec("metadata", self._run_metadata),
-                ChildSpec("snapshot", self._run_snapshot),
-                ChildSpec("reconciler", self._run_reconciler),
-                ChildSpec("streams", self._run_streams),
-            ],
-            strategy="rest_for_one",
-            intensity=cfg.restart_intensity,
-            period=cfg.restart_period,
-            backoff=backoff,
-            rng=self._rng,
-            on_event=self._on_supervisor_event,
-        )
-        self._root = root
-        try:
-            await root.run(task_status=task_status)
-        finally:
-            self.queue.close()
-
-    def _on_supervisor_event(self, event: SupervisorEvent) -> None:
-        self.supervisor_events.append(event)
-        if len(self.supervisor_events) > 1000:
-            del self.supervisor_events[:500]
-
-    async def _load_markets(self) -> None:
-        table = await self.gateway.call("load_markets", self._client.load_markets)
-        markets: dict[str, MarketInfo] = {}
-        for symbol in self.config.symbols:
-            info = table.resolve(symbol)
-            markets[info.exchange_id] = info
-        self.table = table
-        if not self.markets:
-            self.markets = markets
-        elif set(markets) != set(self.markets):
-            log.warning("market listing changed under a running feed: %s", sorted(markets))
-
-    async def _run_metadata(self, *, task_status: trio.TaskStatus[None]) -> None:
-        await self._load_markets()
-        task_status.started()
-        interval = self.config.metadata_refresh_interval
-        if interval <= 0:
-            await trio.sleep_forever()
-        while True:
-            await trio.sleep(interval)
-            await self._load_markets()
-
-    async def _run_snapshot(self, *, task_status: trio.TaskStatus[None]) -> None:
-        await run_snapshot_actor(
-            requests=self._req_recv,
-            inbox=self._inbox_send,
-            gateway=self.gateway,
-            client=self._client,
-            symbols=[] if self._rest_only() else list(self.markets),
-            snapshot_interval=self.config.snapshot_interval,
-            wall_clock=self._wall_clock,
-            task_status=task_status,
-        )
-
-    def _rest_only(self) -> bool:
-        return self.config.rest_only or not self.config.websocket
-
-    async def _run_reconciler(self, *, task_status: trio.TaskStatus[None]) -> None:
-        wall_clock = self._wall_clock
-        record = None
-        if self._recorder is not None:
-            # Recording latches the reconciler's clock per message, so replay is exact.
-            wall_clock, record = self._recorder.attach(self.markets, self.config)
-        reconciler = Reconciler(
-            markets=self.markets,
-            out=self.queue,
-            requests=self._req_send,
-            wall_clock=wall_clock,
-            book_depth=self.config.book_depth,
-            trades=TRADES in self.config.channels,
-            books=L2_BOOK in self.config.channels,
-            recorder=record,
-        )
-        self._reconciler = reconciler
-        await reconciler.run(self._inbox_recv, task_status=task_status)
-
-    async def _run_streams(self, *, task_status: trio.TaskStatus[None]) -> None:
-        cfg = self.config
-        settings = StreamSettings(
-            trades=TRADES in cfg.channels,
-            book=L2_BOOK in cfg.channels,
-            stale_timeout=cfg.stale_timeout,
-            max_ws_failures=cfg.max_ws_failures,
-            stable_after=cfg.reconnect_stable_after,
-            websocket=not self._rest_only(),
-            snapshot_interval=cfg.snapshot_interval,
-            promote_probe_interval=cfg.promote_probe_interval,
-            promote_healthy_after=cfg.promote_healthy_after,
-            record_raw=self._recorder is not None,
-        )
-        children = []
-        for symbol in self.markets:
-            health = self._health.setdefault(symbol, SymbolHealth(symbol))
-            if not settings.websocket:
-                health.rest_only = True
-            children.append(ChildSpec(symbol, self._stream_starter(symbol, settings, health)))
-        streams = Supervisor(
-            "streams",
-            children,
-            strategy="one_for_one",
-            # The window is per supervisor (OTP), but each stream fails independently: the budget
-            # is restart_intensity per symbol, so an outage that sends every symbol through its
-            # max_ws_failures reconnects (then to REST-only) does not escalate the whole feed.
-            intensity=cfg.restart_intensity * max(1, len(children)),
-            period=cfg.restart_period,
-            backoff=cfg.make_backoff(),
-            rng=self._rng,
-            on_event=self._on_supervisor_event,
-        )
-        self._streams = streams
-        await streams.run(task_status=task_status)
-
-    def _stream_starter(
-        self, symbol: str, settings: StreamSettings, health: SymbolHealth
-    ) -> Callable[..., Awaitable[None]]:
-        ctx = StreamContext(
-            symbol=symbol,
-            connector=self._connect,
-            inbox=self._inbox_send,
-            gateway=self.gateway,
-            client=self._client,
-            settings=settings,
-            health=health,
-            epochs=self._epochs,
-            wall_clock=self._wall_clock,
-        )
-
-        async def start(*, task_status: trio.TaskStatus[None]) -> None:
-            await run_symbol_stream(ctx, task_status=task_status)
-
-        return start
+        await self.tree.run(task_status=task_status)
 
 
 def _single_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -361,6 +269,7 @@ async def open_feed(
     wall_clock: Callable[[], float] = time.time,
     rng: random.Random | None = None,
     recorder: Recorder | None = None,
+    consume: bool = True,
 ) -> AsyncIterator[Feed]:
     """Run a feed for the duration of the ``async with`` block::
 
@@ -382,6 +291,7 @@ async def open_feed(
         wall_clock=wall_clock,
         rng=rng,
         recorder=recorder,
+        consume=consume,
     )
     try:
         async with trio.open_nursery() as nursery:

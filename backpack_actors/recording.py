@@ -19,7 +19,6 @@ A ``.gz`` suffix selects gzip for both writing and reading.
 from __future__ import annotations
 
 import gzip
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,21 +28,21 @@ from typing import IO, TYPE_CHECKING, Literal, cast
 import msgspec
 import trio
 
-from backpack_actors.actors.emitter import EventQueue
 from backpack_actors.actors.messages import (
     BackfillDone,
     FrameBatch,
     FrameError,
     InboxMessage,
-    RestRequest,
     RestTrades,
     SnapshotFailed,
     SnapshotReady,
     StreamNews,
     StreamStarted,
+    SymbolAdded,
+    SymbolRemoved,
 )
 from backpack_actors.actors.reconciler import Reconciler
-from backpack_actors.actors.stream import decode_read
+from backpack_actors.actors.connection import decode_read
 from backpack_actors.core.events import Event, StatusKind
 from backpack_actors.core.symbols import MarketInfo
 from backpack_actors.core.wire import DepthEvent, DepthSnapshot, RestTrade, TradeEvent
@@ -70,6 +69,8 @@ __all__ = [
     "SnapshotFailedRecord",
     "SnapshotRecord",
     "StreamStartedRecord",
+    "SymbolAddedRecord",
+    "SymbolRemovedRecord",
     "load_recording",
     "replay_batches",
     "replay_events",
@@ -172,6 +173,26 @@ class SnapshotFailedRecord(msgspec.Struct, frozen=True, tag="snapshot_failed", t
     symbol: str
     reason: str
     now: float
+    attempts: int = 0
+    retry_in: float = 0.0
+
+
+class SymbolAddedRecord(msgspec.Struct, frozen=True, tag="symbol_added", tag_field="kind"):
+    """A market joined the feed at runtime (:class:`SymbolAdded`)."""
+
+    symbol: str
+    info: MarketInfo
+    reason: str
+    now: float
+
+
+class SymbolRemovedRecord(msgspec.Struct, frozen=True, tag="symbol_removed", tag_field="kind"):
+    """A market left the feed (:class:`SymbolRemoved`)."""
+
+    symbol: str
+    status: StatusKind
+    reason: str
+    now: float
 
 
 class RestTradesRecord(msgspec.Struct, frozen=True, tag="rest_trades", tag_field="kind"):
@@ -204,6 +225,8 @@ RecordLine = (  # one line of a recording file
     | SnapshotFailedRecord
     | RestTradesRecord
     | BackfillRecord
+    | SymbolAddedRecord
+    | SymbolRemovedRecord
 )
 _Entry = (
     StreamStartedRecord
@@ -213,6 +236,8 @@ _Entry = (
     | SnapshotRecord
     | SnapshotFailedRecord
     | RestTradesRecord
+    | SymbolAddedRecord
+    | SymbolRemovedRecord
 )
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(RecordLine)
@@ -245,7 +270,13 @@ def _line_of(message: InboxMessage, now: float) -> RecordLine:
             message.symbol, message.snapshot, message.reason, message.received_at, now
         )
     if isinstance(message, SnapshotFailed):
-        return SnapshotFailedRecord(message.symbol, message.reason, now)
+        return SnapshotFailedRecord(
+            message.symbol, message.reason, now, message.attempts, message.retry_in
+        )
+    if isinstance(message, SymbolAdded):
+        return SymbolAddedRecord(message.symbol, message.info, message.reason, now)
+    if isinstance(message, SymbolRemoved):
+        return SymbolRemovedRecord(message.symbol, message.kind, message.reason, now)
     if isinstance(message, RestTrades):
         return RestTradesRecord(message.symbol, message.trades, message.received_at, now)
     return BackfillRecord(message.symbol, message.trades, message.error, message.received_at, now)
@@ -408,7 +439,11 @@ def _message_of(line: _Entry | BackfillRecord) -> InboxMessage:
     if isinstance(line, SnapshotRecord):
         return SnapshotReady(line.symbol, line.snapshot, line.reason, line.received_at)
     if isinstance(line, SnapshotFailedRecord):
-        return SnapshotFailed(line.symbol, line.reason)
+        return SnapshotFailed(line.symbol, line.reason, line.attempts, line.retry_in)
+    if isinstance(line, SymbolAddedRecord):
+        return SymbolAdded(line.symbol, line.info, line.reason)
+    if isinstance(line, SymbolRemovedRecord):
+        return SymbolRemoved(line.symbol, line.status, line.reason)
     if isinstance(line, RestTradesRecord):
         return RestTrades(line.symbol, line.trades, line.received_at)
     return BackfillDone(line.symbol, line.trades, line.error, line.received_at)
@@ -420,39 +455,31 @@ class _Replayer:
     def __init__(self, header: RecordingHeader) -> None:
         self.header = header
         self.now = header.now
-        # Drained after every message, so the queue never conflates or waits.
-        self.queue = EventQueue(1 << 30, lambda _symbol: None)
-        self._req_send, self._req_recv = trio.open_memory_channel[RestRequest](math.inf)
+        self._events: list[Event] = []
         self.reconciler = self._fresh(header.markets)
 
     def _fresh(self, markets: list[MarketInfo]) -> Reconciler:
         settings = self.header.settings
         return Reconciler(
             markets={m.exchange_id: m for m in markets},
-            out=self.queue,
-            requests=self._req_send,
+            publish=self._events.extend,
+            # Requests were answered in the recorded run; their answers are recorded lines.
+            request=lambda _request: None,
             wall_clock=lambda: self.now,
             book_depth=settings.book_depth,
             trades=settings.trades,
             books=settings.books,
         )
 
-    async def feed(self, line: RecordLine) -> list[Event]:
+    def feed(self, line: RecordLine) -> list[Event]:
         self.now = line.now
         if isinstance(line, RecordingHeader):
             raise ProtocolError("recording", "a second header line", b"")
         if isinstance(line, ReconcilerStartedRecord):
             self.reconciler = self._fresh(line.markets)
             return []
-        await self.reconciler.handle(_message_of(line))
-        while True:
-            try:
-                self._req_recv.receive_nowait()
-            except trio.WouldBlock:
-                break
-        events: list[Event] = []
-        while (event := self.queue.get_nowait()) is not None:
-            events.append(event)
+        self.reconciler.handle(_message_of(line))
+        events, self._events[:] = list(self._events), []
         return events
 
 
@@ -473,7 +500,7 @@ async def replay_batches(
             else:
                 await trio.lowlevel.checkpoint()
         previous = max(previous, line.now)
-        yield await replayer.feed(line)
+        yield replayer.feed(line)
 
 
 async def replay_iter(

@@ -25,6 +25,9 @@ class ConsumerBooks:
         self.statuses: list[StatusEvent] = []
         self.snapshots: dict[str, int] = {}
         self.deltas: dict[str, int] = {}
+        # consumer_overflow reports: the id range each says was dropped, until the next trade.
+        self.skipped: dict[str, tuple[int, int]] = {}
+        self.dropped: dict[str, int] = {}
 
     def apply(self, event: Event) -> None:
         sym = getattr(event, "exchange_symbol", None)
@@ -53,12 +56,26 @@ class ConsumerBooks:
             assert sym is not None
             seen = self.trades.setdefault(sym, [])
             if seen:
-                assert event.trade_id == seen[-1].trade_id + 1, (
+                expected = seen[-1].trade_id + 1
+                skip = self.skipped.get(sym)
+                if skip is not None and event.trade_id != expected:
+                    # A consumer_overflow report named the ids this subscriber lost.
+                    assert skip[0] == expected, f"{sym}: report {skip} after {expected - 1}"
+                    expected = skip[1] + 1
+                assert event.trade_id == expected, (
                     f"{sym}: trade {event.trade_id} after {seen[-1].trade_id}"
                 )
+            self.skipped.pop(sym, None)
             seen.append(event)
         elif isinstance(event, StatusEvent):
             self.statuses.append(event)
+            if event.kind is StatusKind.CONSUMER_OVERFLOW and event.counts["dropped_trades"]:
+                exchange_id = event.symbol.replace("-", "_")
+                first = event.counts["first_dropped_trade_id"]
+                last = event.counts["last_dropped_trade_id"]
+                assert last - first + 1 == event.counts["dropped_trades"], event
+                self.dropped[exchange_id] = self.dropped.get(exchange_id, 0) + (last - first + 1)
+                self.skipped[exchange_id] = (first, last)
 
     def kinds(self, symbol: str | None = None) -> list[StatusKind]:
         return [s.kind for s in self.statuses if symbol is None or s.symbol == symbol]

@@ -1,47 +1,130 @@
-"""The edge to consumers: a bounded queue with the written policy of ``core.conflation``.
+"""The emitter: fan-out of published events to every subscriber, each with its own bounded queue.
 
-Producers (the reconciler) call :meth:`EventQueue.put`: it returns at once for book events
-(conflated for a slow reader) and waits for room for trades and status events (lossless by default).
-With ``trade_policy="drop_oldest"`` a full queue drops its oldest lossless event instead, counted.
+The reconciler publishes synchronously (no await) right after applying a message; the emitter
+hands the events to every :class:`Subscription` at once. A subscription never makes the publisher
+wait: each applies the written policy of :mod:`backpack_actors.core.conflation` (books conflate,
+trades are lossless up to the bound and then dropped with an in-band ``consumer_overflow`` report).
+So a slow consumer, a stalled sink or a busy callback pays for itself; streams, sockets and REST
+never notice (the slow subscriber pays — tractor's rule).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import trio
 
-from backpack_actors.core.conflation import ConflatingQueue
+from backpack_actors.core.conflation import SubscriberQueue, TradePolicy
 from backpack_actors.core.events import BookSnapshot, Event
 
-__all__ = ["EventQueue"]
+__all__ = ["Emitter", "EventQueue", "Subscription"]
 
 
-class EventQueue:
-    """One consumer's queue; trio-aware wrapper around :class:`ConflatingQueue`."""
+class Subscription:
+    """One subscriber's queue (see the module docstring); read with :meth:`get_batch`."""
 
     def __init__(
         self,
+        name: str,
         capacity: int,
         snapshot_of: Callable[[str], BookSnapshot | None],
         *,
-        trade_policy: str = "block",
-        book_policy: str = "conflate",
+        trade_policy: TradePolicy = "drop_newest",
+        now: Callable[[], float] = lambda: 0.0,
+        on_close: Callable[[Subscription], None] | None = None,
     ) -> None:
-        self._queue = ConflatingQueue(
-            capacity, snapshot_of, conflate_books=book_policy == "conflate"
+        self.name = name
+        self._queue = SubscriberQueue(
+            capacity, snapshot_of, trade_policy=trade_policy, now=now
         )
-        self._trade_policy = trade_policy
-        self._readable = trio.Event()
-        self._writable = trio.Event()
+        self._readable: trio.Event | None = None
         self._closed = False
-        # Readers wake a writer only when one waits (saves an Event.set per event read).
-        self._writer_waiting = False
-        self.dropped = 0
-        self.blocked = 0
+        self._on_close = on_close
+        self.published = 0
+
+    def __repr__(self) -> str:
+        return f"Subscription({self.name!r}, queued={len(self._queue)})"
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- producer side ---------------------------------------------------------------------------
+
+    def offer_many(self, events: list[Event]) -> None:
+        """Queue ``events`` (never waits); wakes a waiting reader."""
+        if self._closed:
+            return
+        self.published += len(events)
+        self._queue.offer_many(events)
+        readable = self._readable
+        if readable is not None:
+            # Only a waiting reader costs an Event: most publishes find the reader busy.
+            self._readable = None
+            readable.set()
+
+    def close(self) -> None:
+        """No more events: a waiting reader drains what is queued, then ends."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._readable is not None:
+            self._readable.set()
+            self._readable = None
+        if self._on_close is not None:
+            self._on_close(self)
+
+    # -- consumer side ---------------------------------------------------------------------------
+
+    def get_nowait(self) -> Event | None:
+        """The next event, or None when nothing is queued."""
+        return self._queue.pop()
+
+    def get_batch_nowait(self, limit: int = 4096) -> list[Event]:
+        """Up to ``limit`` queued events, oldest first (empty when none)."""
+        if limit < 1:
+            # pop_many(0) is always empty: a waiting get_batch would never return.
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        return self._queue.pop_many(limit)
+
+    async def get(self) -> Event:
+        """The next event; raises ``trio.EndOfChannel`` once closed and drained."""
+        while True:
+            event = self._queue.pop()
+            if event is not None:
+                return event
+            await self._wait()
+
+    async def get_batch(self, limit: int = 4096) -> list[Event]:
+        """At least one and up to ``limit`` events; ``trio.EndOfChannel`` once closed and
+        drained. Returns without a checkpoint while events are queued."""
+        while True:
+            events = self.get_batch_nowait(limit)
+            if events:
+                return events
+            await self._wait()
+
+    async def _wait(self) -> None:
+        if self._closed:
+            raise trio.EndOfChannel
+        if self._readable is None:
+            self._readable = trio.Event()
+        await self._readable.wait()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            try:
+                yield await self.get()
+            except trio.EndOfChannel:
+                return
+
+    # -- statistics ------------------------------------------------------------------------------
 
     @property
     def conflated(self) -> dict[str, int]:
@@ -49,90 +132,86 @@ class EventQueue:
         return dict(self._queue.conflated)
 
     @property
+    def dropped_trades(self) -> dict[str, int]:
+        """Trades dropped per symbol because this subscriber fell behind (each reported)."""
+        return dict(self._queue.dropped_trades)
+
+    @property
+    def dropped(self) -> int:
+        """Every event dropped (trades and status events), each reported in-band."""
+        return sum(self._queue.dropped_trades.values()) + self._queue.dropped_status
+
+    @property
     def max_depth(self) -> int:
         return self._queue.max_depth
 
-    def close(self) -> None:
-        """No more events: a waiting reader wakes and ends."""
-        self._closed = True
-        self._readable.set()
+    def statistics(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "depth": len(self._queue),
+            "max_depth": self._queue.max_depth,
+            "capacity": self._queue.capacity,
+            "published": self.published,
+            "conflated": self.conflated,
+            "dropped_trades": self.dropped_trades,
+            "dropped_status": self._queue.dropped_status,
+        }
 
-    async def put(self, event: Event) -> None:
-        queue = self._queue
-        while not queue.offer(event):
-            if self._trade_policy == "drop_oldest":
-                queue.pop()
-                self.dropped += 1
-                continue
-            self.blocked += 1
-            self._writable = trio.Event()
-            self._writer_waiting = True
-            try:
-                await self._writable.wait()
-            finally:
-                self._writer_waiting = False
-        self._readable.set()
 
-    async def put_many(self, events: list[Event]) -> None:
-        """Queue events in order, waking the reader once; waits only where ``put`` would."""
-        queue = self._queue
-        if queue.extend_if_room(events):
-            self._readable.set()
+EventQueue = Subscription
+"""The consumer queue's name before every subscriber had its own (kept for existing imports)."""
+
+
+class Emitter:
+    """Fan-out to subscriptions; :meth:`publish` is synchronous and never waits."""
+
+    def __init__(
+        self,
+        snapshot_of: Callable[[str], BookSnapshot | None],
+        *,
+        now: Callable[[], float] = lambda: 0.0,
+    ) -> None:
+        self._snapshot_of = snapshot_of
+        self._now = now
+        self._subs: list[Subscription] = []
+        self.published = 0
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return list(self._subs)
+
+    def subscribe(
+        self,
+        name: str,
+        capacity: int = 10_000,
+        *,
+        trade_policy: TradePolicy = "drop_newest",
+    ) -> Subscription:
+        """A new subscriber queue, receiving every event published from now on."""
+        sub = Subscription(
+            name,
+            capacity,
+            self._snapshot_of,
+            trade_policy=trade_policy,
+            now=self._now,
+            on_close=self._remove,
+        )
+        self._subs.append(sub)
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+    def publish(self, events: list[Event]) -> None:
+        """Hand ``events`` to every subscriber (each copies what it keeps)."""
+        if not events:
             return
-        offer = queue.offer
-        for index, event in enumerate(events):
-            if not offer(event):
-                self._readable.set()
-                await self.put(event)
-                for rest in events[index + 1 :]:
-                    await self.put(rest)
-                return
-        self._readable.set()
+        self.published += len(events)
+        for sub in self._subs:
+            sub.offer_many(events)
 
-    def put_nowait_or_false(self, event: Event) -> bool:
-        accepted = self._queue.offer(event)
-        if accepted:
-            self._readable.set()
-        return accepted
-
-    async def get(self) -> Event:
-        """The next event; raises ``trio.EndOfChannel`` once closed and drained."""
-        while True:
-            event = self._queue.pop()
-            if event is not None:
-                if self._writer_waiting:
-                    self._writable.set()
-                return event
-            if self._closed:
-                raise trio.EndOfChannel
-            self._readable = trio.Event()
-            await self._readable.wait()
-
-    def get_nowait(self) -> Event | None:
-        """The next event, or None when the queue is empty."""
-        event = self._queue.pop()
-        if event is not None and self._writer_waiting:
-            self._writable.set()
-        return event
-
-    def get_batch_nowait(self, limit: int = 4096) -> list[Event]:
-        """Up to ``limit`` queued events, oldest first (empty when none): one call per batch."""
-        if limit < 1:
-            # pop_many(0) is always empty: a waiting get_batch would never return.
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        events = self._queue.pop_many(limit)
-        if events and self._writer_waiting:
-            self._writable.set()
-        return events
-
-    async def get_batch(self, limit: int = 4096) -> list[Event]:
-        """At least one and up to ``limit`` events; raises ``trio.EndOfChannel`` once closed
-        and drained. Cheaper per event than :meth:`get` for consumers that keep up."""
-        while True:
-            events = self.get_batch_nowait(limit)
-            if events:
-                return events
-            if self._closed:
-                raise trio.EndOfChannel
-            self._readable = trio.Event()
-            await self._readable.wait()
+    def close(self) -> None:
+        """End every subscription (readers drain what is queued, then stop)."""
+        for sub in list(self._subs):
+            sub.close()

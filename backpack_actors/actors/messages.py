@@ -8,6 +8,7 @@ import attrs
 import msgspec
 
 from backpack_actors.core.events import StatusKind
+from backpack_actors.core.symbols import MarketInfo
 from backpack_actors.core.wire import DepthEvent, DepthSnapshot, RestTrade, TradeEvent
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "FrameBatch",
     "FrameError",
     "InboxMessage",
+    "PollRequest",
     "RestRequest",
     "RestTrades",
     "SnapshotFailed",
@@ -23,6 +25,8 @@ __all__ = [
     "SnapshotRequest",
     "StreamNews",
     "StreamStarted",
+    "SymbolAdded",
+    "SymbolRemoved",
 ]
 
 Mode = Literal["ws", "rest"]
@@ -82,8 +86,12 @@ class SnapshotReady:
 
 @attrs.frozen
 class SnapshotFailed:
+    """A symbol's snapshot failed ``attempts`` times in a row; it keeps being retried, slower."""
+
     symbol: str
     reason: str
+    attempts: int = 0
+    retry_in: float = 0.0
 
 
 @attrs.frozen
@@ -105,6 +113,24 @@ class BackfillDone:
     received_at: float
 
 
+@attrs.frozen
+class SymbolAdded:
+    """A market joins the feed (a listing under ``symbols: all``, or a runtime subscribe)."""
+
+    symbol: str
+    info: MarketInfo
+    reason: str
+
+
+@attrs.frozen
+class SymbolRemoved:
+    """A market leaves the feed: ``kind`` is ``delisted`` or ``unsubscribed``."""
+
+    symbol: str
+    kind: StatusKind
+    reason: str
+
+
 InboxMessage = (
     StreamStarted
     | FrameBatch
@@ -114,11 +140,15 @@ InboxMessage = (
     | SnapshotFailed
     | RestTrades
     | BackfillDone
+    | SymbolAdded
+    | SymbolRemoved
 )
 
 
 @attrs.frozen
 class SnapshotRequest:
+    """A depth snapshot for the reconciler (``reason`` "interval" marks a periodic check)."""
+
     symbol: str
     reason: str
     retry: bool = False
@@ -131,4 +161,12 @@ class BackfillRequest:
     last_id: int
 
 
-RestRequest = SnapshotRequest | BackfillRequest
+@attrs.frozen
+class PollRequest:
+    """REST-only mode: one poll of ``what`` ("book" or "trades") for ``symbol``."""
+
+    symbol: str
+    what: Literal["book", "trades"]
+
+
+RestRequest = SnapshotRequest | BackfillRequest | PollRequest

@@ -1,19 +1,24 @@
-"""The book reconciler: ONE inbox, every symbol's BookSync and TradeSync; never awaits REST.
+"""Reconciliation: every symbol's BookSync and TradeSync, called synchronously, never awaiting.
 
-It turns the pure state machines' actions into public events (put on the consumer's
-:class:`EventQueue`) and into REST requests for the snapshot actor (``send_nowait``; at most one
-outstanding snapshot and one backfill per symbol, so the request channel never fills).
+The connection actors call :meth:`Reconciler.on_frames` with each socket read's frames, the REST
+actor calls :meth:`Reconciler.handle` with each answer, and the metadata actor adds and removes
+symbols. Nothing here awaits, so trio's single thread makes every call atomic: a message is
+applied and its events are published (to the emitter, synchronously) before anything else runs.
+That is what lets a subscriber's conflated snapshot be built from the live book at any moment.
+
+This replaced the single reconciler *task* with one inbox: that inbox was a channel hop and a
+scheduler pass per socket read, and its overflow restarted every stream at 300 markets (measured,
+see docs/architecture.md). REST requests go out through ``request`` (the REST actor's non-blocking
+enqueue; at most one outstanding snapshot and one backfill per symbol).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import msgspec
-import trio
 
-from backpack_actors.actors.emitter import EventQueue
 from backpack_actors.actors.messages import (
     BackfillDone,
     BackfillRequest,
@@ -27,6 +32,8 @@ from backpack_actors.actors.messages import (
     SnapshotRequest,
     StreamNews,
     StreamStarted,
+    SymbolAdded,
+    SymbolRemoved,
 )
 from backpack_actors.core import sync as bsync
 from backpack_actors.core import trades as tsync
@@ -49,6 +56,9 @@ __all__ = ["Reconciler"]
 
 log = logging.getLogger(__name__)
 
+Publish = Callable[[list[Event]], None]
+Request = Callable[[RestRequest], None]
+
 
 class _Symbol:
     __slots__ = ("backfill", "book", "info", "mode", "snapshot_pending", "trades")
@@ -58,7 +68,7 @@ class _Symbol:
         self.book: bsync.BookSync[DepthEvent] = bsync.BookSync(info.exchange_id)
         self.trades = tsync.TradeSync(info.exchange_id)
         self.mode = "ws"
-        self.snapshot_pending = False
+        self.snapshot_pending: str | None = None
         # The trade-id range of the backfill in flight (at most one per symbol), or None.
         self.backfill: tuple[int, int] | None = None
 
@@ -70,8 +80,8 @@ class Reconciler:
         self,
         *,
         markets: Mapping[str, MarketInfo],
-        out: EventQueue | None,
-        requests: trio.MemorySendChannel[RestRequest],
+        publish: Publish,
+        request: Request,
         wall_clock: Callable[[], float],
         book_depth: int = 0,
         trades: bool = True,
@@ -79,18 +89,46 @@ class Reconciler:
         recorder: Callable[[InboxMessage, float], None] | None = None,
     ) -> None:
         self._recorder = recorder
-        self._symbols = {sym: _Symbol(info) for sym, info in markets.items()}
+        self._symbols: dict[str, _Symbol] = {}
         # Events carry normalized symbols; conflation asks for books by that name.
-        self._by_normalized = {st.info.normalized: st for st in self._symbols.values()}
-        self.out = out
-        self._requests = requests
+        self._by_normalized: dict[str, _Symbol] = {}
+        for info in markets.values():
+            self.add_symbol(info)
+        self._publish = publish
+        self._request = request
         self._wall_clock = wall_clock
         self._depth = book_depth or None
         self._want_trades = trades
         self._want_books = books
         self.protocol_errors: dict[str, int] = {}
-        self.request_overflows = 0
         self.frames = 0
+        self._out: list[Event] = []
+
+    # -- symbols ---------------------------------------------------------------------------------
+
+    def add_symbol(self, info: MarketInfo) -> None:
+        """Start tracking ``info`` (a no-op when already tracked)."""
+        if info.exchange_id in self._symbols:
+            return
+        state = _Symbol(info)
+        self._symbols[info.exchange_id] = state
+        self._by_normalized[info.normalized] = state
+
+    def remove_symbol(self, symbol: str, kind: StatusKind, reason: str) -> None:
+        """Stop tracking ``symbol`` and tell consumers why (``delisted``/``unsubscribed``)."""
+        state = self._symbols.pop(symbol, None)
+        if state is None:
+            return
+        self._by_normalized.pop(state.info.normalized, None)
+        self._status(state, kind, reason, {})
+        self._flush()
+
+    def __contains__(self, symbol: object) -> bool:
+        return symbol in self._symbols
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(self._symbols)
 
     # -- introspection --------------------------------------------------------------------------
 
@@ -100,6 +138,14 @@ class Reconciler:
 
     def trade_sync(self, symbol: str) -> tsync.TradeSync:
         return self._symbols[symbol].trades
+
+    def is_live(self, symbol: str) -> bool:
+        state = self._symbols.get(symbol)
+        return state is not None and state.book.state is bsync.SyncState.LIVE
+
+    def last_update_id(self, symbol: str) -> int | None:
+        state = self._symbols.get(symbol)
+        return None if state is None else state.book.last_update_id
 
     def snapshot_event(self, symbol: str, reason: str = "conflated") -> BookSnapshot | None:
         """The current book of a LIVE (or REST-only) symbol as an event; None while resyncing.
@@ -114,11 +160,20 @@ class Reconciler:
             return None
         return self._snapshot(state, sync.last_update_id, reason, sync.last_engine_time_us)
 
+    def outstanding_requests(self) -> list[RestRequest]:
+        """What this reconciler waits for (re-sent when a restarted REST actor starts)."""
+        out: list[RestRequest] = []
+        for symbol, state in self._symbols.items():
+            if state.snapshot_pending is not None:
+                out.append(SnapshotRequest(symbol, state.snapshot_pending, True))
+            if state.backfill is not None:
+                out.append(BackfillRequest(symbol, *state.backfill))
+        return out
+
     def statistics(self) -> dict[str, object]:
         return {
             "frames": self.frames,
             "protocol_errors": dict(self.protocol_errors),
-            "request_overflows": self.request_overflows,
             "symbols": {
                 sym: {
                     "state": st.book.state.value,
@@ -131,101 +186,94 @@ class Reconciler:
             },
         }
 
-    # -- the actor ------------------------------------------------------------------------------
+    # -- input -----------------------------------------------------------------------------------
 
-    async def run(
-        self,
-        inbox: trio.MemoryReceiveChannel[InboxMessage],
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        task_status.started()
-        async for message in inbox:
-            await self.handle(message)
-
-    async def handle(self, message: InboxMessage) -> None:
-        """Process one inbox message (public so replay and tests can drive it directly)."""
+    def handle(self, message: InboxMessage) -> None:
+        """Process one message and publish what it produced (public so replay can drive it)."""
         if self._recorder is not None:
             self._recorder(message, self._wall_clock())
+        if isinstance(message, SymbolAdded):
+            self.add_symbol(message.info)
+            state = self._symbols[message.symbol]
+            self._status(state, StatusKind.LISTED, message.reason, {})
+            self._flush()
+            return
+        if isinstance(message, SymbolRemoved):
+            self.remove_symbol(message.symbol, message.kind, message.reason)
+            return
         state = self._symbols.get(message.symbol)
         if state is None:
-            log.warning("message for unknown symbol %r dropped", message.symbol)
+            if isinstance(message, FrameError):
+                # A frame no symbol can be blamed for (e.g. undecodable before its stream name).
+                self._connection_error(message)
+                self._flush()
             return
         if isinstance(message, FrameBatch):
-            await self._on_frames(state, message)
+            self._on_frames(state, message.epoch, message.frames, message.received_at)
         elif isinstance(message, StreamStarted):
-            await self._on_stream_started(state, message)
+            self._on_stream_started(state, message)
         elif isinstance(message, SnapshotReady):
-            await self._on_snapshot(state, message)
+            self._on_snapshot(state, message)
         elif isinstance(message, SnapshotFailed):
-            state.snapshot_pending = False
-            await self._book_actions(state, state.book.on_snapshot_failed(message.reason), 0.0)
+            self._on_snapshot_failed(state, message)
         elif isinstance(message, BackfillDone):
-            asked, state.backfill = state.backfill, None
-            gap = state.trades.pending
-            if gap is not None and asked is not None and gap != asked:
-                # The gap this answers was closed by late live trades and another one opened
-                # meanwhile: ask for the open one rather than calling its ids unrecoverable.
-                self._request_backfill(state, *gap)
-                return
-            actions = (
-                state.trades.on_backfill(message.trades)
-                if message.error is None
-                else state.trades.on_backfill_failed(message.error)
-            )
-            await self._trade_actions(state, actions, message.received_at)
+            self._on_backfill(state, message)
         elif isinstance(message, RestTrades):
-            actions = state.trades.on_rest_trades(message.trades)
-            await self._trade_actions(state, actions, message.received_at)
+            self._on_rest_trades(state, message)
         elif isinstance(message, StreamNews):
-            await self._status(state, message.kind, message.reason, message.counts)
+            self._status(state, message.kind, message.reason, message.counts)
         elif isinstance(message, FrameError):
-            await self._protocol_error(state, message.stream, message.reason, message.excerpt)
+            self._protocol_error(state, message.stream, message.reason, message.excerpt)
+        self._flush()
 
-    async def _protocol_error(self, state: _Symbol, stream: str, reason: str, excerpt: str) -> None:
-        symbol = state.info.exchange_id
-        count = self.protocol_errors.get(symbol, 0) + 1
-        self.protocol_errors[symbol] = count
-        await self._put(
-            ProtocolErrorEvent(
-                symbol=state.info.normalized,
-                stream=stream,
-                reason=reason,
-                excerpt=excerpt,
-                count=count,
-                at=self._wall_clock(),
-            )
-        )
-
-    async def _on_stream_started(self, state: _Symbol, message: StreamStarted) -> None:
-        state.mode = message.mode
-        if message.mode == "rest":
-            # REST-only: books come as whole snapshots from the poller; old WS frames are stale.
-            state.book.enter_rest_mode(message.epoch)
+    def on_frames(
+        self,
+        symbol: str,
+        epoch: int,
+        frames: list[DepthEvent | TradeEvent],
+        received_at: float,
+        raw: Sequence[str | bytes] = (),
+    ) -> None:
+        """One socket read's frames of ``symbol`` (the hot path; a FrameBatch without the object)."""
+        if self._recorder is not None:
+            self.handle(FrameBatch(symbol, epoch, frames, received_at, tuple(raw)))
             return
-        await self._book_actions(state, state.book.stream_started(message.epoch), 0.0)
+        state = self._symbols.get(symbol)
+        if state is not None:
+            self._on_frames(state, epoch, frames, received_at)
+            self._flush()
 
-    async def _on_frames(self, state: _Symbol, batch: FrameBatch) -> None:
-        # The hot path. Plain in-order frames become events collected in one list and handed to
-        # the queue once per batch; anything unusual flushes that list first so order is kept.
+    def _flush(self) -> None:
+        out = self._out
+        if out:
+            self._out = []
+            self._publish(out)
+
+    # -- handlers --------------------------------------------------------------------------------
+
+    def _on_frames(
+        self,
+        state: _Symbol,
+        epoch: int,
+        frames: list[DepthEvent | TradeEvent],
+        received_at: float,
+    ) -> None:
+        # The hot path: events are built positionally into the one output list.
         sync = state.book
         trades = state.trades
         info = state.info
         symbol = info.normalized
         exchange_id = info.exchange_id
-        received_at = batch.received_at
-        epoch = batch.epoch
         want_books = self._want_books
         want_trades = self._want_trades
         sell, buy = Side.SELL, Side.BUY
-        self.frames += len(batch.frames)
-        events: list[Event] = []
-        append = events.append
-        for frame in batch.frames:
+        self.frames += len(frames)
+        append = self._out.append
+        for frame in frames:
             if type(frame) is DepthEvent:
                 actions = sync.on_delta_fast(epoch, frame)
                 if actions is None:
                     if want_books:
-                        # _book_delta inlined, positional: this runs for every depth frame.
                         append(
                             BookDelta(
                                 symbol,
@@ -240,12 +288,8 @@ class Reconciler:
                             )
                         )
                     continue
-                if events:
-                    await self._put_many(events)
-                    events = []
-                    append = events.append
-                await self._book_actions(state, actions, received_at)
-            elif isinstance(frame, TradeEvent):
+                self._book_actions(state, actions, received_at)
+            elif type(frame) is TradeEvent:
                 if trades.accept_in_order(frame):
                     if want_trades:
                         append(
@@ -262,60 +306,117 @@ class Reconciler:
                             )
                         )
                     continue
-                if events:
-                    await self._put_many(events)
-                    events = []
-                    append = events.append
-                await self._trade_actions(state, trades.on_trade(epoch, frame), received_at)
-        if events:
-            await self._put_many(events)
+                self._trade_actions(state, trades.on_trade(epoch, frame), received_at)
 
-    async def _on_snapshot(self, state: _Symbol, message: SnapshotReady) -> None:
-        state.snapshot_pending = False
+    def _on_stream_started(self, state: _Symbol, message: StreamStarted) -> None:
+        state.mode = message.mode
+        if message.mode == "rest":
+            # REST-only: books come as whole snapshots from the poller; old WS frames are stale.
+            state.book.enter_rest_mode(message.epoch)
+            return
+        self._book_actions(state, state.book.stream_started(message.epoch), 0.0)
+
+    def _on_snapshot(self, state: _Symbol, message: SnapshotReady) -> None:
+        if message.reason != "rest_only":
+            state.snapshot_pending = None
         sync = state.book
         if state.mode == "rest":
             actions = sync.on_rest_snapshot(message.snapshot)
-        else:
-            actions = sync.on_snapshot(message.snapshot)
-        await self._book_actions(state, actions, message.received_at)
+            age = None
+            if message.snapshot.timestamp is not None:
+                age = round(message.received_at * 1_000_000) - message.snapshot.timestamp
+            self._book_actions(state, actions, message.received_at, age_us=age)
+            return
+        if message.reason == "rest_only":
+            # A REST-only poll answered after the symbol went back to WebSocket: stale.
+            return
+        self._book_actions(state, sync.on_snapshot(message.snapshot), message.received_at)
+
+    def _on_snapshot_failed(self, state: _Symbol, message: SnapshotFailed) -> None:
+        state.snapshot_pending = None
+        counts = dict(state.book.counts())
+        counts["attempts"] = message.attempts
+        self._status(
+            state,
+            StatusKind.SNAPSHOT_FAILED,
+            f"depth snapshot failed {message.attempts} times ({message.reason}); "
+            f"retrying every {message.retry_in:g} s",
+            counts,
+        )
+        self._book_actions(state, state.book.on_snapshot_failed(message.reason), 0.0)
+
+    def _on_backfill(self, state: _Symbol, message: BackfillDone) -> None:
+        asked, state.backfill = state.backfill, None
+        gap = state.trades.pending
+        if gap is not None and asked is not None and gap != asked:
+            # The gap this answers was closed by late live trades and another one opened
+            # meanwhile: ask for the open one rather than calling its ids unrecoverable.
+            self._request_backfill(state, *gap)
+            return
+        actions = (
+            state.trades.on_backfill(message.trades)
+            if message.error is None
+            else state.trades.on_backfill_failed(message.error)
+        )
+        self._trade_actions(state, actions, message.received_at)
+
+    def _on_rest_trades(self, state: _Symbol, message: RestTrades) -> None:
+        trades = state.trades
+        if trades.last_trade_id is None:
+            # The first poll of a symbol never seen trading: its answer is history (up to 1000
+            # trades, perhaps minutes old), not news. Start after it; publish from the next poll.
+            newest = max((t.id for t in message.trades), default=None)
+            if newest is not None:
+                trades.last_trade_id = newest
+            return
+        self._trade_actions(state, trades.on_rest_trades(message.trades), message.received_at)
 
     # -- actions -> events and requests ---------------------------------------------------------
 
-    async def _book_actions(
-        self, state: _Symbol, actions: Iterable[bsync.Action[DepthEvent]], received_at: float
+    def _book_actions(
+        self,
+        state: _Symbol,
+        actions: Iterable[bsync.Action[DepthEvent]],
+        received_at: float,
+        *,
+        age_us: int | None = None,
     ) -> None:
         for action in actions:
             if isinstance(action, bsync.PublishDelta):
                 if self._want_books:
                     delta = action.delta
                     assert isinstance(delta, DepthEvent)
-                    await self._put(self._delta_event(state, delta, received_at))
+                    self._out.append(_book_delta(state.info, delta, received_at))
             elif isinstance(action, bsync.PublishSnapshot):
                 if self._want_books:
-                    await self._put(
+                    self._out.append(
                         self._snapshot(
-                            state, action.update_id, action.reason, action.engine_time_us
+                            state,
+                            action.update_id,
+                            action.reason,
+                            action.engine_time_us,
+                            age_us=age_us if action.reason == "rest_only" else None,
                         )
                     )
             elif isinstance(action, bsync.RequestSnapshot):
-                if not state.snapshot_pending:
-                    state.snapshot_pending = True
+                if state.snapshot_pending is None and state.mode != "rest":
+                    state.snapshot_pending = action.reason
                     self._request(
                         SnapshotRequest(state.info.exchange_id, action.reason, action.retry)
                     )
             elif isinstance(action, bsync.Status):
-                await self._status(state, action.kind, action.reason, action.counts)
+                self._status(state, action.kind, action.reason, action.counts)
             elif isinstance(action, bsync.Malformed):
-                await self._malformed(state, action)
+                self._malformed(state, action)
 
-    async def _trade_actions(
+    def _trade_actions(
         self, state: _Symbol, actions: Iterable[tsync.TradeAction], received_at: float
     ) -> None:
         info = state.info
         for action in actions:
             if isinstance(action, tsync.EmitTrade):
                 if self._want_trades:
-                    await self._put(
+                    self._out.append(
                         Trade(
                             symbol=info.normalized,
                             exchange_symbol=info.exchange_id,
@@ -334,13 +435,20 @@ class Reconciler:
                 if state.backfill is None:
                     self._request_backfill(state, action.first_missing, action.last_missing)
             elif isinstance(action, BookStatus):
-                await self._status(state, action.kind, action.reason, action.counts)
+                self._status(state, action.kind, action.reason, action.counts)
             elif isinstance(action, bsync.Malformed):
-                await self._malformed(state, action)
+                self._malformed(state, action)
 
-    async def _malformed(self, state: _Symbol, action: bsync.Malformed) -> None:
+    def request_refresh(self, symbol: str) -> None:
+        """A periodic snapshot check of a live symbol (from the REST actor's timer)."""
+        state = self._symbols.get(symbol)
+        if state is None or state.mode == "rest":
+            return
+        self._book_actions(state, state.book.request_refresh(), 0.0)
+
+    def _malformed(self, state: _Symbol, action: bsync.Malformed) -> None:
         # A frame that decoded but whose content is unusable: one report, like undecodable ones.
-        await self._protocol_error(
+        self._protocol_error(
             state, action.stream, action.reason, excerpt(msgspec.json.encode(action.frame))
         )
 
@@ -348,22 +456,45 @@ class Reconciler:
         state.backfill = (first, last)
         self._request(BackfillRequest(state.info.exchange_id, first, last))
 
-    def _request(self, request: RestRequest) -> None:
-        try:
-            self._requests.send_nowait(request)
-        except trio.WouldBlock:
-            # Cannot happen with one outstanding request per symbol and kind and a channel sized
-            # for that; counted rather than silently dropped if the invariant is ever broken.
-            self.request_overflows += 1
-            log.error("snapshot request channel full; dropped %r", request)
-
     # -- event construction ---------------------------------------------------------------------
 
-    def _delta_event(self, state: _Symbol, delta: DepthEvent, received_at: float) -> BookDelta:
-        return _book_delta(state.info.normalized, state.info.exchange_id, delta, received_at)
+    def _protocol_error(self, state: _Symbol, stream: str, reason: str, text: str) -> None:
+        symbol = state.info.exchange_id
+        count = self.protocol_errors.get(symbol, 0) + 1
+        self.protocol_errors[symbol] = count
+        self._out.append(
+            ProtocolErrorEvent(
+                symbol=state.info.normalized,
+                stream=stream,
+                reason=reason,
+                excerpt=text,
+                count=count,
+                at=self._wall_clock(),
+            )
+        )
+
+    def _connection_error(self, message: FrameError) -> None:
+        count = self.protocol_errors.get("", 0) + 1
+        self.protocol_errors[""] = count
+        self._out.append(
+            ProtocolErrorEvent(
+                symbol="",
+                stream=message.stream,
+                reason=message.reason,
+                excerpt=message.excerpt,
+                count=count,
+                at=self._wall_clock(),
+            )
+        )
 
     def _snapshot(
-        self, state: _Symbol, update_id: int, reason: str, engine_time_us: int | None
+        self,
+        state: _Symbol,
+        update_id: int,
+        reason: str,
+        engine_time_us: int | None,
+        *,
+        age_us: int | None = None,
     ) -> BookSnapshot:
         bids, asks = state.book.book.depth(self._depth)
         return BookSnapshot(
@@ -375,12 +506,13 @@ class Reconciler:
             engine_time_us=engine_time_us,
             received_at=self._wall_clock(),
             reason=reason,
+            age_us=age_us,
         )
 
-    async def _status(
+    def _status(
         self, state: _Symbol, kind: StatusKind, reason: str, counts: Mapping[str, int]
     ) -> None:
-        await self._put(
+        self._out.append(
             StatusEvent(
                 symbol=state.info.normalized,
                 kind=kind,
@@ -390,20 +522,12 @@ class Reconciler:
             )
         )
 
-    async def _put(self, event: Event) -> None:
-        if self.out is not None:
-            await self.out.put(event)
 
-    async def _put_many(self, events: list[Event]) -> None:
-        if self.out is not None:
-            await self.out.put_many(events)
-
-
-def _book_delta(symbol: str, exchange_id: str, delta: DepthEvent, received_at: float) -> BookDelta:
+def _book_delta(info: MarketInfo, delta: DepthEvent, received_at: float) -> BookDelta:
     """The public event for an applied depth frame (levels shared, not copied: both immutable)."""
     return BookDelta(
-        symbol=symbol,
-        exchange_symbol=exchange_id,
+        symbol=info.normalized,
+        exchange_symbol=info.exchange_id,
         first_update_id=delta.first_update_id,
         last_update_id=delta.last_update_id,
         raw_bids=delta.bids,

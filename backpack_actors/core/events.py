@@ -120,6 +120,9 @@ class BookSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     received_at: float
     reason: str
     force: bool = True
+    age_us: int | None = None
+    """REST-only snapshots: receipt time − the snapshot's engine time, in µs (how old the book
+    is when it reaches you); None for books kept live from the stream."""
 
     @property
     def bids(self) -> tuple[Level, ...]:

@@ -6,9 +6,7 @@ import random
 
 import trio
 
-from backpack_actors.actors.rest_gateway import RestGateway
-from backpack_actors.actors.snapshot import backfill_trades
-from backpack_actors.core.budget import TokenBucket
+from backpack_actors.actors.rest import RestActor, RestSettings, backfill_trades
 from backpack_actors.sim import SimConfig, SimExchange
 from backpack_actors.testing import SimRestClient
 
@@ -19,8 +17,13 @@ async def test_backfill_far_behind_while_trades_keep_printing(
     exchange = SimExchange(
         seed=3, markets=["BTC_USDC"], config=SimConfig(rate=1000, trade_probability=0.5)
     )
-    gateway = RestGateway(
-        general=TokenBucket(10, 20), history=TokenBucket(0.5, 1), rng=random.Random(1)
+    client = SimRestClient(exchange)
+    rest = RestActor(
+        client,
+        lambda _message: None,
+        settings=RestSettings(rate_per_s=10, burst=20, history_per_min=30),
+        wall_clock=lambda: 0.0,
+        rng=random.Random(1),
     )
     with trio.fail_after(600):
         async with trio.open_nursery() as nursery:
@@ -30,7 +33,7 @@ async def test_backfill_far_behind_while_trades_keep_printing(
             assert len(trades) > 5000
             # A gap 1200..3500 trades behind the newest: beyond /trades' newest 1000.
             first, last = trades[-3500].id, trades[-1200].id
-            got = await backfill_trades(gateway, SimRestClient(exchange), "BTC_USDC", first, last)
+            got = await backfill_trades(rest, client, "BTC_USDC", first, last)
             # The history bucket (0.5/s) made pages wait while the market kept trading.
             assert len(exchange.trades("BTC_USDC")) > len(trades) + 500
             nursery.cancel_scope.cancel()

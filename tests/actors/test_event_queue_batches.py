@@ -1,4 +1,4 @@
-"""EventQueue's list-at-a-time reads (what ``Feed.batches()`` uses)."""
+"""A subscription's list-at-a-time reads (what ``Feed.batches()`` uses)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import trio
 import trio.testing
 
-from backpack_actors.actors.emitter import EventQueue
-from backpack_actors.core.events import Event, Side, Trade
+from backpack_actors.actors.emitter import Emitter, Subscription
+from backpack_actors.core.events import Event, Side, StatusEvent, StatusKind, Trade
 
 
 def _trade(trade_id: int) -> Trade:
@@ -19,23 +19,24 @@ def _ids(events: list[Event]) -> list[int]:
 
 
 async def test_get_batch_waits_then_returns_everything_queued_in_order() -> None:
-    queue = EventQueue(100, lambda _symbol: None)
+    queue = Subscription("test", 100, lambda _symbol: None)
     got: list[list[Event]] = []
 
     async def reader() -> None:
         got.append(await queue.get_batch())
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(reader)
-        await trio.testing.wait_all_tasks_blocked()
-        assert got == [], "nothing queued yet: the reader waits"
-        await queue.put_many([_trade(1), _trade(2), _trade(3)])
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == [], "nothing queued yet: the reader waits"
+            queue.offer_many([_trade(1), _trade(2), _trade(3)])
     assert [_ids(batch) for batch in got] == [[1, 2, 3]]
 
 
 async def test_get_batch_respects_its_limit_and_ends_when_closed() -> None:
-    queue = EventQueue(100, lambda _symbol: None)
-    await queue.put_many([_trade(i) for i in range(5)])
+    queue = Subscription("test", 100, lambda _symbol: None)
+    queue.offer_many([_trade(i) for i in range(5)])
     assert _ids(await queue.get_batch(2)) == [0, 1]
     queue.close()
     assert _ids(await queue.get_batch()) == [2, 3, 4], "drained before the end"
@@ -43,19 +44,25 @@ async def test_get_batch_respects_its_limit_and_ends_when_closed() -> None:
         await queue.get_batch()
 
 
-async def test_a_full_queue_writer_is_woken_by_a_batch_read() -> None:
-    queue = EventQueue(2, lambda _symbol: None)
-    async with trio.open_nursery() as nursery:
-        # Trades are lossless: the third waits for room.
-        nursery.start_soon(queue.put_many, [_trade(1), _trade(2), _trade(3)])
-        await trio.testing.wait_all_tasks_blocked()
-        assert queue.blocked == 1
-        assert _ids(await queue.get_batch()) == [1, 2]
-    assert _ids(queue.get_batch_nowait()) == [3]
+def test_a_full_queue_never_blocks_the_publisher_and_reports_what_it_dropped() -> None:
+    emitter = Emitter(lambda _symbol: None)
+    slow = emitter.subscribe("slow", 2)
+    fast = emitter.subscribe("fast", 100)
+    emitter.publish([_trade(1), _trade(2), _trade(3), _trade(4)])
+    assert _ids(fast.get_batch_nowait()) == [1, 2, 3, 4], "the other subscriber loses nothing"
+    got = slow.get_batch_nowait()
+    assert _ids(got) == [1, 2]
+    (overflow,) = [e for e in got if isinstance(e, StatusEvent)]
+    assert overflow.kind is StatusKind.CONSUMER_OVERFLOW
+    assert overflow.counts["dropped_trades"] == 2
+    assert (overflow.counts["first_dropped_trade_id"], overflow.counts["last_dropped_trade_id"]) == (
+        3,
+        4,
+    )
 
 
 @pytest.mark.parametrize("limit", [0, -1])
 def test_a_batch_limit_below_one_is_refused(limit: int) -> None:
-    queue = EventQueue(10, lambda _symbol: None)
+    queue = Subscription("test", 10, lambda _symbol: None)
     with pytest.raises(ValueError, match="limit must be at least 1"):
         queue.get_batch_nowait(limit)

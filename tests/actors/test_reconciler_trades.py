@@ -6,9 +6,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import trio
-
-from backpack_actors.actors.emitter import EventQueue
 from backpack_actors.actors.messages import (
     BackfillDone,
     BackfillRequest,
@@ -17,7 +14,7 @@ from backpack_actors.actors.messages import (
     StreamStarted,
 )
 from backpack_actors.actors.reconciler import Reconciler
-from backpack_actors.core.events import StatusEvent, StatusKind, Trade
+from backpack_actors.core.events import Event, StatusEvent, StatusKind, Trade
 from backpack_actors.core.symbols import MarketInfo
 from backpack_actors.core.wire import DepthEvent, RestTrade, TradeEvent
 
@@ -68,32 +65,28 @@ def _rest(*ids: int) -> list[RestTrade]:
     ]
 
 
-def _drain_requests(receive: trio.MemoryReceiveChannel[RestRequest]) -> list[RestRequest]:
-    out: list[RestRequest] = []
-    while True:
-        try:
-            out.append(receive.receive_nowait())
-        except trio.WouldBlock:
-            return out
+def _drain_requests(requests: list[RestRequest]) -> list[RestRequest]:
+    out = list(requests)
+    requests.clear()
+    return out
 
 
-async def test_second_gap_opened_during_a_backfill_is_backfilled_too() -> None:
-    send, receive = trio.open_memory_channel[RestRequest](16)
-    queue = EventQueue(1000, lambda s: None)
-    reconciler = Reconciler(markets={SYM: INFO}, out=queue, requests=send, wall_clock=lambda: 1.0)
-    await reconciler.handle(StreamStarted(SYM, 1))
-    _drain_requests(receive)  # the book's initial snapshot request
-    await reconciler.handle(_live(1, 2, 5))
-    assert _drain_requests(receive) == [BackfillRequest(SYM, 3, 4)]
+def test_second_gap_opened_during_a_backfill_is_backfilled_too() -> None:
+    requests: list[RestRequest] = []
+    events: list[Event] = []
+    reconciler = Reconciler(
+        markets={SYM: INFO}, publish=events.extend, request=requests.append, wall_clock=lambda: 1.0
+    )
+    reconciler.handle(StreamStarted(SYM, 1))
+    _drain_requests(requests)  # the book's initial snapshot request
+    reconciler.handle(_live(1, 2, 5))
+    assert _drain_requests(requests) == [BackfillRequest(SYM, 3, 4)]
     # 3 and 4 arrive late (closing the gap themselves), then 6 and 9: a new gap 7..8.
-    await reconciler.handle(_live(3, 4, 6, 9))
-    assert _drain_requests(receive) == [], "one backfill in flight per symbol"
-    await reconciler.handle(BackfillDone(SYM, _rest(3, 4), None, 2.0))
-    assert _drain_requests(receive) == [BackfillRequest(SYM, 7, 8)]
-    await reconciler.handle(BackfillDone(SYM, _rest(7, 8), None, 3.0))
-    events = []
-    while (event := queue.get_nowait()) is not None:
-        events.append(event)
+    reconciler.handle(_live(3, 4, 6, 9))
+    assert _drain_requests(requests) == [], "one backfill in flight per symbol"
+    reconciler.handle(BackfillDone(SYM, _rest(3, 4), None, 2.0))
+    assert _drain_requests(requests) == [BackfillRequest(SYM, 7, 8)]
+    reconciler.handle(BackfillDone(SYM, _rest(7, 8), None, 3.0))
     trades = [e for e in events if isinstance(e, Trade)]
     assert [t.trade_id for t in trades] == list(range(1, 10))
     assert [t.trade_id for t in trades if t.backfilled] == [7, 8]

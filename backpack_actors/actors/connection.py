@@ -1,0 +1,750 @@
+"""Connection actors: K markets' streams on one WebSocket, and the connections manager.
+
+A :class:`ConnectionActor` owns a group of symbols. While healthy it holds one WebSocket carrying
+every stream of the group (one SUBSCRIBE may name many streams, docs/protocol.md §4.1), decodes
+each socket read and hands its frames to the reconciler *synchronously*, grouped per symbol in
+arrival order: no channel hop, no cancel scope and no checkpoint per frame or per read beyond the
+socket read itself. Staleness is one long-lived watchdog task per connection that looks at a read
+counter, not a deadline re-armed on every read.
+
+Every discontinuity of a symbol's stream reaches the reconciler as a :class:`StreamStarted` with
+a fresh epoch before any frame of the new subscription: a dropped connection resyncs exactly its
+markets; a gap on one market resyncs only that market (the reconciler's business).
+
+Failures: a connection that failed counts toward ``max_ws_failures`` only if it did not deliver
+data for ``ws_healthy_after`` seconds (a server that closes healthy connections every few seconds
+is not an outage). After ``max_ws_failures`` consecutive failures the group is served by REST
+polling through the REST actor (books about once a second, fairly, within the budget), and a
+probe promotes it back once a WebSocket delivers decodable, in-sequence frames (or, for a quiet
+market, nothing while REST shows the exchange did not move) for ``promote_healthy_after``
+seconds. Downstream slowness never reaches this actor: it never waits for anybody but the socket.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import attrs
+import msgspec
+import trio
+
+from backpack_actors.actors.messages import (
+    FrameError,
+    PollRequest,
+    StreamNews,
+    StreamStarted,
+)
+from backpack_actors.actors.reconciler import Reconciler
+from backpack_actors.actors.rest import RestActor
+from backpack_actors.core.budget import TokenBucket
+from backpack_actors.core.events import StatusKind
+from backpack_actors.core.restart import Backoff
+from backpack_actors.core.wire import (
+    MARKET_DATA_DECODER,
+    DepthEvent,
+    TradeEvent,
+    decode_ws_frame,
+)
+from backpack_actors.errors import (
+    ExchangeRequestError,
+    ExchangeUnavailableError,
+    ProtocolError,
+    RateLimitedError,
+    StreamStaleError,
+    TransientError,
+    excerpt,
+)
+from backpack_actors.transport.ws import WsConnection, WsConnector
+
+__all__ = [
+    "ConnectionActor",
+    "ConnectionHealth",
+    "ConnectionSettings",
+    "Connections",
+    "decode_read",
+    "subscribe_frame",
+]
+
+log = logging.getLogger(__name__)
+
+# A frame's symbol as it appears in its text: the event's "s" key or the stream name's suffix.
+_SYMBOL_KEY = re.compile(r'"(?:s|stream)":"(?:[A-Za-z]+\.)?(?:\d+ms\.)?([A-Z0-9_.]+)"')
+
+
+@attrs.frozen
+class ConnectionSettings:
+    """Tunables of the connection actors (from FeedConfig; reasons beside its defaults)."""
+
+    trades: bool = True
+    book: bool = True
+    group_size: int = 50
+    stale_timeout: float = 30.0
+    max_ws_failures: int = 5
+    healthy_after: float = 5.0
+    websocket: bool = True
+    rest_poll_interval: float = 1.0
+    promote_probe_interval: float = 60.0
+    promote_healthy_after: float = 30.0
+    record_raw: bool = False
+    subscribe_rate_per_s: float = 5.0
+    subscribe_burst: int = 10
+
+
+@attrs.define
+class ConnectionHealth:
+    """One group's counters; survives its reconnects."""
+
+    id: str
+    rest_only: bool = False
+    consecutive_failures: int = 0
+    connects: int = 0
+    reconnects: int = 0
+    degradations: int = 0
+    promotions: int = 0
+    reads: int = 0
+    frames: int = 0
+    decode_errors: int = 0
+    frame_violations: int = 0
+    stale: int = 0
+    refused_subscriptions: int = 0
+    last_error: str | None = None
+
+
+def subscribe_frame(symbols: Iterable[str], *, trades: bool, book: bool, method: str = "SUBSCRIBE") -> str:
+    """One SUBSCRIBE (or UNSUBSCRIBE) frame naming every stream of ``symbols``."""
+    streams = []
+    for symbol in symbols:
+        if book:
+            streams.append(f"depth.{symbol}")
+        if trades:
+            streams.append(f"trade.{symbol}")
+    return msgspec.json.encode({"method": method, "params": streams}).decode()
+
+
+def _symbol_of_stream(stream: str | None) -> str | None:
+    if not stream or "." not in stream:
+        return None
+    return stream.rsplit(".", 1)[1]
+
+
+def decode_read(
+    symbol: str, batch: Sequence[str | bytes]
+) -> tuple[list[DepthEvent | TradeEvent], list[FrameError]]:
+    """The depth/trade frames of ``symbol`` in one read, and a FrameError per undecodable frame.
+
+    Replay uses this to re-decode a recorded read exactly as the connection actor did (a
+    recording keeps, per symbol, only the frames that decoded as that symbol's).
+    """
+    frames: list[DepthEvent | TradeEvent] = []
+    errors: list[FrameError] = []
+    decode = MARKET_DATA_DECODER.decode
+    for raw in batch:
+        try:
+            data = decode(raw).data
+        except Exception:  # any failure: classified below by the full decoder
+            data = None
+        if data is not None and data.symbol == symbol:
+            frames.append(data)
+            continue
+        try:
+            decode_ws_frame(raw)
+        except ProtocolError as exc:
+            errors.append(FrameError(symbol, exc.stream, exc.reason, exc.excerpt))
+    return frames, errors
+
+
+class _Session:
+    """What one live WebSocket of a group shares between its reader, watchdog and control."""
+
+    def __init__(self, conn: WsConnection) -> None:
+        self.conn = conn
+        self.connected_at = trio.current_time()
+        self.first_data_at: float | None = None
+        self.control = trio.Event()
+
+
+class ConnectionActor:
+    """One group of symbols on one WebSocket (or REST-only); see the module docstring."""
+
+    def __init__(
+        self,
+        group_id: str,
+        symbols: Iterable[str],
+        *,
+        connector: WsConnector,
+        reconciler: Reconciler,
+        rest: RestActor,
+        settings: ConnectionSettings,
+        epochs: Iterator[int],
+        wall_clock: Callable[[], float],
+        backoff: Backoff,
+        rng: random.Random,
+        subscribe_budget: TokenBucket,
+    ) -> None:
+        self.id = group_id
+        self.health = ConnectionHealth(group_id, rest_only=not settings.websocket)
+        self._symbols: dict[str, int] = dict.fromkeys(symbols, 0)
+        self._connector = connector
+        self._reconciler = reconciler
+        self._rest = rest
+        self.settings = settings
+        self._epochs = epochs
+        self._wall_clock = wall_clock
+        self._backoff = backoff
+        self._rng = rng
+        self._subscribe_budget = subscribe_budget
+        self._session: _Session | None = None
+        # Runtime changes waiting for the live connection's control task to send them.
+        self._to_subscribe: set[str] = set()
+        self._to_unsubscribe: set[str] = set()
+        # Per symbol: the read counter when it last delivered (silence checks per market).
+        self._seen: dict[str, int] = {}
+        self._mode_changed = trio.Event()
+        self.cancel_scope = trio.CancelScope()
+
+    def __repr__(self) -> str:
+        return f"ConnectionActor({self.id!r}, symbols={len(self._symbols)})"
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(self._symbols)
+
+    def __len__(self) -> int:
+        return len(self._symbols)
+
+    # -- runtime membership --------------------------------------------------------------------
+
+    def add(self, symbol: str) -> None:
+        """Carry ``symbol`` from now on (subscribed on the live connection, or polled)."""
+        if symbol in self._symbols:
+            return
+        self._symbols[symbol] = 0
+        self._to_unsubscribe.discard(symbol)
+        if self.health.rest_only or not self.settings.websocket:
+            self._start_symbol(symbol, "rest")
+            return
+        self._to_subscribe.add(symbol)
+        if self._session is not None:
+            self._session.control.set()
+
+    def remove(self, symbol: str) -> None:
+        """Stop carrying ``symbol`` (unsubscribed on the live connection)."""
+        if self._symbols.pop(symbol, None) is None:
+            return
+        self._to_subscribe.discard(symbol)
+        self._seen.pop(symbol, None)
+        if self._session is not None and not self.health.rest_only:
+            self._to_unsubscribe.add(symbol)
+            self._session.control.set()
+
+    def _start_symbol(self, symbol: str, mode: str) -> None:
+        epoch = next(self._epochs)
+        self._symbols[symbol] = epoch
+        self._reconciler.handle(StreamStarted(symbol, epoch, mode))  # type: ignore[arg-type]
+
+    def _news(self, kind: StatusKind, reason: str, counts: dict[str, int]) -> None:
+        for symbol in list(self._symbols):
+            self._reconciler.handle(StreamNews(symbol, kind, reason, dict(counts)))
+
+    # -- the actor ------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the group until cancelled; ready once connected and subscribed (or REST-only)."""
+        started = False
+
+        def mark_started() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                task_status.started()
+
+        settings, health = self.settings, self.health
+        with self.cancel_scope:
+            while True:
+                if health.rest_only or not settings.websocket:
+                    await self._rest_mode(mark_started)
+                    continue
+                try:
+                    await self._ws_session(mark_started)
+                except TransientError as exc:
+                    await self._after_failure(exc)
+
+    async def _after_failure(self, exc: TransientError) -> None:
+        settings, health = self.settings, self.health
+        session = self._session
+        self._session = None
+        now = trio.current_time()
+        healthy = (
+            session is not None
+            and session.first_data_at is not None
+            and now - session.first_data_at >= settings.healthy_after
+        )
+        if healthy:
+            # It streamed correct data for a while: a new failure, not another consecutive one.
+            health.consecutive_failures = 0
+            self._backoff.reset()
+        health.consecutive_failures += 1
+        health.reconnects += 1
+        health.last_error = str(exc)
+        failures = health.consecutive_failures
+        if failures >= settings.max_ws_failures:
+            health.rest_only = True
+            health.degradations += 1
+            self._news(
+                StatusKind.DEGRADED_REST_ONLY,
+                f"{failures} consecutive WebSocket failures, last: {exc}",
+                {"failures": failures},
+            )
+            return
+        kind = StatusKind.STALE if isinstance(exc, StreamStaleError) else StatusKind.RECONNECTING
+        delay = self._backoff.next_delay(now, self._rng)
+        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        self._news(
+            kind,
+            f"{exc}; reconnecting in {delay:.2f} s",
+            {"failures": failures, "reconnects": health.reconnects},
+        )
+        await trio.sleep(delay)
+
+    async def _ws_session(self, mark_started: Callable[[], None]) -> None:
+        settings = self.settings
+        health = self.health
+        await _take_token(self._subscribe_budget)
+        try:
+            async with self._connector() as conn:
+                session = _Session(conn)
+                self._session = session
+                self._backoff.mark_connected(session.connected_at)
+                health.connects += 1
+                self._to_subscribe.clear()
+                self._to_unsubscribe.clear()
+                for symbol in list(self._symbols):
+                    self._start_symbol(symbol, "ws")
+                    self._seen[symbol] = health.reads
+                await conn.send(
+                    subscribe_frame(self._symbols, trades=settings.trades, book=settings.book)
+                )
+                mark_started()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._watchdog, session)
+                    nursery.start_soon(self._control, session)
+                    await self._read_loop(session)
+        except BaseExceptionGroup as group:
+            raise _single(group) from None
+
+    async def _control(self, session: _Session) -> None:
+        # Runtime subscribe/unsubscribe on the live connection (paced like connects).
+        settings = self.settings
+        while True:
+            await session.control.wait()
+            session.control = trio.Event()
+            if self._to_unsubscribe:
+                gone, self._to_unsubscribe = sorted(self._to_unsubscribe), set()
+                await session.conn.send(
+                    subscribe_frame(
+                        gone, trades=settings.trades, book=settings.book, method="UNSUBSCRIBE"
+                    )
+                )
+            if self._to_subscribe:
+                new, self._to_subscribe = sorted(self._to_subscribe), set()
+                await _take_token(self._subscribe_budget)
+                for symbol in new:
+                    if symbol in self._symbols:
+                        self._start_symbol(symbol, "ws")
+                        self._seen[symbol] = self.health.reads
+                await session.conn.send(
+                    subscribe_frame(new, trades=settings.trades, book=settings.book)
+                )
+
+    async def _read_loop(self, session: _Session) -> None:
+        # The hot path: one await per socket read, everything after it synchronous.
+        conn = session.conn
+        health = self.health
+        epochs = self._symbols
+        seen = self._seen
+        on_frames = self._reconciler.on_frames
+        wall_clock = self._wall_clock
+        decode = MARKET_DATA_DECODER.decode
+        record_raw = self.settings.record_raw
+        receive = conn.receive_batch
+        while True:
+            batch = await receive()
+            health.reads += 1
+            reads = health.reads
+            received_at = wall_clock()
+            if session.first_data_at is None:
+                session.first_data_at = trio.current_time()
+            run: list[DepthEvent | TradeEvent] = []
+            raw_run: list[str | bytes] = []
+            current: str | None = None
+            count = 0
+            for raw in batch:
+                try:
+                    data = decode(raw).data
+                except Exception:  # anything unusual: the slow path classifies it
+                    data = None
+                if data is not None:
+                    symbol = data.symbol
+                    if symbol == current:
+                        run.append(data)
+                        if record_raw:
+                            raw_run.append(raw)
+                        continue
+                    if symbol in epochs:
+                        if run:
+                            count += len(run)
+                            on_frames(current, epochs[current], run, received_at, raw_run)  # type: ignore[arg-type]
+                            seen[current] = reads  # type: ignore[index]
+                        current = symbol
+                        run = [data]
+                        raw_run = [raw] if record_raw else []
+                        continue
+                if run:
+                    count += len(run)
+                    on_frames(current, epochs[current], run, received_at, raw_run)  # type: ignore[arg-type]
+                    seen[current] = reads  # type: ignore[index]
+                    run, raw_run, current = [], [], None
+                self._other(raw, data)
+            if run:
+                count += len(run)
+                on_frames(current, epochs[current], run, received_at, raw_run)  # type: ignore[arg-type]
+                seen[current] = reads  # type: ignore[index]
+            health.frames += count
+
+    def _other(self, raw: str | bytes, data: DepthEvent | TradeEvent | None) -> None:
+        # Everything but our symbols' depth/trade frames: errors are reported, a refused
+        # subscription is reported (never fatal: other markets on this connection are fine),
+        # other events and other markets' frames are ignored.
+        if data is not None:
+            return  # a symbol just unsubscribed (or never ours): ids are per market, drop it
+        try:
+            frame = decode_ws_frame(raw)
+        except ProtocolError as exc:
+            self.health.decode_errors += 1
+            owner = self._owner_of(raw, exc.stream)
+            self._reconciler.handle(FrameError(owner or "", exc.stream, exc.reason, exc.excerpt))
+            return
+        if frame.error is not None:
+            self.health.refused_subscriptions += 1
+            self._reconciler.handle(
+                FrameError(
+                    "",
+                    frame.stream or "ws",
+                    f"the exchange refused a subscription on connection {self.id}: "
+                    f"{frame.error.code} {frame.error.message}",
+                    excerpt(raw),
+                )
+            )
+
+    def _owner_of(self, raw: str | bytes, stream: str | None) -> str:
+        """Best effort: the symbol of ours an undecodable frame was about ("" if none)."""
+        symbol = _symbol_of_stream(stream)
+        if symbol in self._symbols:
+            return symbol  # type: ignore[return-value]
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        for match in _SYMBOL_KEY.finditer(text[:4096]):
+            if match.group(1) in self._symbols:
+                return match.group(1)
+        return ""
+
+    # -- staleness -------------------------------------------------------------------------------
+
+    async def _watchdog(self, session: _Session) -> None:
+        """Silence checks off the reader: the reader never awaits REST and keeps answering pings.
+
+        Whole connection silent for ``stale_timeout``: stale only if REST shows the exchange moved
+        on (a quiet market keeps its connection). One symbol silent while others deliver: the
+        same REST check for that symbol, spaced out exponentially while it stays quiet; if its
+        book moved, only that symbol is resubscribed (fresh epoch → resync).
+        """
+        settings = self.settings
+        stale = settings.stale_timeout
+        health = self.health
+        last_reads = health.reads
+        # Per quiet symbol: when to check it next, and the spacing that doubles while quiet.
+        next_check: dict[str, float] = {}
+        references: dict[str, int] = {}
+        spacing: dict[str, float] = {}
+        while True:
+            await trio.sleep(stale)
+            if health.reads == last_reads:
+                # A connection that never delivered has no id of its own: its first silent
+                # spell only records where the exchange is (REST), the next one compares.
+                fresh = session.first_data_at is None
+                moved = await self._moved_on(
+                    list(self._symbols)[:3], reference=references if fresh else None
+                )
+                if moved is not None:
+                    health.stale += 1
+                    raise StreamStaleError(
+                        f"connection {self.id}: no frame for {stale:g} s while {moved}"
+                    )
+                continue
+            previous, last_reads = last_reads, health.reads
+            if not settings.book:
+                continue
+            now = trio.current_time()
+            for symbol in list(self._symbols):
+                if self._seen.get(symbol, -1) > previous:
+                    next_check.pop(symbol, None)
+                    spacing.pop(symbol, None)
+                    continue
+                if now < next_check.get(symbol, 0.0):
+                    continue
+                moved = await self._moved_on([symbol])
+                if moved is None:
+                    # A quiet market: look again later, twice as late each time (REST budget).
+                    gap = min(16 * stale, spacing.get(symbol, stale) * 2)
+                    spacing[symbol] = gap
+                    next_check[symbol] = now + gap
+                    continue
+                # Resubscribed: if the subscription stays dead, retry later and later too.
+                gap = min(16 * stale, spacing.get(symbol, stale) * 2)
+                spacing[symbol] = gap
+                next_check[symbol] = now + gap
+                health.stale += 1
+                self._reconciler.handle(
+                    StreamNews(
+                        symbol, StatusKind.STALE, f"{symbol} silent while {moved}; resubscribing", {}
+                    )
+                )
+                if symbol in self._symbols:
+                    self._to_subscribe.add(symbol)
+                    session.control.set()
+
+    async def _moved_on(
+        self, symbols: list[str], *, reference: dict[str, int] | None = None
+    ) -> str | None:
+        """Why the exchange moved on for one of ``symbols`` (REST depth ids), or None.
+
+        Compared with the reconciler's last id, or with ``reference`` (updated with what REST
+        said) for a connection that has not delivered anything yet.
+        """
+        if not self.settings.book:
+            return "trades-only streams cannot tell a quiet market from a dead one"
+        for symbol in symbols:
+            ours = (
+                self._reconciler.last_update_id(symbol)
+                if reference is None
+                else reference.get(symbol)
+            )
+            try:
+                snapshot = await self._rest.call(
+                    f"depth {symbol} (silence check)",
+                    lambda symbol=symbol: self._rest.client.depth(symbol),  # type: ignore[misc]
+                    max_attempts=2,
+                )
+            except (TransientError, ExchangeRequestError, ProtocolError) as exc:
+                # A REST failure says nothing about the WebSocket: keep the connection.
+                log.info("%s: silence check failed: %s", symbol, exc)
+                continue
+            if reference is not None:
+                reference[symbol] = snapshot.last_update_id
+            if ours is not None and snapshot.last_update_id > ours:
+                return f"the exchange moved {symbol} from update {ours} to {snapshot.last_update_id}"
+        return None
+
+    # -- REST-only mode --------------------------------------------------------------------------
+
+    async def _rest_mode(self, mark_started: Callable[[], None]) -> None:
+        settings, health = self.settings, self.health
+        for symbol in list(self._symbols):
+            self._start_symbol(symbol, "rest")
+        mark_started()
+        promoted = False
+        async with trio.open_nursery() as nursery:
+
+            async def poll() -> None:
+                while True:
+                    for symbol in list(self._symbols):
+                        if settings.book:
+                            self._rest.request(PollRequest(symbol, "book"))
+                        if settings.trades:
+                            self._rest.request(PollRequest(symbol, "trades"))
+                    await trio.sleep(settings.rest_poll_interval)
+
+            async def probe() -> None:
+                nonlocal promoted
+                while True:
+                    await trio.sleep(settings.promote_probe_interval)
+                    if await self._probe():
+                        promoted = True
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(poll)
+            if settings.websocket:
+                nursery.start_soon(probe)
+        if promoted:
+            health.rest_only = False
+            health.consecutive_failures = 0
+            health.promotions += 1
+            self._backoff.reset()
+            self._news(
+                StatusKind.RECOVERED_WS,
+                f"WebSocket delivered valid frames for {settings.promote_healthy_after:g} s; "
+                "leaving REST-only",
+                {"promotions": health.promotions},
+            )
+
+    async def _probe(self) -> bool:
+        """Connect and subscribe; healthy = decodable, in-sequence frames and no refusal for
+        ``promote_healthy_after`` s — or, for a quiet market, nothing while REST shows the
+        exchange did not move."""
+        settings = self.settings
+        last_u: dict[str, int] = {}
+        frames = 0
+        try:
+            await _take_token(self._subscribe_budget)
+            async with self._connector() as conn:
+                await conn.send(
+                    subscribe_frame(self._symbols, trades=settings.trades, book=settings.book)
+                )
+                with trio.move_on_after(settings.promote_healthy_after):
+                    while True:
+                        with trio.fail_after(settings.stale_timeout):
+                            batch = await conn.receive_batch()
+                        for raw in batch:
+                            problem = self._probe_frame(raw, last_u)
+                            if problem is not None:
+                                log.info("connection %s: probe failed: %s", self.id, problem)
+                                return False
+                            frames += 1
+        except trio.TooSlowError:
+            pass  # silent for stale_timeout: judged below like a quiet connection
+        except (TransientError, ExchangeUnavailableError) as exc:
+            log.info("connection %s: WebSocket probe failed: %s", self.id, exc)
+            return False
+        if frames:
+            return True
+        # Nothing at all: healthy only if the exchange did not move meanwhile (a quiet market).
+        return await self._moved_on(list(self._symbols)[:3]) is None
+
+    def _probe_frame(self, raw: str | bytes, last_u: dict[str, int]) -> str | None:
+        try:
+            frame = decode_ws_frame(raw)
+        except ProtocolError as exc:
+            return f"undecodable frame: {exc.reason}"
+        if frame.error is not None:
+            return f"subscription refused: {frame.error.code} {frame.error.message}"
+        data = frame.data
+        if type(data) is DepthEvent and data.symbol in self._symbols:
+            previous = last_u.get(data.symbol)
+            if previous is not None and data.first_update_id != previous + 1:
+                return f"{data.symbol}: update {data.first_update_id} does not follow {previous}"
+            last_u[data.symbol] = data.last_update_id
+        return None
+
+
+async def _take_token(bucket: TokenBucket) -> None:
+    wait = bucket.reserve(trio.current_time())
+    if wait > 0:
+        await trio.sleep(wait)
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one real error of a session's nursery (cancellations aside), else the group."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, BaseExceptionGroup):
+            stack.extend(item.exceptions)
+        elif not isinstance(item, trio.Cancelled):
+            leaves.append(item)
+    return leaves[0] if len(leaves) == 1 else group
+
+
+class Connections:
+    """The connections manager: groups of ``group_size`` symbols, one actor each.
+
+    Every group task lives in this actor's nursery. Retryable trouble is handled inside each
+    group (reconnect with backoff, REST fallback); anything else is a bug and ends this actor,
+    which its supervisor escalates.
+    """
+
+    def __init__(
+        self,
+        symbols: Iterable[str],
+        *,
+        make_actor: Callable[[str, list[str]], ConnectionActor],
+        group_size: int,
+    ) -> None:
+        self._make_actor = make_actor
+        self.group_size = max(1, group_size)
+        self.actors: list[ConnectionActor] = []
+        self._ids = itertools.count(1)
+        self._pending: list[ConnectionActor] = []
+        initial = list(symbols)
+        for start in range(0, len(initial), self.group_size):
+            self._new_actor(initial[start : start + self.group_size])
+        self._nursery: trio.Nursery | None = None
+
+    def _new_actor(self, symbols: list[str]) -> ConnectionActor:
+        actor = self._make_actor(f"c{next(self._ids)}", symbols)
+        self.actors.append(actor)
+        self._pending.append(actor)
+        return actor
+
+    def actor_of(self, symbol: str) -> ConnectionActor | None:
+        for actor in self.actors:
+            if symbol in actor._symbols:
+                return actor
+        return None
+
+    def add(self, symbol: str) -> None:
+        """Carry a new symbol: on a group with room, else on a new connection."""
+        if self.actor_of(symbol) is not None:
+            return
+        for actor in self.actors:
+            if len(actor) < self.group_size:
+                actor.add(symbol)
+                return
+        actor = self._new_actor([symbol])
+        if self._nursery is not None:
+            self._pending.remove(actor)
+            self._nursery.start_soon(actor.run)
+
+    def remove(self, symbol: str) -> None:
+        actor = self.actor_of(symbol)
+        if actor is None:
+            return
+        actor.remove(symbol)
+        if not len(actor):
+            # An empty group holds a connection for nothing.
+            actor.cancel_scope.cancel()
+            self.actors.remove(actor)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start every group (concurrently) and run them; ready once each has started."""
+        async with trio.open_nursery() as nursery:
+            pending, self._pending = self._pending, []
+            remaining = len(pending)
+            all_started = trio.Event()
+            if not remaining:
+                all_started.set()
+
+            async def start(actor: ConnectionActor) -> None:
+                nonlocal remaining
+                await nursery.start(actor.run)
+                remaining -= 1
+                if remaining == 0:
+                    all_started.set()
+
+            for actor in pending:
+                nursery.start_soon(start, actor)
+            await all_started.wait()
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def statistics(self) -> list[dict[str, object]]:
+        return [
+            {"symbols": actor.symbols, **attrs.asdict(actor.health)} for actor in self.actors
+        ]
+
