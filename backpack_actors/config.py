@@ -59,10 +59,16 @@ CHANNELS = (TRADES, L2_BOOK)
 FEED_CLASS = "CcxtBackpackFeed"
 EXCHANGE = "backpack"
 
-TradePolicy = Literal["block", "drop_oldest"]
-BookPolicy = Literal["conflate", "block"]
-_TRADE_POLICIES = ("block", "drop_oldest")
+TradePolicy = Literal["drop_newest", "drop_oldest"]
+BookPolicy = Literal["conflate"]
+# "block" was accepted before subscribers had their own queues; nothing may block the feed now,
+# so it means the default of each (trades lossless up to the queue bound, then reported).
+_TRADE_POLICIES = ("drop_newest", "drop_oldest", "block")
 _BOOK_POLICIES = ("conflate", "block")
+_POLICY_ALIASES = {"trade_policy": {"block": "drop_newest"}, "book_policy": {"block": "conflate"}}
+MARKET_TYPES = ("spot", "perp")
+ALL_SYMBOLS = ("all",)
+"""``symbols: all``: every listed market (filtered by ``market_types`` and ``quotes``)."""
 # Keys of the cryptofeed format that only identify the feed; checked, not stored.
 _IDENTITY_KEYS = ("class", "exchange")
 # A real config is a few hundred bytes; 1 MiB leaves room for thousands of symbols while a
@@ -110,8 +116,12 @@ class FeedConfig:
     strings for secrets) or the constructor (the same validation runs either way).
     """
 
-    # Required: there is no sensible default market.
+    # Required: there is no sensible default market. ``all`` (ALL_SYMBOLS) follows the listing.
     symbols: tuple[str, ...]
+    # Filters of ``symbols: all`` (ignored for an explicit list): market types and quote assets;
+    # empty = every one.
+    market_types: tuple[str, ...] = MARKET_TYPES
+    quotes: tuple[str, ...] = ()
     # Both channels: a book without trades (or the reverse) is rarely what a market-data user wants.
     channels: tuple[str, ...] = CHANNELS
     # 30 s bounds how long a silently wrong book could survive; 0 disables periodic snapshots
@@ -131,6 +141,17 @@ class FeedConfig:
     stale_timeout: float = 30.0
     # Five consecutive WS failures (with backoff, about a minute) before serving a symbol by REST.
     max_ws_failures: int = 5
+    # A connection that delivered data for 5 s was healthy: its failure starts a new count
+    # (a server closing healthy connections every few seconds is not a WebSocket outage).
+    ws_healthy_after: float = 5.0
+    # Markets per WebSocket. Backpack documents no per-connection stream limit (unknown, see
+    # docs/protocol.md §4.1); 50 markets × 2 streams make every socket read carry several frames
+    # at realistic rates (the per-read cost is the scheduler's), while a dropped connection
+    # resyncs at most 50 books. 1000 markets = 20 connections.
+    connection_group_size: int = 50
+    # WebSocket connects and (re)subscribes per second across the feed, and their burst: the
+    # exchange's limits are unknown; this opens 1000 markets' 20 connections within ~2 s.
+    subscribe_rate_per_s: float = 5.0
     # Probe WS once a minute while degraded: cheap, and recovery within a minute is fine.
     promote_probe_interval: float = 60.0
     # A probe must stay healthy 30 s before the symbol moves back to WS (avoids flapping).
@@ -145,26 +166,37 @@ class FeedConfig:
     # OTP's restart window: more than 10 restarts within 60 s means retrying no longer helps.
     restart_intensity: int = 10
     restart_period: float = 60.0
-    # The reconciler's single inbox, shared by every stream and the snapshot actor. Streams hand
-    # over one batch per socket read (up to a few hundred frames), so 4096 batches are many
-    # seconds of a busy market; full means the reconciler is stuck, and the stream restarts (a
-    # stalled WS reader would stop answering pings).
+    # Obsolete (the reconciler has no inbox any more: connection actors call it directly);
+    # accepted so existing configs still load.
     reconciler_inbox: int = 4096
-    # Per consumer: lets a consumer pause for a few seconds of full-rate events without loss.
+    # Per subscriber (the consumer, each sink): a few seconds of full-rate events; past it books
+    # conflate and trades are dropped with an in-band consumer_overflow report.
     consumer_queue: int = 10_000
-    # Backpack allows 2000 requests/min per account; 10/s with a burst of 20 stays far below it
-    # while a resync storm over many symbols still completes in seconds.
-    rest_rate_per_s: float = 10.0
-    rest_burst: int = 20
+    # Backpack publishes 2000 requests/min per account on standard REST routes (its support
+    # FAQ, docs/protocol.md §6): 30/s is 90 % of that, so 1000 books are ready in ~35 s; the
+    # burst of 50 serves a resync storm of a few connections at once.
+    rest_rate_per_s: float = 30.0
+    rest_burst: int = 50
+    # Calls in flight at once (the budget, not this, sets the rate; more hides a slow server).
+    rest_concurrency: int = 8
+    # Total deadline of one REST call, body included (a trickled body cannot hold a worker).
+    rest_timeout: float = 10.0
+    # Snapshot failures in a row before consumers get snapshot_failed; retries then slow down
+    # to every 30 s (doubling up to 300 s) for that symbol only.
+    snapshot_attempts: int = 4
+    snapshot_retry_slow: float = 30.0
+    # REST-only books and trades are polled about once a second per symbol (within the budget).
+    rest_poll_interval: float = 1.0
     # Historical routes (trade backfill) are limited to 30 requests/min by Backpack.
     history_rate_per_min: float = 30.0
     # Markets (tick sizes, listings) change rarely; hourly is plenty. 0 disables refreshing.
     metadata_refresh_interval: float = 3600.0
     # Levels per side in published snapshots; 0 = the whole book (exactness first).
     book_depth: int = 0
-    # Trades are lossless by default: a slow consumer slows the emitter rather than losing trades.
-    trade_policy: TradePolicy = "block"
-    # A book is a state: a slow consumer gets the latest one; every conflation is counted.
+    # A subscriber past its bound: drop the arriving trades (keep what it has not read yet), each
+    # drop reported in-band; "drop_oldest" drops its oldest queued trades instead.
+    trade_policy: TradePolicy = "drop_newest"
+    # A book is a state: a slow subscriber gets the latest one; every conflation is counted.
     book_policy: BookPolicy = "conflate"
 
     def __attrs_post_init__(self) -> None:
@@ -567,8 +599,67 @@ def _secret(value: object, path: str) -> Secret | None:
     return Secret(str(value)) if value else None
 
 
+def _symbols_or_all(value: object, path: str) -> tuple[str, ...]:
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return ALL_SYMBOLS
+    if isinstance(value, list | tuple) and len(value) == 1 and str(value[0]).lower() == "all":
+        return ALL_SYMBOLS
+    return _symbols(value, path)
+
+
+def _names(
+    value: object, path: str, options: tuple[str, ...], *, allow_empty: bool
+) -> tuple[str, ...]:
+    expected = "a list of " + " / ".join(options)
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or (not items and not allow_empty):
+        raise ConfigError(path, expected, _short(value))
+    names: list[str] = []
+    for i, item in enumerate(items):
+        name = item.lower() if isinstance(item, str) else None
+        if name not in options:
+            raise ConfigError(f"{path}[{i}]", " or ".join(options), _short(item))
+        assert name is not None
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def _quotes(value: object, path: str) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(path, "a list of quote assets, e.g. [USDC]", _short(value))
+    quotes: list[str] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str) or not item.strip().isalnum():
+            raise ConfigError(f"{path}[{i}]", "an asset symbol such as USDC", _short(item))
+        if item.strip().upper() not in quotes:
+            quotes.append(item.strip().upper())
+    return tuple(quotes)
+
+
+def _policy(value: object, path: str, key: str, options: tuple[str, ...]) -> str:
+    chosen: str = _choice(options)(value, path)
+    return _POLICY_ALIASES[key].get(chosen, chosen)
+
+
+def _short(value: object) -> object:
+    text = repr(value)
+    return value if len(text) <= 80 else text[:77] + "..."
+
+
 _PARSERS: dict[str, Any] = {
-    "symbols": _symbols,
+    "symbols": lambda value, path: _symbols_or_all(value, path),
+    "market_types": lambda value, path: _names(value, path, MARKET_TYPES, allow_empty=False),
+    "quotes": lambda value, path: _quotes(value, path),
+    "ws_healthy_after": _seconds(allow_zero=True),
+    "connection_group_size": _integer(1, "an integer >= 1 (markets per WebSocket connection)"),
+    "subscribe_rate_per_s": _number(0.001, None, "a rate > 0 per second"),
+    "rest_concurrency": _integer(1, "an integer >= 1"),
+    "rest_timeout": _seconds(allow_zero=False),
+    "snapshot_attempts": _integer(1, "an integer >= 1"),
+    "snapshot_retry_slow": _seconds(allow_zero=False),
+    "rest_poll_interval": _seconds(allow_zero=False),
     "channels": _channels,
     "snapshot_interval": _seconds(allow_zero=True, meaning=" (0 disables periodic snapshots)"),
     "websocket": _boolean,
@@ -595,7 +686,7 @@ _PARSERS: dict[str, Any] = {
     "history_rate_per_min": _number(0.001, None, "a rate > 0 requests per minute"),
     "metadata_refresh_interval": _seconds(allow_zero=True, meaning=" (0 disables refreshing)"),
     "book_depth": _integer(0, "an integer >= 0 (0 = the whole book)"),
-    "trade_policy": _choice(_TRADE_POLICIES),
-    "book_policy": _choice(_BOOK_POLICIES),
+    "trade_policy": lambda value, path: _policy(value, path, "trade_policy", _TRADE_POLICIES),
+    "book_policy": lambda value, path: _policy(value, path, "book_policy", _BOOK_POLICIES),
 }
 assert set(_PARSERS) == {field.name for field in attrs.fields(FeedConfig)}
