@@ -1,12 +1,33 @@
 """Per-symbol trade-id continuity: dedup, gap detection, backfill planning and merging.
 
-Trade ids ``t`` are sequential per symbol (REFERENCE.md §4.4). :class:`TradeSync` emits trades in
-strict id order: a jump asks for a REST backfill and holds the live trades that follow until the
-backfill resolves; duplicates (typically replayed after a reconnect) are dropped and counted.
+Trade ids ``t`` are sequential per symbol (REFERENCE.md §4.4). :class:`TradeSync` never holds a
+trade back, so nothing waits on a slow backfill and nothing is left over to drop at exit:
+
+* A trade with a new id is emitted at once. A jump (``t > last + 1``) opens a *gap* for the ids in
+  between, reported in-band (``TRADE_GAP``) and backfilled from REST (``RequestBackfill``).
+* **Ordering:** trades are emitted in arrival order, not id order. A gap's trades (a late live
+  trade, or the backfill's, marked ``backfilled=True``) arrive after higher ids; consumers that need
+  id order sort by ``trade_id``. Every id is emitted at most once.
+* Backfills go one at a time: :attr:`TradeSync.pending` is the range asked for, further gaps are
+  queued and asked for when it resolves (nearby gaps share one request). An answer emits what it
+  recovered; the ids of the asked range it lacks, or all of them when it fails, are reported as
+  unrecoverable, exactly, in a ``TRADE_GAP`` status.
+* Duplicates (replays across a reconnect, a late backfill) are dropped and counted. The record that
+  decides is bounded: the newest id ``last_trade_id`` plus the open gaps (at most ``max_held``;
+  beyond that the oldest is given up and reported). Every id up to ``last_trade_id`` outside the
+  open gaps has been emitted or reported unrecoverable.
+* A malformed trade is reported (``Malformed``) and its id becomes a gap, backfilled like any other.
+* The sequence cannot be poisoned. A bogus far-future id, or ids going backwards (an engine reset),
+  shows as trades arriving below ``last_trade_id`` with no progress above it. After
+  :data:`TRADE_RESET_RUN` of them, ascending among themselves, they are followed (``TRADE_ID_RESET``
+  says why and how): if they were new ids (they filled the gap the bogus id opened) the ids above
+  them are forgotten; if they were "duplicates", ids were reused, so the old gaps are reported
+  unrecoverable and the run's dropped trades are backfilled.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Literal, Protocol
@@ -19,6 +40,7 @@ from backpack_actors.core.sync import Malformed, Status
 
 __all__ = [
     "RECENT_TRADES_LIMIT",
+    "TRADE_RESET_RUN",
     "BackfillPage",
     "EmitTrade",
     "LiveTrade",
@@ -32,6 +54,16 @@ __all__ = [
 
 RECENT_TRADES_LIMIT = 1000
 """``/api/v1/trades`` reaches only the newest 1000 trades; older ones need ``/trades/history``."""
+
+TRADE_RESET_RUN = 100
+"""Trades below the newest id, ascending, with no progress above it, taken as a reset.
+
+Far more than a replay across a reconnect overlaps (a handful), so real duplicates are not taken
+for a reset; few enough that a reset's dropped trades fit one REST page to backfill.
+"""
+
+_NO_ID = 2**64
+"""Above every trade id (ids are int64)."""
 
 
 class LiveTrade(Protocol):
@@ -95,7 +127,7 @@ TradeAction = EmitTrade | RequestBackfill | Status | Malformed
 
 
 def trade_problem(trade: LiveTrade) -> str | None:
-    """Why a live trade must not be published (bad price or quantity text), or None."""
+    """Why a live trade must not be published (bad or unbounded price or quantity text), or None."""
     if not is_price_text(trade.price):
         return f"p={trade.price!r} is not a finite decimal > 0"
     if not is_size_text(trade.quantity):
@@ -143,39 +175,119 @@ def _span(first: int, last: int) -> str:
     return str(first) if first == last else f"{first}..{last}"
 
 
+def _spans(ranges: Iterable[tuple[int, int]]) -> str:
+    return ", ".join(_span(a, b) for a, b in ranges)
+
+
+def _count(ranges: Iterable[tuple[int, int]]) -> int:
+    return sum(b - a + 1 for a, b in ranges)
+
+
+def _complement(first: int, last: int, taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The ids of ``first..last`` outside the sorted, disjoint ``taken`` ranges, as ranges."""
+    out: list[tuple[int, int]] = []
+    at = first
+    for a, b in taken:
+        if b < at:
+            continue
+        if a > last:
+            break
+        if a > at:
+            out.append((at, a - 1))
+        at = max(at, b + 1)
+    if at <= last:
+        out.append((at, last))
+    return out
+
+
 _COUNTER_NAMES = (
     "gaps",
     "missing",
     "duplicates",
+    "late_trades",
     "backfilled",
     "unrecoverable",
-    "held_overflows",
+    "gap_overflows",
     "late_backfills",
     "malformed",
+    "id_resets",
 )
+
+_FILL, _DUP, _BAD = 0, 1, 2
+"""What a trade below the newest id turned out to be (for reset detection)."""
 
 
 class TradeSync:
-    """Trade-id continuity for one symbol; every method returns the actions to carry out."""
+    """Trade-id continuity for one symbol; every method returns the actions to carry out.
 
-    __slots__ = ("_held", "_max_held", "counters", "epoch", "last_trade_id", "pending", "symbol")
+    ``max_held`` bounds the open gaps (the name dates from when trades were held); ``reset_run``
+    is :data:`TRADE_RESET_RUN`.
+    """
 
-    def __init__(self, symbol: str, *, max_held: int = 10_000) -> None:
+    __slots__ = (
+        "_ahead",
+        "_ahead_floor",
+        "_gaps",
+        "_max_gaps",
+        "_reset_run",
+        "_run_anchor",
+        "_run_count",
+        "_run_dups",
+        "_run_emitted",
+        "_run_fills",
+        "_run_max",
+        "_run_min",
+        "counters",
+        "epoch",
+        "last_trade_id",
+        "pending",
+        "symbol",
+    )
+
+    def __init__(
+        self, symbol: str, *, max_held: int = 10_000, reset_run: int = TRADE_RESET_RUN
+    ) -> None:
         if max_held < 1:
             raise ValueError("max_held must be at least 1")
+        if reset_run < 2:
+            raise ValueError("reset_run must be at least 2")
         self.symbol = symbol
         self.epoch: int | None = None
+        # The newest id of the sequence followed: every id up to it is emitted, reported
+        # unrecoverable, or in an open gap.
         self.last_trade_id: int | None = None
-        # The id range a backfill was asked for; while set, later trades are held.
+        # The id range a backfill is in flight for (the reconciler compares it with its answer).
         self.pending: tuple[int, int] | None = None
         self.counters: dict[str, int] = dict.fromkeys(_COUNTER_NAMES, 0)
-        self._max_held = max_held
-        self._held: dict[int, EmitTrade] = {}
+        self._max_gaps = max_held
+        self._reset_run = reset_run
+        # Open gaps: sorted, disjoint (first, last) ranges, all below last_trade_id. Whenever there
+        # is one, a backfill is pending.
+        self._gaps: list[tuple[int, int]] = []
+        # Ids above last_trade_id already emitted: only after a bogus far-future id was dropped
+        # from the sequence (see _reset). Sorted, disjoint ranges; _ahead_floor is the lowest id
+        # in them (the fast path stops below it).
+        self._ahead: list[tuple[int, int]] = []
+        self._ahead_floor = _NO_ID
+        # The run of trades below last_trade_id (reset detection): valid while last_trade_id is
+        # _run_anchor (normal progress breaks it; jumps carry it along).
+        self._run_anchor: int | None = None
+        self._run_min = 0
+        self._run_max = 0
+        self._run_count = 0
+        self._run_dups = 0
+        self._run_fills = 0
+        self._run_emitted: list[int] = []
 
     @property
     def held(self) -> int:
-        """Trades waiting for a backfill to resolve."""
-        return len(self._held)
+        """Trades held back: always 0 (kept for callers of the old, holding design)."""
+        return 0
+
+    @property
+    def gaps(self) -> tuple[tuple[int, int], ...]:
+        """The open gaps, oldest first, as ``(first, last)`` id ranges."""
+        return tuple(self._gaps)
 
     def from_live(self, trade: LiveTrade) -> EmitTrade:
         """The emit action for a WS trade."""
@@ -190,7 +302,11 @@ class TradeSync:
         )
 
     def from_rest(self, trade: RestTradeLike, *, backfilled: bool = True) -> EmitTrade:
-        """The emit action for a REST trade (ms timestamp -> µs)."""
+        """The emit action for a REST trade (ms timestamp -> µs).
+
+        ``ValueError`` for a price or quantity outside ``core.dectext``'s bounds (``core.wire``
+        refuses those already; other callers' objects are checked here, before formatting).
+        """
         micros = trade.timestamp * 1000
         return EmitTrade(
             self.symbol,
@@ -203,18 +319,35 @@ class TradeSync:
             backfilled,
         )
 
+    def _rest_act(
+        self, trade: RestTradeLike, backfilled: bool
+    ) -> tuple[EmitTrade, None] | tuple[None, Malformed]:
+        try:
+            act = self.from_rest(trade, backfilled=backfilled)
+        except ValueError as exc:
+            problem = str(exc)
+        else:
+            if is_price_text(act.price) and is_size_text(act.amount):
+                return act, None
+            problem = f"p={act.price!r} q={act.amount!r}: need a finite price > 0, quantity >= 0"
+        self.counters["malformed"] += 1
+        stream = f"/api/v1/trades?symbol={self.symbol}"
+        return None, Malformed(self.symbol, stream, f"trade {trade.id}: {problem}", trade)
+
+    # -- live trades ----------------------------------------------------------------------------
+
     def on_trade(self, epoch: int, trade: LiveTrade) -> list[TradeAction]:
         """One live trade. Ids are authoritative across connections, so every epoch is accepted.
 
-        A malformed trade is reported and otherwise treated as never received (its id is then a
-        gap that a backfill fills from REST).
+        A malformed trade is reported and its id becomes a gap (a backfill fetches it from REST).
         """
-        problem = trade_problem(trade)
-        if problem is not None:
-            self.counters["malformed"] += 1
-            return [Malformed(self.symbol, f"trade.{self.symbol}", problem, trade)]
         self.epoch = epoch
-        return self._ingest(self.from_live(trade))
+        problem = trade_problem(trade)
+        if problem is None:
+            return self._arrive(trade.trade_id, self.from_live(trade), run=True)
+        self.counters["malformed"] += 1
+        report = Malformed(self.symbol, f"trade.{self.symbol}", problem, trade)
+        return [report, *self._arrive(trade.trade_id, None, run=True)]
 
     def accept_in_order(self, trade: LiveTrade) -> bool:
         """Fast path: True (and recorded) when ``trade`` simply continues the sequence.
@@ -224,14 +357,19 @@ class TradeSync:
         """
         last = self.last_trade_id
         trade_id = trade.trade_id
-        if self.pending is None and last is not None and trade_id == last + 1:
+        # last + 1 is always a new id (gaps lie below last), unless a forgotten far-future id
+        # was emitted there: _ahead_floor is _NO_ID but in that rare case.
+        if last is not None and trade_id == last + 1 and trade_id < self._ahead_floor:
             price = trade.price
             quantity = trade.quantity
-            # core.dectext's plain-text test, inlined: this runs for every trade.
+            # core.dectext's plain-text test, inlined (length bound included): this runs for
+            # every trade.
             if (
-                price.isascii()
+                len(price) <= 40
+                and price.isascii()
                 and price.replace(".", "", 1).isdigit()
                 and price.strip("0.")
+                and len(quantity) <= 40
                 and quantity.isascii()
                 and quantity.replace(".", "", 1).isdigit()
             ):
@@ -239,133 +377,301 @@ class TradeSync:
                 return True
         return False
 
-    def on_rest_trades(self, trades: Iterable[RestTradeLike]) -> list[TradeAction]:
-        """REST-only mode: one poll of recent trades (any order); emits the new ones, ascending."""
-        actions: list[TradeAction] = []
-        by_id = {t.id: t for t in trades}
-        for trade_id in sorted(by_id):
-            if self.last_trade_id is not None and trade_id <= self.last_trade_id:
-                continue
-            actions.extend(self._ingest(self.from_rest(by_id[trade_id], backfilled=False)))
-        return actions
-
-    def _ingest(self, act: EmitTrade) -> list[TradeAction]:
-        t = act.trade_id
+    def _arrive(self, t: int, act: EmitTrade | None, *, run: bool) -> list[TradeAction]:
+        # One trade id seen (act None: the trade was malformed, so its id is missing).
         last = self.last_trade_id
         if last is None:
             self.last_trade_id = t
+            if act is None:
+                statuses, requests = self._open_gaps([(t, t)])
+                return statuses + requests
             return [act]
-        if t <= last or t in self._held:
-            self.counters["duplicates"] += 1
-            return []
-        pending = self.pending
-        if pending is not None:
-            self._held[t] = act
-            if len(self._held) > self._max_held:
-                self.counters["held_overflows"] += 1
-                return self._resolve({}, f"more than {self._max_held} trades held")
-            first, end = pending
-            if first <= t <= end and all(i in self._held for i in range(first, end + 1)):
-                # Live trades arrived out of order and closed the gap themselves.
-                return self._resolve({}, "")
-            return []
-        if t == last + 1:
+        if t > last:
+            if t >= self._ahead_floor and self._in_ahead(t):
+                if act is not None:
+                    self.counters["duplicates"] += 1
+                return []
+            # The ids in between are missing, bar any emitted ahead of the sequence.
+            end = t - 1 if act is not None else t
+            holes = _complement(last + 1, end, self._ahead) if end > last else []
+            if self._ahead:
+                self._ahead = [r for r in self._ahead if r[0] > t]
+                self._ahead_floor = self._ahead[0][0] if self._ahead else _NO_ID
+            if self._run_anchor == last and t > last + 1:
+                # A jump does not break a run below (a second bogus id must not hide the first).
+                self._run_anchor = t
             self.last_trade_id = t
-            return [act]
-        self._held[t] = act
-        return self._open_gap(last + 1, t - 1, t)
+            if not holes:
+                return [act] if act is not None else []
+            statuses, requests = self._open_gaps(holes)
+            return [*statuses, act, *requests] if act is not None else statuses + requests
+        # Below the newest id: a gap's trade arriving late, or a duplicate.
+        index = self._find_gap(t)
+        actions: list[TradeAction] = []
+        if index < 0:
+            kind = _BAD if act is None else _DUP
+            if act is not None:
+                self.counters["duplicates"] += 1
+        elif act is None:
+            kind = _BAD
+        else:
+            kind = _FILL
+            self._take(index, t)
+            self.counters["late_trades"] += 1
+            actions.append(act)
+            actions.extend(self._pending_settled())
+        if run:
+            actions.extend(self._run_step(t, kind))
+        return actions
 
-    def _open_gap(self, first: int, end: int, newest: int) -> list[TradeAction]:
-        self.pending = (first, end)
-        count = end - first + 1
-        self.counters["gaps"] += 1
+    # -- reset detection ------------------------------------------------------------------------
+
+    def _run_step(self, t: int, kind: int) -> list[TradeAction]:
+        if self._run_anchor != self.last_trade_id:
+            self._run_anchor = self.last_trade_id
+            self._run_min = self._run_max = t
+            self._run_count = 1
+            self._run_dups = kind == _DUP
+            self._run_fills = kind == _FILL
+            self._run_emitted = [t] if kind == _FILL else []
+        else:
+            if t > self._run_max or t == self._run_min - 1:
+                # Continues the run (up, or one below it: a replay of the id just before).
+                if t > self._run_max:
+                    self._run_max = t
+                else:
+                    self._run_min = t
+                self._run_count += 1
+                self._run_dups += kind == _DUP
+                self._run_fills += kind == _FILL
+            if kind == _FILL and t >= self._run_min:
+                self._run_emitted.append(t)
+        if self._run_count >= self._reset_run or len(self._run_emitted) >= self._reset_run:
+            return self._reset()
+        return []
+
+    def _reset(self) -> list[TradeAction]:
+        last = self.last_trade_id
+        assert last is not None
+        low, high, count = self._run_min, self._run_max, self._run_count
+        reused = self._run_dups > self._run_fills
+        emitted = sorted(set(self._run_emitted))
+        self._run_anchor = None
+        self._run_emitted = []
+        self.counters["id_resets"] += 1
+        self.pending = None
+        self.last_trade_id = high
+        actions: list[TradeAction] = []
+        if not reused:
+            # The run filled a gap: the stream goes on below a bogus far-future id. Ids above the
+            # run are forgotten (never sent yet), those emitted up there remembered as _ahead.
+            kept = [(a, min(b, high)) for a, b in self._gaps if a <= high]
+            above = [(max(a, high + 1), b) for a, b in self._gaps if b > high]
+            emitted_above = _complement(high + 1, last, above)
+            self._ahead = emitted_above + self._ahead
+            self._ahead_floor = self._ahead[0][0] if self._ahead else _NO_ID
+            self._gaps = kept
+            reason = (
+                f"trade ids continue below the last id {last}: {count} trades in "
+                f"{_span(low, high)} arrived since; following them"
+            )
+            if above:
+                reason += f" (ids {_spans(above)} no longer awaited)"
+            actions.append(self._status(StatusKind.TRADE_ID_RESET, reason))
+        else:
+            # The run repeated ids already emitted: the exchange reuses ids (an engine reset).
+            # The old gaps can no longer be told apart from new trades; the run's dropped ids
+            # are new trades, to backfill.
+            old = self._gaps
+            self._gaps = []
+            self._ahead = []
+            self._ahead_floor = _NO_ID
+            reason = (
+                f"trade ids went backwards: {count} trades in {_span(low, high)} at or below the "
+                f"last id {last}; following the new sequence"
+            )
+            actions.append(self._status(StatusKind.TRADE_ID_RESET, reason))
+            if old:
+                actions.append(self._lost(old, "trade ids reset"))
+            holes = _complement(low, high, [(t, t) for t in emitted])
+            statuses, requests = self._open_gaps(holes)
+            return actions + statuses + requests
+        return actions + self._ask_next()
+
+    # -- gaps -----------------------------------------------------------------------------------
+
+    def _find_gap(self, t: int) -> int:
+        gaps = self._gaps
+        index = bisect_right(gaps, (t, _NO_ID)) - 1
+        if index >= 0 and gaps[index][1] >= t:
+            return index
+        return -1
+
+    def _take(self, index: int, t: int) -> None:
+        first, last = self._gaps[index]
+        pieces = []
+        if first < t:
+            pieces.append((first, t - 1))
+        if t < last:
+            pieces.append((t + 1, last))
+        self._gaps[index : index + 1] = pieces
+
+    def _in_ahead(self, t: int) -> bool:
+        ahead = self._ahead
+        index = bisect_right(ahead, (t, _NO_ID)) - 1
+        return index >= 0 and ahead[index][1] >= t
+
+    def _open_gaps(
+        self, holes: list[tuple[int, int]]
+    ) -> tuple[list[TradeAction], list[TradeAction]]:
+        """Add ``holes`` (above every open gap): their status, then the backfill request."""
+        count = _count(holes)
+        self.counters["gaps"] += len(holes)
         self.counters["missing"] += count
-        return [
+        self._gaps.extend(holes)
+        requests = self._ask_next()
+        pending = self.pending
+        assert pending is not None
+        how = "backfilling" if pending[0] <= holes[0][0] <= pending[1] else "backfill queued"
+        statuses: list[TradeAction] = [
             self._status(
-                StatusKind.TRADE_GAP,
-                f"trade ids {_span(first, end)} missing ({count}); backfilling",
-            ),
-            RequestBackfill(self.symbol, first, end, newest),
+                StatusKind.TRADE_GAP, f"trade ids {_spans(holes)} missing ({count}); {how}"
+            )
         ]
+        if len(self._gaps) > self._max_gaps:
+            # Bounded record: give up the oldest gaps rather than grow without limit.
+            excess = len(self._gaps) - self._max_gaps
+            given_up, self._gaps = self._gaps[:excess], self._gaps[excess:]
+            self.counters["gap_overflows"] += excess
+            statuses.append(self._lost(given_up, f"more than {self._max_gaps} gaps open"))
+        return statuses, requests
+
+    def _ask_next(self) -> list[TradeAction]:
+        """Ask for the oldest open gaps (nearby ones together) when no backfill is pending."""
+        if self.pending is not None or not self._gaps:
+            return []
+        first, last = self._gaps[0]
+        for _, b in self._gaps[1:]:
+            if b - first + 1 > RECENT_TRADES_LIMIT:
+                break
+            last = b
+        self.pending = (first, last)
+        newest = self.last_trade_id
+        assert newest is not None
+        return [RequestBackfill(self.symbol, first, last, newest)]
+
+    def _open_in(self, first: int, last: int) -> list[tuple[int, int]]:
+        """The open gaps' ids within ``first..last``, as ranges."""
+        gaps = self._gaps
+        start = bisect_left(gaps, (first, -1))
+        if start > 0 and gaps[start - 1][1] >= first:
+            start -= 1
+        out = []
+        for a, b in gaps[start:]:
+            if a > last:
+                break
+            out.append((max(a, first), min(b, last)))
+        return out
+
+    def _give_up(self, first: int, last: int) -> list[tuple[int, int]]:
+        """Close the open gaps' ids within ``first..last``; returns them."""
+        lost = self._open_in(first, last)
+        if lost:
+            kept: list[tuple[int, int]] = []
+            for a, b in self._gaps:
+                if b < first or a > last:
+                    kept.append((a, b))
+                    continue
+                if a < first:
+                    kept.append((a, first - 1))
+                if b > last:
+                    kept.append((last + 1, b))
+            self._gaps = kept
+        return lost
+
+    def _pending_settled(self) -> list[TradeAction]:
+        # Live trades filled the whole pending range: move on to the next gap (the reconciler
+        # re-asks when the old answer comes back for a range no longer pending).
+        pending = self.pending
+        if pending is None or self._open_in(*pending):
+            return []
+        self.pending = None
+        return self._ask_next()
+
+    def _lost(self, ranges: list[tuple[int, int]], why: str) -> Status:
+        count = _count(ranges)
+        self.counters["unrecoverable"] += count
+        return self._status(
+            StatusKind.TRADE_GAP, f"{count} trade ids unrecoverable: {_spans(ranges)} ({why})"
+        )
+
+    # -- REST -----------------------------------------------------------------------------------
+
+    def on_rest_trades(self, trades: Iterable[RestTradeLike]) -> list[TradeAction]:
+        """REST-only mode: one poll of recent trades (any order); emits the new ones, ascending.
+
+        Polls overlap, so ids already emitted are skipped without counting them as duplicates.
+        """
+        actions: list[TradeAction] = []
+        by_id = {t.id: t for t in trades}
+        for trade_id in sorted(by_id):
+            last = self.last_trade_id
+            if last is not None and trade_id <= last and self._find_gap(trade_id) < 0:
+                continue
+            act, bad = self._rest_act(by_id[trade_id], backfilled=False)
+            if bad is not None:
+                actions.append(bad)
+            actions.extend(self._arrive(trade_id, act, run=False))
+        return actions
 
     def on_backfill(self, trades: Iterable[RestTradeLike]) -> list[TradeAction]:
-        """The REST backfill answered (any order, any overlap); emit the gap, then held trades."""
-        if self.pending is None:
+        """The REST backfill for :attr:`pending` answered (any order, any overlap).
+
+        Emits the trades of open gaps it holds (``backfilled=True``, ascending) and reports the
+        pending range's ids it lacks as unrecoverable; then asks for the next gap, if any.
+        """
+        pending = self.pending
+        if pending is None:
             self.counters["late_backfills"] += 1
             return []
-        last = self.last_trade_id
-        assert last is not None
-        newest = max(self._held, default=self.pending[1])
-        fill = {
-            t.id: self.from_rest(t)
-            for t in trades
-            if last < t.id <= newest and t.id not in self._held
-        }
-        return self._resolve(fill, "")
+        actions: list[TradeAction] = []
+        fill: dict[int, EmitTrade] = {}
+        for trade in trades:
+            if trade.id in fill or self._find_gap(trade.id) < 0:
+                continue
+            act, bad = self._rest_act(trade, backfilled=True)
+            if bad is not None:
+                actions.append(bad)
+            elif act is not None:
+                fill[trade.id] = act
+        for trade_id in sorted(fill):
+            self._take(self._find_gap(trade_id), trade_id)
+            actions.append(fill[trade_id])
+        return actions + self._resolve(len(fill), "")
 
     def on_backfill_failed(self, reason: str) -> list[TradeAction]:
-        """The backfill failed for good: release the held trades and report the loss."""
+        """The backfill for :attr:`pending` failed for good: report its ids as unrecoverable."""
         if self.pending is None:
             return []
-        return self._resolve({}, f"backfill failed: {reason}")
+        return self._resolve(0, f"backfill failed: {reason}")
 
-    def _resolve(self, fill: dict[int, EmitTrade], failure: str) -> list[TradeAction]:
+    def _resolve(self, recovered: int, failure: str) -> list[TradeAction]:
         pending = self.pending
-        last = self.last_trade_id
         assert pending is not None
-        assert last is not None
-        first, end = pending
         self.pending = None
-        merged = fill | self._held
-        self._held = {}
         actions: list[TradeAction] = []
-        statuses: list[TradeAction] = []
-        lost: list[str] = []
-        lost_count = 0
-        recovered = 0
-        expected = last + 1
-        ids = sorted(merged)
-        for index, trade_id in enumerate(ids):
-            if trade_id != expected:
-                hole_end = trade_id - 1
-                if expected <= end:
-                    lost_end = min(hole_end, end)
-                    lost.append(_span(expected, lost_end))
-                    lost_count += lost_end - expected + 1
-                if hole_end > end:
-                    # A second gap among the held trades: keep holding what follows it.
-                    self._held = {i: merged[i] for i in ids[index:]}
-                    statuses.extend(self._open_gap(max(expected, end + 1), hole_end, ids[-1]))
-                    break
-            act = merged[trade_id]
-            recovered += act.backfilled
-            actions.append(act)
-            expected = trade_id + 1
-            self.last_trade_id = trade_id
-        else:
-            if expected <= end:
-                # The end of the range never arrived (a defensive path: the trade that opened
-                # the gap is always held).
-                lost.append(_span(expected, end))
-                lost_count += end - expected + 1
         self.counters["backfilled"] += recovered
-        self.counters["unrecoverable"] += lost_count
         if recovered:
             actions.append(
                 self._status(
                     StatusKind.TRADES_BACKFILLED,
-                    f"backfilled {recovered} trades in {_span(first, end)}",
+                    f"backfilled {recovered} trades in {_span(*pending)}",
                 )
             )
-        if lost_count:
-            why = f" ({failure})" if failure else ""
-            actions.append(
-                self._status(
-                    StatusKind.TRADE_GAP,
-                    f"{lost_count} trade ids unrecoverable: {', '.join(lost)}{why}",
-                )
-            )
-        return actions + statuses
+        lost = self._give_up(*pending)
+        if lost:
+            actions.append(self._lost(lost, failure or "not in the backfill"))
+        return actions + self._ask_next()
 
     def _status(self, kind: StatusKind, reason: str) -> Status:
         return Status(self.symbol, kind, reason, dict(self.counters))

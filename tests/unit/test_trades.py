@@ -1,4 +1,9 @@
-"""TradeSync: dedup, gaps, backfill merging in id order, REST-only polling, backfill planning."""
+"""TradeSync: dedup, gaps, backfills, REST-only polling, backfill planning.
+
+Issue 12 changed the design: live trades are never held for a backfill, so a gap's trades arrive
+after higher ids (each test that changed says how). Resets, bogus ids and the properties are in
+test_trade_continuity.py.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from backpack_actors.core.events import Side, StatusKind
 from backpack_actors.core.sync import Malformed, Status
@@ -90,19 +93,22 @@ def test_duplicates_after_reconnect_are_dropped() -> None:
     assert sync.counters["gaps"] == 0
 
 
-def test_gap_backfill_merges_in_order() -> None:
+def test_gap_is_reported_and_live_trades_go_on_while_it_is_backfilled() -> None:
+    # Changed (issue 12): 13 and 14 used to be held until the backfill answered and then came in
+    # id order; now they are emitted at once and the backfill's 11, 12 follow them.
     sync = TradeSync(SYM)
     feed(sync, 10)
     acts = feed(sync, 13)
     assert statuses(acts) == [(StatusKind.TRADE_GAP, "trade ids 11..12 missing (2); backfilling")]
+    assert ids(acts) == [13]
     assert acts[-1] == RequestBackfill(SYM, 11, 12, 13)
-    assert feed(sync, 14, 13) == []
-    assert sync.held == 2
+    assert ids(feed(sync, 14, 13)) == [14], "13 again is a duplicate"
+    assert sync.held == 0
     # REST answers newest first, overlapping what we already have.
     acts = sync.on_backfill(
         [Rest(14), Rest(13), Rest(12), Rest(11, is_buyer_maker=False), Rest(10)]
     )
-    assert ids(acts) == [11, 12, 13, 14]
+    assert ids(acts) == [11, 12]
     first, second = acts[0], acts[1]
     assert first == EmitTrade(
         SYM,
@@ -116,75 +122,119 @@ def test_gap_backfill_merges_in_order() -> None:
     )
     assert isinstance(second, EmitTrade)
     assert second.side is Side.SELL
-    assert [a.backfilled for a in acts if isinstance(a, EmitTrade)] == [True, True, False, False]
+    assert second.backfilled
     assert statuses(acts) == [(StatusKind.TRADES_BACKFILLED, "backfilled 2 trades in 11..12")]
     assert sync.pending is None
+    assert sync.gaps == ()
     assert ids(feed(sync, 15)) == [15]
+    assert sync.counters["duplicates"] == 1
 
 
 def test_partial_backfill_reports_unrecoverable_ids() -> None:
+    # Changed: 14 and 15 are emitted when they arrive, not after the backfill.
     sync = TradeSync(SYM)
-    feed(sync, 10, 14, 15)
+    assert ids(feed(sync, 10, 14, 15)) == [10, 14, 15]
     acts = sync.on_backfill([Rest(12)])
-    assert ids(acts) == [12, 14, 15]
+    assert ids(acts) == [12]
     assert statuses(acts) == [
         (StatusKind.TRADES_BACKFILLED, "backfilled 1 trades in 11..13"),
-        (StatusKind.TRADE_GAP, "2 trade ids unrecoverable: 11, 13"),
+        (StatusKind.TRADE_GAP, "2 trade ids unrecoverable: 11, 13 (not in the backfill)"),
     ]
     assert sync.counters["unrecoverable"] == 2
+    # The record knows them as settled: a late copy of 11 is not emitted after the report.
+    assert feed(sync, 11) == []
 
 
-def test_backfill_failure_releases_held_trades() -> None:
+def test_backfill_failure_reports_exactly_the_lost_ids() -> None:
+    # Changed: nothing is held, so a failure releases nothing; it only reports the loss.
     sync = TradeSync(SYM)
-    feed(sync, 10, 13, 14)
+    assert ids(feed(sync, 10, 13, 14)) == [10, 13, 14]
     acts = sync.on_backfill_failed("HTTP 429")
-    assert ids(acts) == [13, 14]
-    assert statuses(acts) == [
-        (StatusKind.TRADE_GAP, "2 trade ids unrecoverable: 11..12 (backfill failed: HTTP 429)")
+    assert acts == [
+        Status(
+            SYM,
+            StatusKind.TRADE_GAP,
+            "2 trade ids unrecoverable: 11..12 (backfill failed: HTTP 429)",
+            acts[0].counts if isinstance(acts[0], Status) else {},
+        )
     ]
     assert sync.on_backfill([Rest(11)]) == []
     assert sync.counters["late_backfills"] == 1
     assert sync.on_backfill_failed("again") == []
 
 
-def test_second_gap_among_held_trades_is_backfilled_next() -> None:
+def test_second_gap_is_queued_and_asked_for_when_the_first_resolves() -> None:
+    # Changed: 12, 14, 15 are emitted at once; the second gap is reported (queued) when it
+    # opens, and asked for when the first backfill answers.
     sync = TradeSync(SYM)
-    feed(sync, 10, 12, 14, 15)
+    acts = feed(sync, 10, 12, 14, 15)
+    assert ids(acts) == [10, 12, 14, 15]
+    assert [a for a in acts if isinstance(a, RequestBackfill)] == [RequestBackfill(SYM, 11, 11, 12)]
+    assert statuses(acts)[1] == (StatusKind.TRADE_GAP, "trade ids 13 missing (1); backfill queued")
+    assert sync.pending == (11, 11)
     acts = sync.on_backfill([Rest(11)])
-    assert ids(acts) == [11, 12]
+    assert ids(acts) == [11]
     assert acts[-1] == RequestBackfill(SYM, 13, 13, 15)
     assert sync.pending == (13, 13)
     acts = sync.on_backfill([Rest(13)])
-    assert ids(acts) == [13, 14, 15]
+    assert ids(acts) == [13]
+    assert sync.pending is None
 
 
 def test_backfill_may_fill_later_holes_too() -> None:
     sync = TradeSync(SYM)
     feed(sync, 10, 12, 14)
     acts = sync.on_backfill([Rest(13), Rest(11)])
-    assert ids(acts) == [11, 12, 13, 14]
+    assert ids(acts) == [11, 13]
     assert sync.pending is None
+    assert sync.gaps == ()
+
+
+def test_nearby_gaps_are_asked_for_together() -> None:
+    sync = TradeSync(SYM)
+    feed(sync, 10)
+    sync.on_backfill_failed("not yet")  # nothing pending: ignored
+    feed(sync, 12)
+    assert sync.pending == (11, 11)
+    feed(sync, 14, 16, 5000)
+    sync.on_backfill([])
+    # 13 and 15 share a request; 17..4999 would make it longer than one recent page.
+    assert sync.pending == (13, 15)
+    sync.on_backfill([Rest(13), Rest(14), Rest(15)])
+    assert sync.pending == (17, 4999)
 
 
 def test_reordered_live_trades_close_the_gap_without_rest() -> None:
     sync = TradeSync(SYM)
     feed(sync, 10)
-    assert isinstance(feed(sync, 12)[-1], RequestBackfill)
+    acts = feed(sync, 12)
+    assert ids(acts) == [12]
+    assert isinstance(acts[-1], RequestBackfill)
     acts = feed(sync, 11)
-    assert ids(acts) == [11, 12]
-    assert [a.backfilled for a in acts if isinstance(a, EmitTrade)] == [False, False]
+    assert ids(acts) == [11]
+    assert [a.backfilled for a in acts if isinstance(a, EmitTrade)] == [False]
     assert statuses(acts) == []
+    assert sync.pending is None
     assert sync.on_backfill([Rest(11)]) == []
+    assert sync.counters["late_trades"] == 1
 
 
-def test_held_overflow_releases() -> None:
+def test_too_many_open_gaps_give_up_the_oldest() -> None:
+    # Changed: max_held now bounds the open gaps (the record), since nothing is held.
     sync = TradeSync(SYM, max_held=2)
-    feed(sync, 10, 12, 13)
-    acts = feed(sync, 14)
-    assert ids(acts) == [12, 13, 14]
+    feed(sync, 10, 12, 14)
+    acts = feed(sync, 16)
+    assert ids(acts) == [16]
     assert statuses(acts) == [
-        (StatusKind.TRADE_GAP, "1 trade ids unrecoverable: 11 (more than 2 trades held)")
+        (StatusKind.TRADE_GAP, "trade ids 15 missing (1); backfill queued"),
+        (StatusKind.TRADE_GAP, "1 trade ids unrecoverable: 11 (more than 2 gaps open)"),
     ]
+    assert sync.gaps == ((13, 13), (15, 15))
+    assert sync.counters["gap_overflows"] == 1
+    # 11 was pending: its answer recovers nothing any more, and the next gaps are asked for.
+    acts = sync.on_backfill([Rest(11)])
+    assert ids(acts) == []
+    assert acts == [RequestBackfill(SYM, 13, 15, 16)]
 
 
 def test_rest_only_mode() -> None:
@@ -193,10 +243,13 @@ def test_rest_only_mode() -> None:
     assert ids(acts) == [3, 4, 5]
     assert all(isinstance(a, EmitTrade) and not a.backfilled for a in acts)
     assert ids(sync.on_rest_trades([Rest(7), Rest(6), Rest(5), Rest(6)])) == [6, 7]
+    assert sync.counters["duplicates"] == 0, "polls overlap by design"
+    # Changed: 9 and 10 are emitted at once; 8 is backfilled (or polled) later.
     acts = sync.on_rest_trades([Rest(10), Rest(9)])
     assert [a for a in acts if isinstance(a, RequestBackfill)] == [RequestBackfill(SYM, 8, 8, 9)]
-    assert ids(acts) == []
-    assert ids(sync.on_rest_trades([Rest(11), Rest(10), Rest(9), Rest(8)])) == [8, 9, 10, 11]
+    assert ids(acts) == [9, 10]
+    assert ids(sync.on_rest_trades([Rest(11), Rest(10), Rest(9), Rest(8)])) == [8, 11]
+    assert sync.pending is None
 
 
 def test_rest_values_become_plain_text() -> None:
@@ -221,23 +274,26 @@ BAD_TRADES = [
 
 
 @pytest.mark.parametrize(("price", "quantity", "reason"), BAD_TRADES)
-def test_malformed_trade_is_reported_and_becomes_a_gap(
+def test_malformed_trade_is_reported_and_its_id_backfilled_at_once(
     price: str, quantity: str, reason: str
 ) -> None:
+    # Changed: the malformed trade's id is a gap at once (it used to wait for the next good
+    # trade), and the trades after it are not held behind its backfill.
     sync = TradeSync(SYM)
     feed(sync, 10)
     bad = Live(11, price=price, quantity=quantity, event_time=11001, engine_time=11000)
     assert not sync.accept_in_order(bad), "the fast path must not take it either"
-    assert sync.on_trade(1, bad) == [Malformed(SYM, "trade.SOL_USDC", reason, bad)]
-    assert sync.last_trade_id == 10
-    assert sync.counters["malformed"] == 1
-    # Treated as never received: the next good trade opens a gap for its id.
-    acts = feed(sync, 12)
+    acts = sync.on_trade(1, bad)
+    assert acts[0] == Malformed(SYM, "trade.SOL_USDC", reason, bad)
     assert statuses(acts) == [(StatusKind.TRADE_GAP, "trade ids 11 missing (1); backfilling")]
-    assert acts[-1] == RequestBackfill(SYM, 11, 11, 12)
+    assert acts[-1] == RequestBackfill(SYM, 11, 11, 11)
     assert ids(acts) == []
+    assert sync.last_trade_id == 11
+    assert sync.counters["malformed"] == 1
+    # The next good trade takes the fast path: nothing waits for the backfill.
+    assert sync.accept_in_order(live(12))
     acts = sync.on_backfill([Rest(12), Rest(11, price=Decimal("150.26"))])
-    assert ids(acts) == [11, 12]
+    assert ids(acts) == [11]
     assert acts[0] == EmitTrade(
         SYM,
         11,
@@ -251,13 +307,14 @@ def test_malformed_trade_is_reported_and_becomes_a_gap(
     assert statuses(acts) == [(StatusKind.TRADES_BACKFILLED, "backfilled 1 trades in 11")]
 
 
-def test_malformed_first_trade_sets_no_baseline() -> None:
+def test_malformed_first_trade_is_a_gap_too() -> None:
+    # Changed: it used to set no baseline, so its id was never reported; now it is backfilled.
     sync = TradeSync(SYM)
     bad = Live(10, price="abc")
-    assert sync.on_trade(1, bad) == [
-        Malformed(SYM, "trade.SOL_USDC", "p='abc' is not a finite decimal > 0", bad)
-    ]
-    assert sync.last_trade_id is None
+    acts = sync.on_trade(1, bad)
+    assert acts[0] == Malformed(SYM, "trade.SOL_USDC", "p='abc' is not a finite decimal > 0", bad)
+    assert acts[-1] == RequestBackfill(SYM, 10, 10, 10)
+    assert sync.last_trade_id == 10
     assert ids(feed(sync, 11, 12)) == [11, 12]
 
 
@@ -276,12 +333,13 @@ def test_accept_in_order_takes_only_plain_trades_that_continue_the_sequence() ->
     assert ids(sync.on_trade(1, exp)) == [12]
     assert not sync.accept_in_order(Live(13, price="0.00")), "zero price"
     assert not sync.accept_in_order(Live(13, quantity="٣")), "non-ASCII digits"
+    assert not sync.accept_in_order(Live(13, quantity="1" * 41)), "plain but out of bounds"
     assert sync.accept_in_order(Live(13, price="00.10", quantity="0"))
     assert sync.last_trade_id == 13
-    # While a backfill is pending nothing takes the fast path.
+    # Changed: a pending backfill no longer stops the fast path (nothing is held).
     feed(sync, 15)
     assert sync.pending == (14, 14)
-    assert not sync.accept_in_order(live(16))
+    assert sync.accept_in_order(live(16))
 
 
 def test_accept_in_order_takes_a_trade_event() -> None:
@@ -303,9 +361,9 @@ def test_accept_in_order_takes_a_trade_event() -> None:
     bad = wire.decode_ws_frame((raw % 12).replace('"p":"150.25"', '"p":"-1"')).data
     assert isinstance(bad, wire.TradeEvent)
     assert not sync.accept_in_order(bad)
-    assert sync.on_trade(1, bad) == [
-        Malformed(SYM, "trade.SOL_USDC", "p='-1' is not a finite decimal > 0", bad)
-    ]
+    acts = sync.on_trade(1, bad)
+    assert acts[0] == Malformed(SYM, "trade.SOL_USDC", "p='-1' is not a finite decimal > 0", bad)
+    assert acts[-1] == RequestBackfill(SYM, 12, 12, 12)
 
 
 def test_plan_backfill() -> None:
@@ -323,88 +381,6 @@ def test_plan_backfill() -> None:
         plan_backfill(1, 10, 5)
 
 
-@st.composite
-def scenarios(draw: st.DrawFn) -> tuple[list[int], list[str], bool]:
-    """Trade ids as they arrive (a negative id: that trade with a malformed price), answers."""
-    n = draw(st.integers(2, 40))
-    stream: list[int] = []
-    for t in range(1, n + 1):
-        fate = draw(st.sampled_from(["ok", "ok", "ok", "drop", "dup", "swap", "bad"]))
-        if fate == "drop":
-            continue
-        stream.append(-t if fate == "bad" else t)
-        if fate == "dup":
-            stream.append(draw(st.integers(1, t)))
-        if fate == "swap" and len(stream) >= 2:
-            stream[-1], stream[-2] = stream[-2], stream[-1]
-    answers = draw(st.lists(st.sampled_from(["later", "full", "partial", "fail"]), max_size=60))
-    return stream, answers, draw(st.booleans())
-
-
-@settings(max_examples=300, deadline=None)
-@given(scenarios())
-def test_trades_emitted_in_order_without_duplicates(
-    scenario: tuple[list[int], list[str], bool],
-) -> None:
-    stream, answers, fast = scenario
-    sync = TradeSync(SYM, max_held=8)
-    out: list[TradeAction] = []
-    queue: list[RequestBackfill] = []
-    choices = iter(answers)
-
-    def run(acts: list[TradeAction]) -> None:
-        out.extend(acts)
-        queue.extend(a for a in acts if isinstance(a, RequestBackfill))
-
-    def answer(how: str) -> None:
-        req = queue.pop(0)
-        span = range(req.first_missing, req.newest_known + 1)
-        if how == "full":
-            run(sync.on_backfill([Rest(i) for i in reversed(span)]))
-        elif how == "partial":
-            run(sync.on_backfill([Rest(i) for i in span if i % 2]))
-        else:
-            run(sync.on_backfill_failed("boom"))
-
-    must: set[int] = set()
-    for t in stream:
-        if t < 0:
-            bad = Live(-t, price="NaN")
-            assert sync.on_trade(1, bad) == [
-                Malformed(SYM, "trade.SOL_USDC", "p='NaN' is not a finite decimal > 0", bad)
-            ]
-            continue
-        if sync.last_trade_id is None or t > sync.last_trade_id:
-            must.add(t)
-        trade = live(t)
-        # The shell's hot path first, when this example takes it.
-        if fast and sync.accept_in_order(trade):
-            out.append(sync.from_live(trade))
-        else:
-            run(sync.on_trade(1, trade))
-        how = next(choices, "full")
-        if queue and how != "later":
-            answer(how)
-    while queue:
-        answer("full")
-    emitted = ids(out)
-    assert emitted == sorted(set(emitted)), "strictly increasing, no duplicates"
-    assert sync.pending is None
-    assert sync.held == 0
-    good = [t for t in stream if t > 0]
-    if good:
-        assert emitted[0] == good[0]
-        assert emitted[-1] == max(good)
-        # Every id between the first and the newest is either emitted or reported lost.
-        assert len(emitted) + sync.counters["unrecoverable"] == emitted[-1] - emitted[0] + 1
-        # A live trade newer than everything emitted when it arrived is never lost.
-        assert must <= set(emitted)
-    else:
-        assert emitted == []
-    only_bad = {-t for t in stream if t < 0} - set(good)
-    for a in out:
-        if isinstance(a, EmitTrade):
-            assert a.side is (Side.SELL if a.backfilled else Side.BUY)
-            # A trade that only ever arrived malformed can come from REST alone.
-            assert a.backfilled or a.trade_id not in only_bad
-            assert (a.price, a.amount) == ("150.25", "0.5")
+# The old property test here ("emitted in order without duplicates") asserted strict id order,
+# which issue 12 gives up on purpose (trades are no longer held for a backfill). Its replacement,
+# with resets and bogus far-future ids, is tests/unit/test_trade_continuity.py.
