@@ -13,19 +13,21 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import IO, Any
 
 import trio
 from rich.console import Console
 
-from backpack_actors.actors.emitter import EventQueue
+from backpack_actors.actors.emitter import Subscription
 from backpack_actors.config import FeedConfig
 from backpack_actors.core.events import Event
 from backpack_actors.errors import BackpackActorsError
 from backpack_actors.feed import Feed
 from backpack_actors.runner.jsonl import EVENT_TYPES, JsonlSink
+from backpack_actors.sinks import SinkStats, run_sink
 from backpack_actors.runner.live import LiveState, LiveView
 from backpack_actors.runner.metrics import FeedMetrics
 from backpack_actors.testing import unwrap_group
@@ -35,7 +37,6 @@ __all__ = [
     "ExitCode",
     "RunOptions",
     "RunSummary",
-    "drain_queued",
     "run_feed",
 ]
 
@@ -90,35 +91,49 @@ class RunSummary:
 
     events: int = 0
     by_type: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EVENT_TYPES.values(), 0))
-    gaps: int = 0
+    book_gaps: int = 0
+    trade_gaps: int = 0
     resyncs: int = 0
     reconnects: int = 0
     rest_only_symbols: int = 0
+    dropped: int = 0
+    unwritten: int = 0
     elapsed: float = 0.0
     stopped_by: str = "end of feed"
 
+    @property
+    def gaps(self) -> int:
+        """Book and trade gaps together."""
+        return self.book_gaps + self.trade_gaps
+
     def absorb(self, stats: dict[str, Any]) -> None:
         """Take the gap/resync/reconnect totals from ``feed.statistics()``."""
-        gaps = resyncs = 0
+        book_gaps = trade_gaps = resyncs = 0
         for sync in stats.get("reconciler", {}).get("symbols", {}).values():
-            gaps += int(sync["book"].get("gaps", 0)) + int(sync["trades"].get("gaps", 0))
+            book_gaps += int(sync["book"].get("gaps", 0))
+            trade_gaps += int(sync["trades"].get("gaps", 0))
             resyncs += int(sync["book"].get("resyncs", 0))
-        streams = stats.get("streams", {}).values()
-        self.gaps, self.resyncs = gaps, resyncs
-        self.reconnects = sum(int(s.get("reconnects", 0)) for s in streams)
-        self.rest_only_symbols = sum(1 for s in streams if s.get("mode") == "rest")
+        self.book_gaps, self.trade_gaps, self.resyncs = book_gaps, trade_gaps, resyncs
+        connections = stats.get("connections", [])
+        self.reconnects = sum(int(c.get("reconnects", 0)) for c in connections)
+        self.rest_only_symbols = sum(
+            len(c.get("symbols", ())) for c in connections if c.get("rest_only")
+        )
+        self.dropped = sum(
+            sum(sub.get("dropped_trades", {}).values()) + int(sub.get("dropped_status", 0))
+            for sub in stats.get("subscriptions", [])
+        )
 
     def line(self) -> str:
         """``summary: 1234 events (trades 10, ...), gaps 0, resyncs 0, reconnects 0 in 5.0 s``."""
         kinds = ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in self.by_type.items())
+        lost = f", dropped {self.dropped} (reported)" if self.dropped else ""
+        unwritten = f", unwritten {self.unwritten}" if self.unwritten else ""
         return (
-            f"summary: {self.events} events ({kinds}), gaps {self.gaps}, resyncs {self.resyncs}, "
-            f"reconnects {self.reconnects} in {self.elapsed:.1f} s; stopped by {self.stopped_by}"
+            f"summary: {self.events} events ({kinds}), book gaps {self.book_gaps}, trade gaps "
+            f"{self.trade_gaps}, resyncs {self.resyncs}, reconnects {self.reconnects}{lost}"
+            f"{unwritten} in {self.elapsed:.1f} s; stopped by {self.stopped_by}"
         )
-
-
-def _stdout_binary() -> IO[bytes]:
-    return sys.stdout.buffer
 
 
 async def _watch_signals(
@@ -135,26 +150,6 @@ async def _watch_signals(
             return
 
 
-def drain_queued(
-    queue: EventQueue, remaining: int | None, take: Callable[[list[Event]], object]
-) -> int | None:
-    """Hand ``take`` every event still queued, at most ``remaining`` (None: all); returns what
-    is left of ``remaining``.
-
-    Used when --duration or a signal stops a run: the events of every message the reconciler
-    handled are queued already, and writing them keeps the output equal to a replay of the
-    recording, without going past --max-events.
-    """
-    while remaining is None or remaining > 0:
-        batch = queue.get_batch_nowait(_BATCH if remaining is None else min(_BATCH, remaining))
-        if not batch:
-            break
-        if remaining is not None:
-            remaining -= len(batch)
-        take(batch)
-    return remaining
-
-
 async def run_feed(
     config: FeedConfig,
     options: RunOptions,
@@ -168,18 +163,32 @@ async def run_feed(
 ) -> RunSummary:
     """Run ``config`` per ``options`` until done; raises the feed's terminal error, unwrapped.
 
-    ``on_started(feed)`` is called once the feed is up (markets loaded, streams running).
+    Every output is its own subscriber of the feed: the JSONL sink (written off the trio thread,
+    so a stalled pipe never freezes the feed) and an observer for the summary, the live view and
+    the metrics. ``on_started(feed)`` is called once the feed is up.
     """
     err = stderr if stderr is not None else sys.stderr
-    feed = feed_factory(config) if feed_factory is not None else Feed(config, wall_clock=wall_clock)
+    feed = (
+        feed_factory(config)
+        if feed_factory is not None
+        else Feed(config, wall_clock=wall_clock, consume=False)
+    )
     summary = RunSummary()
     sink: JsonlSink | None = None
     if options.output is not None:
         sink = JsonlSink.open(options.output, book_depth=options.book_depth)
     elif not options.live:
-        sink = JsonlSink(stdout or _stdout_binary(), book_depth=options.book_depth)
+        sink = (
+            JsonlSink(stdout, book_depth=options.book_depth)
+            if stdout is not None
+            else JsonlSink.stdout(book_depth=options.book_depth)
+        )
+    sink_stats = SinkStats()
+    sink_sub = feed.subscribe_events("jsonl") if sink is not None else None
     metrics = FeedMetrics() if options.metrics_port is not None else None
     live = LiveState(config.symbols, levels=options.live_levels) if options.live else None
+    observer = feed.subscribe_events("observer") if sink is None or metrics or live else None
+    observed: dict[str, int] = dict.fromkeys(EVENT_TYPES.values(), 0)
     started = trio.current_time()
     last_stats = -math.inf
 
@@ -198,76 +207,69 @@ async def run_feed(
             await trio.sleep(1.0)
             refresh_stats()
 
-    def account(batch: list[Event]) -> None:
-        summary.events += len(batch)
-        for event in batch:
-            summary.by_type[EVENT_TYPES[type(event)]] += 1
-            if metrics is not None:
-                metrics.observe(event)
-            if live is not None:
-                live.observe(event)
+    def stop(reason: str) -> None:
+        summary.stopped_by = reason
+        nursery_scope.cancel()
 
-    # What stops the run without an error; only then are the queued events written out.
-    orderly_stops = {signal.Signals.SIGINT.name, signal.Signals.SIGTERM.name}
-    # Events still allowed by --max-events (None: no limit); shared by consume and drain.
-    remaining = options.max_events
-
-    def take(batch: list[Event]) -> None:
-        account(batch)
-        if sink is not None:
-            sink.write(batch)
-
-    async def consume() -> None:
-        nonlocal remaining
-        queue = feed.queue
-        while remaining is None or remaining > 0:
-            try:
-                batch = await queue.get_batch(
-                    _BATCH if remaining is None else min(_BATCH, remaining)
-                )
-            except trio.EndOfChannel:
-                return
+    async def observe(subscription: Subscription) -> None:
+        remaining = options.max_events if sink is None else None
+        async for batch in _batches(subscription):
+            for event in batch:
+                observed[EVENT_TYPES[type(event)]] += 1
+                if metrics is not None:
+                    metrics.observe(event)
+                if live is not None:
+                    live.observe(event)
             if remaining is not None:
                 remaining -= len(batch)
-            take(batch)
+                if remaining <= 0:
+                    stop(f"--max-events {options.max_events}")
             if trio.current_time() - last_stats >= _STATS_EVERY:
                 refresh_stats()
-            # get_batch() returns without a checkpoint while events are queued: let others run.
-            await trio.lowlevel.checkpoint()
-        summary.stopped_by = f"--max-events {options.max_events}"
 
-    def drain() -> None:
-        nonlocal remaining
-        remaining = drain_queued(feed.queue, remaining, take)
-
+    nursery_scope = trio.CancelScope()
     try:
-        async with trio.open_nursery() as nursery:
-            if options.install_signal_handlers:
-                await nursery.start(_watch_signals, nursery.cancel_scope, summary)
-            if metrics is not None:
-                host = options.metrics_host
-                port = metrics.serve(options.metrics_port or 0, host)
-                print(f"metrics: http://{host}:{port}/metrics", file=err, flush=True)
-            with trio.move_on_after(options.connect_timeout) as startup:
-                await nursery.start(feed.run)
-            if startup.cancelled_caught:
-                raise ExchangeUnreachableError(
-                    config.rest_url, options.connect_timeout, feed.gateway.stats.server_errors
-                )
-            if on_started is not None:
-                on_started(feed)
-            refresh_stats()
-            nursery.start_soon(stats_ticker)
-            if live is not None:
-                view = LiveView(live, console or Console())
-                nursery.start_soon(view.run, refresh_stats)
-            duration = math.inf if options.duration is None else options.duration
-            with trio.move_on_after(duration) as timer:
-                await consume()
-            if timer.cancelled_caught:
-                summary.stopped_by = f"--duration {options.duration:g}"
-                orderly_stops.add(summary.stopped_by)
-            nursery.cancel_scope.cancel()
+        with nursery_scope:
+            async with trio.open_nursery() as nursery:
+                if options.install_signal_handlers:
+                    await nursery.start(_watch_signals, nursery_scope, summary)
+                if metrics is not None:
+                    host = options.metrics_host
+                    port = metrics.serve(options.metrics_port or 0, host)
+                    print(f"metrics: http://{host}:{port}/metrics", file=err, flush=True)
+                if sink is not None and sink_sub is not None:
+                    nursery.start_soon(
+                        partial(
+                            run_sink,
+                            sink,
+                            sink_sub,
+                            stats=sink_stats,
+                            max_events=options.max_events,
+                            on_limit=lambda: stop(f"--max-events {options.max_events}"),
+                            stderr=err,
+                        )
+                    )
+                if observer is not None:
+                    nursery.start_soon(observe, observer)
+                with trio.move_on_after(options.connect_timeout) as startup:
+                    await nursery.start(feed.run)
+                if startup.cancelled_caught:
+                    raise ExchangeUnreachableError(
+                        config.rest_url, options.connect_timeout, feed.rest.stats.server_errors
+                    )
+                if on_started is not None:
+                    on_started(feed)
+                refresh_stats()
+                nursery.start_soon(stats_ticker)
+                if live is not None:
+                    view = LiveView(live, console or Console())
+                    nursery.start_soon(view.run, refresh_stats)
+                if options.duration is not None:
+                    await trio.sleep(options.duration)
+                    summary.stopped_by = f"--duration {options.duration:g}"
+                    nursery.cancel_scope.cancel()
+                else:
+                    await trio.sleep_forever()
     except BaseExceptionGroup as group:
         single = unwrap_group(group)
         if single is group:
@@ -276,15 +278,27 @@ async def run_feed(
     finally:
         with trio.CancelScope(shield=True):
             try:
-                if summary.stopped_by in orderly_stops:
-                    drain()
-            finally:
-                # Even when the sink fails while draining: release the feed and the files.
                 await feed.aclose()
+            finally:
                 refresh_stats()
                 summary.elapsed = trio.current_time() - started
                 if sink is not None:
-                    sink.close()
+                    summary.events = sink_stats.events
+                    summary.by_type = dict(sink.by_type)
+                    summary.unwritten = sink_stats.unwritten
+                else:
+                    summary.events = sum(observed.values())
+                    summary.by_type = dict(observed)
+                if sink is not None and not sink_stats.unwritten:
+                    sink.close()  # run_sink closed it already unless it never ran
                 if metrics is not None:
                     metrics.close()
     return summary
+
+
+async def _batches(subscription: Subscription) -> AsyncIterator[list[Event]]:
+    while True:
+        try:
+            yield await subscription.get_batch(_BATCH)
+        except trio.EndOfChannel:
+            return

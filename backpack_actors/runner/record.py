@@ -69,7 +69,9 @@ async def _record(
             options,
             stdout=devnull,
             stderr=err,
-            feed_factory=lambda cfg: Feed(cfg, wall_clock=recorder.wall_clock, recorder=recorder),
+            feed_factory=lambda cfg: Feed(
+                cfg, wall_clock=recorder.wall_clock, recorder=recorder, consume=False
+            ),
             on_started=on_started,
         )
     finally:

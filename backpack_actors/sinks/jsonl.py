@@ -1,0 +1,152 @@
+"""Events as JSON Lines: one object per event, ``"type"`` first, exact decimals as strings.
+
+Schema (every event type's fields, as msgspec encodes them)::
+
+    {"type": "trade", "symbol", "exchange_symbol", "trade_id", "price", "amount", "side",
+     "event_time_us", "engine_time_us", "received_at", "backfilled"}
+    {"type": "book_snapshot", "symbol", "exchange_symbol", "update_id", "bids", "asks",
+     "engine_time_us", "received_at", "reason", "force"}
+    {"type": "book_delta", "symbol", "exchange_symbol", "first_update_id", "last_update_id",
+     "bids", "asks", "event_time_us", "engine_time_us", "received_at"}
+    {"type": "status", "symbol", "kind", "reason", "counts", "at"}
+    {"type": "protocol_error", "symbol", "stream", "reason", "excerpt", "count", "at"}
+
+Prices and sizes are decimal strings (``"106815.5"``), levels ``[price, size]`` pairs best first;
+``*_us`` fields are integer microseconds; ``received_at``/``at`` are local float seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import IO, Any
+
+import msgspec
+
+from backpack_actors.core.events import (
+    BookDelta,
+    BookSnapshot,
+    Event,
+    ProtocolErrorEvent,
+    StatusEvent,
+    Trade,
+)
+
+__all__ = ["EVENT_TYPES", "JsonlSink", "encode_event", "event_to_dict"]
+
+EVENT_TYPES: dict[type, str] = {
+    Trade: "trade",
+    BookSnapshot: "book_snapshot",
+    BookDelta: "book_delta",
+    StatusEvent: "status",
+    ProtocolErrorEvent: "protocol_error",
+}
+"""The ``"type"`` value of each event class."""
+
+_encoder = msgspec.json.Encoder()
+
+# Events hold the exchange's text in ``raw_*`` fields; the schema names them by their meaning, and
+# the text is written as received (it is the exact decimal, scale included).
+_SCHEMA_NAMES: dict[str, str] = {
+    "raw_price": "price",
+    "raw_amount": "amount",
+    "raw_bids": "bids",
+    "raw_asks": "asks",
+}
+
+
+def event_to_dict(event: Event, *, book_depth: int = 0) -> dict[str, Any]:
+    """The JSON object of one event; ``book_depth`` > 0 trims snapshot sides to that many levels."""
+    body: dict[str, Any] = {"type": EVENT_TYPES[type(event)]}
+    # to_builtins renders enums as their values; the rename keeps the fields' order.
+    for key, value in msgspec.to_builtins(event).items():
+        body[_SCHEMA_NAMES.get(key, key)] = value
+    if book_depth > 0 and isinstance(event, BookSnapshot):
+        body["bids"] = body["bids"][:book_depth]
+        body["asks"] = body["asks"][:book_depth]
+    return body
+
+
+def encode_event(event: Event, *, book_depth: int = 0) -> bytes:
+    """One JSON line (with its trailing newline)."""
+    return _encoder.encode(event_to_dict(event, book_depth=book_depth)) + b"\n"
+
+
+class JsonlSink:
+    """Writes batches of events as whole lines; the :class:`~backpack_actors.sinks.Sink` for
+    JSON Lines, to a file (appended) or to a file descriptor such as stdout.
+
+    A batch is encoded into one buffer and written with ``os.write`` calls on the descriptor (a
+    reader, or a process killed between batches, never sees a torn line). Writing to the
+    descriptor directly, not through ``sys.stdout``'s buffer, matters when the pipe stalls: a
+    write abandoned in its worker thread holds no Python lock that interpreter shutdown would wait
+    for. ``by_type`` counts the events written per JSONL ``type``.
+    """
+
+    name = "jsonl"
+
+    def __init__(self, stream: IO[bytes] | int, *, book_depth: int = 0, owned: bool = False) -> None:
+        if isinstance(stream, int):
+            self._fd: int | None = stream
+            self._stream: IO[bytes] | None = None
+        else:
+            self._fd = None
+            self._stream = stream
+        self._book_depth = book_depth
+        self._owned = owned
+        self.events = 0
+        self.batches = 0
+        self.by_type: dict[str, int] = dict.fromkeys(EVENT_TYPES.values(), 0)
+
+    @classmethod
+    def open(cls, path: str, *, book_depth: int = 0) -> JsonlSink:
+        """Append to ``path`` (created if missing)."""
+        return cls(open(path, "ab"), book_depth=book_depth, owned=True)
+
+    @classmethod
+    def stdout(cls, *, book_depth: int = 0) -> JsonlSink:
+        """Write to (a duplicate of) the process's standard output descriptor."""
+        import sys
+
+        sys.stdout.flush()
+        return cls(os.dup(sys.stdout.fileno()), book_depth=book_depth, owned=True)
+
+    def write(self, events: Iterable[Event]) -> int:
+        """Write one batch; returns the number of events written."""
+        depth = self._book_depth
+        by_type = self.by_type
+        lines = []
+        for event in events:
+            lines.append(encode_event(event, book_depth=depth))
+            by_type[EVENT_TYPES[type(event)]] += 1
+        if not lines:
+            return 0
+        data = b"".join(lines)
+        if self._fd is not None:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        else:
+            assert self._stream is not None
+            self._stream.write(data)
+            self._stream.flush()
+        self.events += len(lines)
+        self.batches += 1
+        return len(lines)
+
+    def close(self) -> None:
+        """Flush, and close what this sink opened."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            if self._owned:
+                os.close(fd)
+            return
+        if self._stream is None:
+            return
+        stream, self._stream = self._stream, None
+        try:
+            stream.flush()
+        finally:
+            if self._owned:
+                stream.close()
