@@ -307,13 +307,13 @@ def _yaml_key(path: str, expected: str) -> str:
 
 
 def _config_message(exc: Any, config_path: str | None) -> str:
-    from backpack_actors.errors import UnknownSymbolError
+    from backpack_actors.errors import UnknownSymbolError, echo
 
     where = f"{config_path}: " if config_path else ""
     if isinstance(exc, UnknownSymbolError):
         close = ", ".join(exc.suggestions) if exc.suggestions else "none close"
         return (
-            f"{exc.symbol!r} is not listed by the exchange (closest: {close}); Backpack lists "
+            f"{echo(exc.symbol)} is not listed by the exchange (closest: {close}); Backpack lists "
             "mostly USDC-quoted markets, so use e.g. BTC-USDC (`python -m backpack_actors "
             "markets` lists them all)"
         )
@@ -350,39 +350,59 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def describe_error(exc: BaseException, config_path: str | None = None) -> tuple[int, str]:
-    """The exit code and the one-line message (without ``error: ``) for a failure."""
-    from backpack_actors.errors import (
-        ConfigError,
-        EscalationError,
-        ExchangeUnavailableError,
-        RegionRestrictedError,
-    )
-    from backpack_actors.runner.app import ExchangeUnreachableError, ExitCode
-    from backpack_actors.testing import unwrap_group
+    """The exit code and the one-line message (without ``error: ``) for a failure.
 
-    exc = unwrap_group(exc)
-    causes = _chain(exc)
-    if isinstance(exc, EscalationError) and len(causes) > 1:
-        causes = causes[1:]
-    root = causes[0]
-    if isinstance(root, ConfigError):
-        return ExitCode.CONFIG, _config_message(root, config_path)
-    if isinstance(root, RegionRestrictedError):
-        return ExitCode.REGION_RESTRICTED, (
-            f"the exchange refuses service from this location (HTTP {root.status} from "
-            f"{root.url}); point --rest-url/--ws-url (rest_url/ws_url in the config) at an "
-            "alternate endpoint or a proxy you may use, or try `python -m backpack_actors demo`"
+    No message shows a URL's password (every one passes through ``redact_urls``, whatever
+    produced it). A peer that does not answer like the Backpack exchange (a ProtocolError: an
+    HTML page, a 404 on a market route, metadata out of bounds) exits 4, as unreachable does.
+    """
+    from backpack_actors.errors import redact_urls
+
+    def describe(exc: BaseException) -> tuple[int, str]:
+        from backpack_actors.errors import (
+            ConfigError,
+            EscalationError,
+            ExchangeUnavailableError,
+            ProtocolError,
+            RegionRestrictedError,
         )
-    if isinstance(root, ExchangeUnreachableError | ExchangeUnavailableError):
-        return ExitCode.UNREACHABLE, f"{root}; check the network, or {_DEMO_HINT}"
-    if isinstance(root, OSError):
-        return ExitCode.CONFIG, f"{root.strerror or root} ({root.filename}); check the path"
-    if isinstance(root, ValueError):
-        return ExitCode.CONFIG, f"{root}; correct the argument"
-    return ExitCode.INTERNAL, (
-        f"internal error: {type(root).__name__}: {root}; rerun with --log-level debug for the "
-        "traceback and please report it"
-    )
+        from backpack_actors.runner.app import ExchangeUnreachableError, ExitCode
+        from backpack_actors.testing import unwrap_group
+
+        exc = unwrap_group(exc)
+        causes = _chain(exc)
+        if isinstance(exc, EscalationError) and len(causes) > 1:
+            causes = causes[1:]
+        root = causes[0]
+        if isinstance(root, ConfigError):
+            return ExitCode.CONFIG, _config_message(root, config_path)
+        if isinstance(root, RegionRestrictedError):
+            return ExitCode.REGION_RESTRICTED, (
+                f"the exchange refuses service from this location (HTTP {root.status} from "
+                f"{root.url}); point --rest-url/--ws-url (rest_url/ws_url in the config) at an "
+                "alternate endpoint or a proxy you may use, or try `python -m backpack_actors demo`"
+            )
+        if isinstance(root, ProtocolError):
+            return ExitCode.UNREACHABLE, (
+                f"{root}; point --rest-url/--ws-url (rest_url/ws_url in the config) at the "
+                f"Backpack exchange or a faithful proxy, or {_DEMO_HINT}"
+            )
+        if isinstance(root, ExchangeUnreachableError | ExchangeUnavailableError):
+            # When the last failure is known and was an answer that is not Backpack's, say so.
+            answer = next((c for c in causes[1:] if isinstance(c, ProtocolError)), None)
+            why = f" (the last answer: {answer})" if answer is not None else ""
+            return ExitCode.UNREACHABLE, f"{root}{why}; check the network, or {_DEMO_HINT}"
+        if isinstance(root, OSError):
+            return ExitCode.CONFIG, f"{root.strerror or root} ({root.filename}); check the path"
+        if isinstance(root, ValueError):
+            return ExitCode.CONFIG, f"{root}; correct the argument"
+        return ExitCode.INTERNAL, (
+            f"internal error: {type(root).__name__}: {root}; rerun with --log-level debug for the "
+            "traceback and please report it"
+        )
+
+    code, message = describe(exc)
+    return code, redact_urls(message)
 
 
 class _HoldingHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -155,8 +155,8 @@ class ProtocolError(BackpackActorsError):
 
     def __init__(self, stream: str, reason: str, raw: bytes | str = b"") -> None:
         self.stream = stream
-        self.reason = reason
-        self.excerpt = excerpt(raw) if raw else ""
+        self.reason = reason = redact_urls(reason)
+        self.excerpt = redact_urls(excerpt(raw)) if raw else ""
         message = f"{stream}: {reason}"
         if self.excerpt:
             message += f" in {self.excerpt!r}"

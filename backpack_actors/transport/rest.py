@@ -16,6 +16,7 @@ The rate budget is kept by the caller in trio time; ccxt's own sleeping throttle
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
@@ -71,16 +72,30 @@ class RestClient(Protocol):
     async def aclose(self) -> None: ...
 
 
+# The range a server's Retry-After is clamped to (see _retry_after).
+RETRY_AFTER_MIN = 0.5
+RETRY_AFTER_MAX = 60.0
+
+
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """The ``Retry-After`` seconds, clamped to [0.5 s, 60 s]; None means "use our own backoff".
+
+    None when the header is absent, unparsable (also the legal HTTP-date form, which Backpack
+    does not use), NaN, infinite or <= 0. The clamp keeps a hostile or broken server from
+    pausing the feed indefinitely (``1e9``) or making it hammer the server (``0.001``); the
+    actors' own limits still apply on top.
+    """
     if not headers:
         return None
     for key, value in headers.items():
         if key.lower() == "retry-after":
             try:
-                return max(0.0, float(value))
+                seconds = float(str(value).strip())
             except ValueError:
-                # An HTTP-date form is legal but unused by Backpack; fall back to our own backoff.
                 return None
+            if not math.isfinite(seconds) or seconds <= 0:
+                return None
+            return min(max(seconds, RETRY_AFTER_MIN), RETRY_AFTER_MAX)
     return None
 
 
@@ -178,12 +193,39 @@ class CcxtRestClient:
             await trio.to_thread.run_sync(session.close, limiter=self._limiter)
 
     async def load_markets(self) -> MarketTable:
+        """The listed markets; a peer that does not answer like Backpack raises ProtocolError.
+
+        That covers a 4xx on a market-loading route (public, parameterless: refused only by a
+        server that is not Backpack's API), an answer ccxt cannot parse (an HTML page with 200),
+        metadata out of bounds (see :mod:`~backpack_actors.core.symbols`) and an empty listing.
+        ProtocolError is retried like a server error; rate limits, region restriction and
+        network failures keep their own errors.
+        """
         ex = self._exchange
-        markets = await self._call("load_markets", lambda: ex.load_markets(reload=True))
+
+        def not_backpack(detail: str) -> ProtocolError:
+            return ProtocolError(
+                "rest:/api/v1/markets",
+                f"{self.rest_url} did not answer like the Backpack exchange: {detail}",
+            )
+
+        try:
+            markets = await self._call("load_markets", lambda: ex.load_markets(reload=True))
+            table = MarketTable.from_ccxt_markets(markets)
+        except ExchangeRequestError as exc:
+            raise not_backpack(f"HTTP {exc.status} for {exc.url}") from exc
+        except ProtocolError as exc:
+            raise not_backpack(exc.reason) from exc
+        except (RateLimitedError, RegionRestrictedError, ExchangeUnavailableError):
+            raise
+        except Exception as exc:  # ccxt parsing what is not Backpack's JSON: any error at all
+            raise not_backpack(f"an unreadable answer ({type(exc).__name__})") from exc
         missing = [flag for flag in _REQUIRED_HAS if not ex.has.get(flag)]
         if missing:
             log.warning("ccxt's backpack class lacks %s; some features may fail", missing)
-        return MarketTable.from_ccxt_markets(markets)
+        if not len(table):
+            raise not_backpack("no spot or perp market listed")
+        return table
 
     async def depth(self, exchange_symbol: str) -> DepthSnapshot:
         ex = self._exchange
