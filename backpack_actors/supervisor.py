@@ -308,19 +308,37 @@ class Supervisor:
         send, receive = trio.open_memory_channel[_Exit](math.inf)
         escalation: BaseException | None = None
         try:
-            async with trio.open_nursery() as nursery, send, receive:
-                self._nursery = nursery
-                self._exits = send
-                try:
-                    for child in self._children:
-                        if child.state is ChildState.IDLE:
-                            await self._start_child(child)
-                    self._maybe_report_started()
-                    await self._supervise(receive)
-                except _Escalate as escalate:
-                    escalation = escalate.error
-                    await self._stop_all()
-                    nursery.cancel_scope.cancel()
+            # The channels outlive the nursery: a child that fails while the nursery waits for
+            # it must not meet a closed channel (its real error would become a
+            # ClosedResourceError). Once this loop no longer listens, a child's error is raised
+            # from its own task instead, so the nursery surfaces it.
+            # (Closed synchronously: an async close would checkpoint, and in a cancelled scope
+            # its Cancelled would replace the children's errors.)
+            with send, receive:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    self._exits = send
+                    try:
+                        for child in self._children:
+                            if child.state is ChildState.IDLE:
+                                await self._start_child(child)
+                        self._maybe_report_started()
+                        await self._supervise(receive)
+                    except _Escalate as escalate:
+                        escalation = escalate.error
+                        self._exits = None
+                        await self._stop_all()
+                        nursery.cancel_scope.cancel()
+                    finally:
+                        self._exits = None
+        except BaseExceptionGroup as group:
+            if escalation is not None:
+                # Children failed while stopping after an escalation: keep both.
+                raise BaseExceptionGroup(
+                    f"supervisor {self.name!r} escalated; children failed while stopping",
+                    [escalation, group],
+                ) from None
+            raise
         finally:
             self._nursery = None
             self._exits = None
@@ -390,9 +408,8 @@ class Supervisor:
                 try:
                     await child.spec.start(task_status=status)
                 except Exception as exc:
-                    if not status.reported:
+                    if not status.reported or not self._report(_Exit(child, generation, exc)):
                         raise
-                    self._report(_Exit(child, generation, exc))
                     return
             if scope.cancelled_caught:
                 return  # stopped by this supervisor on purpose; it already knows
@@ -405,9 +422,16 @@ class Supervisor:
         finally:
             done.set()
 
-    def _report(self, message: _Exit) -> None:
-        assert self._exits is not None
+    def _report(self, message: _Exit) -> bool:
+        """Hand a child's exit to the loop; False once the loop stopped listening."""
+        if message.error is not None and trio.current_effective_deadline() == -math.inf:
+            # The supervisor itself is being cancelled: its loop may never read this. Raise it
+            # from the child's task instead, so the nursery surfaces it.
+            return False
+        if self._exits is None:
+            return message.error is None
         self._exits.send_nowait(message)
+        return True
 
     async def _on_exit(self, message: _Exit) -> None:
         child = message.child

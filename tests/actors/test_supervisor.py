@@ -629,3 +629,47 @@ def test_statistics_work_outside_trio() -> None:
         {"x": 0},
         0,
     )
+
+
+async def test_a_child_failing_while_the_supervisor_stops_surfaces_its_own_error() -> None:
+    """Issue 11 point 10: the old supervisor closed its channels before its nursery waited for
+    the children, so a child failing during shutdown raised ClosedResourceError instead."""
+
+    async def fails_on_the_way_out(*, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            raise RuntimeError("boom while stopping")
+
+    supervisor = Supervisor("root", [ChildSpec("a", fails_on_the_way_out)])
+    with trio.fail_after(5), pytest.raises(BaseException) as caught:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(supervisor.run)
+            nursery.cancel_scope.cancel()
+    leaves = [e for e in leaf_exceptions(caught.value) if not isinstance(e, trio.Cancelled)]
+    assert [type(e) for e in leaves] == [RuntimeError], leaves
+    assert "boom while stopping" in str(leaves[0])
+
+
+async def test_an_escalation_is_not_lost_when_a_sibling_fails_while_stopping() -> None:
+    async def bug(*, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        await trio.sleep(1)
+        raise KeyError("the bug")
+
+    async def fails_on_the_way_out(*, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            raise RuntimeError("boom while stopping")
+
+    supervisor = Supervisor(
+        "root", [ChildSpec("bug", bug), ChildSpec("b", fails_on_the_way_out)]
+    )
+    with trio.fail_after(5), pytest.raises(BaseExceptionGroup) as caught:
+        await supervisor.run()
+    leaves = leaf_exceptions(caught.value)
+    assert any(isinstance(e, KeyError) for e in leaves), leaves
+    assert any(isinstance(e, RuntimeError) and "boom" in str(e) for e in leaves), leaves
