@@ -93,7 +93,21 @@ def _add_feed_arguments(parser: argparse.ArgumentParser, *, urls: bool) -> None:
             "-c", "--config", metavar="FILE", help="YAML config (cryptofeed format, see README)"
         )
     feed.add_argument(
-        "--symbols", nargs="+", metavar="SYMBOL", help="symbols, e.g. BTC-USDC ETH-USDC-PERP"
+        "--symbols",
+        nargs="+",
+        metavar="SYMBOL",
+        help="symbols, e.g. BTC-USDC ETH-USDC-PERP, or `all` (every listed market; new "
+        "listings join at the metadata refresh)",
+    )
+    feed.add_argument(
+        "--market-type",
+        nargs="+",
+        choices=("spot", "perp"),
+        metavar="TYPE",
+        help="with --symbols all: only these market types (spot, perp)",
+    )
+    feed.add_argument(
+        "--quote", nargs="+", metavar="ASSET", help="with --symbols all: only these quote assets"
     )
     feed.add_argument(
         "--channels",
@@ -260,6 +274,8 @@ def _feed_config(args: argparse.Namespace, *, default_symbols: Sequence[str] = (
     overrides: dict[str, Any] = {}
     for flag, key in (
         ("symbols", "symbols"),
+        ("market_type", "market_types"),
+        ("quote", "quotes"),
         ("channels", "channels"),
         ("snapshot_interval", "snapshot_interval"),
         ("rest_only", "rest_only"),

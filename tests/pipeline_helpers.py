@@ -25,8 +25,12 @@ class ConsumerBooks:
         self.statuses: list[StatusEvent] = []
         self.snapshots: dict[str, int] = {}
         self.deltas: dict[str, int] = {}
-        # consumer_overflow reports: the id range each says was dropped, until the next trade.
-        self.skipped: dict[str, tuple[int, int]] = {}
+        self.trade_ids: dict[str, set[int]] = {}
+        self.newest_trade: dict[str, int] = {}
+        # Trade ids a subscriber may miss, each announced: gaps (TRADE_GAP, whose backfilled
+        # trades arrive later, out of id order) and this subscriber's consumer_overflow drops.
+        self.gap_reported: dict[str, bool] = {}
+        self.unrecoverable: dict[str, int] = {}
         self.dropped: dict[str, int] = {}
 
     def apply(self, event: Event) -> None:
@@ -55,27 +59,32 @@ class ConsumerBooks:
         elif isinstance(event, Trade):
             assert sym is not None
             seen = self.trades.setdefault(sym, [])
-            if seen:
-                expected = seen[-1].trade_id + 1
-                skip = self.skipped.get(sym)
-                if skip is not None and event.trade_id != expected:
-                    # A consumer_overflow report named the ids this subscriber lost.
-                    assert skip[0] == expected, f"{sym}: report {skip} after {expected - 1}"
-                    expected = skip[1] + 1
-                assert event.trade_id == expected, (
-                    f"{sym}: trade {event.trade_id} after {seen[-1].trade_id}"
+            ids = self.trade_ids.setdefault(sym, set())
+            assert event.trade_id not in ids, f"{sym}: trade {event.trade_id} delivered twice"
+            newest = self.newest_trade.get(sym)
+            if newest is not None and event.trade_id > newest + 1:
+                # Trades are never held back: a jump must have been announced, as a trade_gap
+                # (backfill under way) or a consumer_overflow report of this subscriber.
+                assert self.gap_reported.get(sym), (
+                    f"{sym}: trade {event.trade_id} after {newest} with no gap reported"
                 )
-            self.skipped.pop(sym, None)
+            if newest is None or event.trade_id > newest:
+                self.newest_trade[sym] = event.trade_id
+            ids.add(event.trade_id)
             seen.append(event)
         elif isinstance(event, StatusEvent):
             self.statuses.append(event)
+            exchange_id = event.symbol.replace("-", "_")
+            if event.kind in (StatusKind.TRADE_GAP, StatusKind.TRADE_ID_RESET):
+                self.gap_reported[exchange_id] = True
+                if "unrecoverable" in event.counts:
+                    self.unrecoverable[exchange_id] = event.counts["unrecoverable"]
             if event.kind is StatusKind.CONSUMER_OVERFLOW and event.counts["dropped_trades"]:
-                exchange_id = event.symbol.replace("-", "_")
                 first = event.counts["first_dropped_trade_id"]
                 last = event.counts["last_dropped_trade_id"]
                 assert last - first + 1 == event.counts["dropped_trades"], event
                 self.dropped[exchange_id] = self.dropped.get(exchange_id, 0) + (last - first + 1)
-                self.skipped[exchange_id] = (first, last)
+                self.gap_reported[exchange_id] = True
 
     def kinds(self, symbol: str | None = None) -> list[StatusKind]:
         return [s.kind for s in self.statuses if symbol is None or s.symbol == symbol]
@@ -103,12 +112,20 @@ def assert_matches_truth(consumer: ConsumerBooks, exchange: object, sym: str) ->
 
 
 def assert_trades_match(consumer: ConsumerBooks, exchange: object, sym: str) -> int:
-    """Every delivered trade equals the simulator's trade with that id."""
+    """Every delivered trade equals the simulator's trade with that id, and every id between the
+    first and the newest delivered was delivered or announced lost (unrecoverable after a gap, or
+    dropped for this subscriber in a consumer_overflow report): nothing is lost silently."""
     truth = {t.id: t for t in exchange.trades(sym)}  # type: ignore[attr-defined]
     got = consumer.trades.get(sym, [])
     for trade in got:
         real = truth[trade.trade_id]
         assert (trade.price, trade.amount) == (real.price, real.quantity), trade
+    if got:
+        ids = consumer.trade_ids[sym]
+        span = set(range(min(ids), max(ids) + 1))
+        missing = len(span - ids)
+        announced = consumer.unrecoverable.get(sym, 0) + consumer.dropped.get(sym, 0)
+        assert missing <= announced, f"{sym}: {missing} trade ids missing, {announced} announced"
     return len(got)
 
 

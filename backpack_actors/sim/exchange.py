@@ -301,7 +301,9 @@ class SimExchange:
         self._running = self.config.autostart
         self._sessions: set[_Session] = set()
         self._subs: dict[str, dict[_Session, None]] = {}
-        self._held: dict[str, list[tuple[str, str]]] = {}
+        # Frames held by a stall, with the sessions subscribed when each was held: a session that
+        # subscribes later must not receive another connection's stale frames.
+        self._held: dict[str, list[tuple[str, str, tuple[_Session, ...]]]] = {}
         self._reorder_held: dict[str, str] = {}
         self._aggregates: dict[str, _Aggregate] = {}
         self._rate_windows: dict[tuple[str, bool], deque[float]] = {}
@@ -377,9 +379,10 @@ class SimExchange:
         while True:
             await trio.sleep(cfg.tick_interval)
             now = trio.current_time()
+            # Held frames first: a stall delays frames, it never reorders them.
+            self._release_stalls(now)
             if self._running:
                 self._generate_batch(now)
-            self._release_stalls(now)
             self._flush_aggregates(now)
             if now >= self._next_ticker:
                 self._next_ticker = now + cfg.ticker_interval
@@ -452,7 +455,8 @@ class SimExchange:
     def _emit(self, sym: str, stream: str, frame: str) -> None:
         faults = self.faults
         if faults.stalls and faults.stalled_until(sym) is not None:
-            self._held.setdefault(sym, []).append((stream, frame))
+            sessions = tuple(self._subs.get(stream, {}))
+            self._held.setdefault(sym, []).append((stream, frame, sessions))
             return
         if faults.malformed and Faults.take(faults.malformed, sym):
             faults.injected["malformed"] += 1
@@ -472,8 +476,12 @@ class SimExchange:
             return
         for sym in list(self._held):
             if self.faults.stalled_until(sym) is None:
-                for stream, frame in self._held.pop(sym):
-                    self._broadcast(stream, frame)
+                for stream, frame, sessions in self._held.pop(sym):
+                    live = self._subs.get(stream, {})
+                    self.stats["frames_published"] += 1
+                    for session in sessions:
+                        if session in live:
+                            session.offer(frame)
 
     def _aggregate(self, stream: str, window: str, msg: DepthMessage) -> None:
         agg = self._aggregates.get(stream)
