@@ -3,7 +3,7 @@
 A reservation commits its tokens at once and returns how long the caller must wait before
 sending, so concurrent callers queue in reservation order and never together exceed
 ``burst + rate * window`` requests in any window. Backpack allows ~2000 requests/min on standard
-routes and ~30/min on historical market-data routes (REFERENCE.md §6); HTTP 429 pauses a bucket.
+routes and ~30/min on historical market-data routes (docs/protocol.md §6); HTTP 429 pauses a bucket.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Per-symbol book continuity: the state machine that keeps a local book provably in sync.
 
-The exact bridging rule is REFERENCE.md §4.5. :class:`BookSync` is fed stream starts, depth deltas
+The exact bridging rule is docs/protocol.md §4.5.3. :class:`BookSync` is fed stream starts, depth deltas
 and REST snapshots and answers with small action objects that the trio shell carries out
 (request a snapshot, publish the book or a delta, tell consumers about a gap). It never awaits,
 never reads a clock and raises nothing on bad input: every discontinuity becomes a resync of this

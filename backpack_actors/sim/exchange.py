@@ -9,7 +9,7 @@ synchronous step (no checkpoint in between), and REST reads the book synchronous
 ``lastUpdateId`` always falls between emitted messages and every frame with ``u <= lastUpdateId`` is
 already queued, in order (unless a stall/reorder fault is holding it on purpose).
 
-REST error choices (the real ones are undocumented, REFERENCE §6): unknown symbol → 400
+REST error choices (the real ones are undocumented, docs/protocol.md §6): unknown symbol → 400
 ``INVALID_SYMBOL`` (ccxt: BadSymbol); missing/unparsable parameter → 400 ``INVALID_CLIENT_REQUEST``
 with the framework-style ``failed to parse parameter ...`` message; unknown path → 404
 ``RESOURCE_NOT_FOUND``; non-GET → 405; rate limit / injected 429 → 429 ``TOO_MANY_REQUESTS`` with

@@ -1,6 +1,6 @@
 """Unmodified ccxt (sync REST and ccxt.pro WS) against the simulator over real sockets.
 
-Only the URLs are overridden (CCXT_NOTES.md). Sync ccxt runs in a worker thread; ccxt.pro runs
+Only the URLs are overridden (docs/ccxt.md). Sync ccxt runs in a worker thread; ccxt.pro runs
 with asyncio in a thread of its own (the only place asyncio is used in this project).
 """
 
