@@ -22,7 +22,7 @@ import attrs
 import trio
 
 from backpack_actors.actors.emitter import Subscription
-from backpack_actors.config import ALL_SYMBOLS, L2_BOOK, TRADES, FeedConfig, load_config
+from backpack_actors.config import L2_BOOK, TRADES, FeedConfig, load_config
 from backpack_actors.core.book import OrderBook
 from backpack_actors.core.conflation import TradePolicy
 from backpack_actors.core.events import (

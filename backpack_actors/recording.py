@@ -28,6 +28,7 @@ from typing import IO, TYPE_CHECKING, Literal, cast
 import msgspec
 import trio
 
+from backpack_actors.actors.connection import decode_read
 from backpack_actors.actors.messages import (
     BackfillDone,
     FrameBatch,
@@ -42,7 +43,6 @@ from backpack_actors.actors.messages import (
     SymbolRemoved,
 )
 from backpack_actors.actors.reconciler import Reconciler
-from backpack_actors.actors.connection import decode_read
 from backpack_actors.core.events import Event, StatusKind
 from backpack_actors.core.symbols import MarketInfo
 from backpack_actors.core.wire import DepthEvent, DepthSnapshot, RestTrade, TradeEvent

@@ -159,6 +159,7 @@ async def simulate_feed(
                                 remaining = events
                                 if on_ready is not None:
                                     on_ready(exchange)
+                assert feed.queue is not None
                 while (rest := feed.queue.get_nowait()) is not None:
                     delivered.append(rest)
                 nursery.cancel_scope.cancel()

@@ -29,8 +29,8 @@ import trio
 
 from backpack_actors.actors.connection import (
     ConnectionActor,
-    ConnectionSettings,
     Connections,
+    ConnectionSettings,
 )
 from backpack_actors.actors.emitter import Emitter
 from backpack_actors.actors.messages import SymbolAdded, SymbolRemoved
@@ -188,7 +188,8 @@ class ActorTree:
     def add_markets(self, markets: list[MarketInfo], reason: str = "newly listed") -> None:
         """Start streaming ``markets`` (not yet in the feed) without disturbing the others."""
         reconciler, connections = self.reconciler, self.connections
-        assert reconciler is not None and connections is not None
+        assert reconciler is not None
+        assert connections is not None
         for market in markets:
             if market.exchange_id in self.markets:
                 continue

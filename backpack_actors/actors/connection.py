@@ -114,7 +114,9 @@ class ConnectionHealth:
     last_error: str | None = None
 
 
-def subscribe_frame(symbols: Iterable[str], *, trades: bool, book: bool, method: str = "SUBSCRIBE") -> str:
+def subscribe_frame(
+    symbols: Iterable[str], *, trades: bool, book: bool, method: str = "SUBSCRIBE"
+) -> str:
     """One SUBSCRIBE (or UNSUBSCRIBE) frame naming every stream of ``symbols``."""
     streams = []
     for symbol in symbols:
@@ -381,7 +383,8 @@ class ConnectionActor:
                 session.first_data_at = trio.current_time()
             run: list[DepthEvent | TradeEvent] = []
             raw_run: list[str | bytes] = []
-            current: str | None = None
+            current = ""
+            epoch = 0
             count = 0
             for raw in batch:
                 try:
@@ -395,25 +398,26 @@ class ConnectionActor:
                         if record_raw:
                             raw_run.append(raw)
                         continue
-                    if symbol in epochs:
+                    new_epoch = epochs.get(symbol)
+                    if new_epoch is not None:
                         if run:
                             count += len(run)
-                            on_frames(current, epochs[current], run, received_at, raw_run)  # type: ignore[arg-type]
-                            seen[current] = reads  # type: ignore[index]
-                        current = symbol
+                            on_frames(current, epoch, run, received_at, raw_run)
+                            seen[current] = reads
+                        current, epoch = symbol, new_epoch
                         run = [data]
                         raw_run = [raw] if record_raw else []
                         continue
                 if run:
                     count += len(run)
-                    on_frames(current, epochs[current], run, received_at, raw_run)  # type: ignore[arg-type]
-                    seen[current] = reads  # type: ignore[index]
-                    run, raw_run, current = [], [], None
+                    on_frames(current, epoch, run, received_at, raw_run)
+                    seen[current] = reads
+                    run, raw_run, current = [], [], ""
                 self._other(raw, data)
             if run:
                 count += len(run)
-                on_frames(current, epochs[current], run, received_at, raw_run)  # type: ignore[arg-type]
-                seen[current] = reads  # type: ignore[index]
+                on_frames(current, epoch, run, received_at, raw_run)
+                seen[current] = reads
             health.frames += count
 
     def _other(self, raw: str | bytes, data: DepthEvent | TradeEvent | None) -> None:
@@ -444,8 +448,8 @@ class ConnectionActor:
     def _owner_of(self, raw: str | bytes, stream: str | None) -> str:
         """Best effort: the symbol of ours an undecodable frame was about ("" if none)."""
         symbol = _symbol_of_stream(stream)
-        if symbol in self._symbols:
-            return symbol  # type: ignore[return-value]
+        if symbol is not None and symbol in self._symbols:
+            return symbol
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         for match in _SYMBOL_KEY.finditer(text[:4096]):
             if match.group(1) in self._symbols:
@@ -510,7 +514,10 @@ class ConnectionActor:
                 health.stale += 1
                 self._reconciler.handle(
                     StreamNews(
-                        symbol, StatusKind.STALE, f"{symbol} silent while {moved}; resubscribing", {}
+                        symbol,
+                        StatusKind.STALE,
+                        f"{symbol} silent while {moved}; resubscribing",
+                        {},
                     )
                 )
                 if symbol in self._symbols:
@@ -546,7 +553,9 @@ class ConnectionActor:
             if reference is not None:
                 reference[symbol] = snapshot.last_update_id
             if ours is not None and snapshot.last_update_id > ours:
-                return f"the exchange moved {symbol} from update {ours} to {snapshot.last_update_id}"
+                return (
+                    f"the exchange moved {symbol} from update {ours} to {snapshot.last_update_id}"
+                )
         return None
 
     # -- REST-only mode --------------------------------------------------------------------------
@@ -744,7 +753,4 @@ class Connections:
             await trio.sleep_forever()
 
     def statistics(self) -> list[dict[str, object]]:
-        return [
-            {"symbols": actor.symbols, **attrs.asdict(actor.health)} for actor in self.actors
-        ]
-
+        return [{"symbols": actor.symbols, **attrs.asdict(actor.health)} for actor in self.actors]

@@ -34,9 +34,7 @@ class Subscription:
         on_close: Callable[[Subscription], None] | None = None,
     ) -> None:
         self.name = name
-        self._queue = SubscriberQueue(
-            capacity, snapshot_of, trade_policy=trade_policy, now=now
-        )
+        self._queue = SubscriberQueue(capacity, snapshot_of, trade_policy=trade_policy, now=now)
         self._readable: trio.Event | None = None
         self._closed = False
         self._on_close = on_close

@@ -194,8 +194,7 @@ class Reconciler:
             self._recorder(message, self._wall_clock())
         if isinstance(message, SymbolAdded):
             self.add_symbol(message.info)
-            state = self._symbols[message.symbol]
-            self._status(state, StatusKind.LISTED, message.reason, {})
+            self._status(self._symbols[message.symbol], StatusKind.LISTED, message.reason, {})
             self._flush()
             return
         if isinstance(message, SymbolRemoved):
@@ -234,7 +233,7 @@ class Reconciler:
         received_at: float,
         raw: Sequence[str | bytes] = (),
     ) -> None:
-        """One socket read's frames of ``symbol`` (the hot path; a FrameBatch without the object)."""
+        """One socket read's frames of ``symbol``: the hot path (a FrameBatch, unwrapped)."""
         if self._recorder is not None:
             self.handle(FrameBatch(symbol, epoch, frames, received_at, tuple(raw)))
             return

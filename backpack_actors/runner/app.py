@@ -27,9 +27,9 @@ from backpack_actors.core.events import Event
 from backpack_actors.errors import BackpackActorsError
 from backpack_actors.feed import Feed
 from backpack_actors.runner.jsonl import EVENT_TYPES, JsonlSink
-from backpack_actors.sinks import SinkStats, run_sink
 from backpack_actors.runner.live import LiveState, LiveView
 from backpack_actors.runner.metrics import FeedMetrics
+from backpack_actors.sinks import SinkStats, run_sink
 from backpack_actors.testing import unwrap_group
 
 __all__ = [

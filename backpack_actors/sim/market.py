@@ -67,7 +67,8 @@ DEFAULT_MARKETS: tuple[MarketSpec, ...] = (
                Decimal("0.0001"), Decimal("2484.96"), Decimal("1.2")),
     MarketSpec("SOL_USDC_PERP", "SOL", "USDC", "PERP", Decimal("0.01"), Decimal("0.01"),
                Decimal("0.01"), Decimal("167.77"), Decimal("20")),
-    # Not listed on the real exchange (docs/protocol.md §2.2); here so offline configs naming BTC-USDT run.
+    # Not listed on the real exchange (docs/protocol.md §2.2); here so offline configs naming
+    # BTC-USDT run.
     MarketSpec("BTC_USDT", "BTC", "USDT", "SPOT", Decimal("0.1"), Decimal("0.00001"),
                Decimal("0.00001"), Decimal("106790.2"), Decimal("0.02")),
     MarketSpec("ETH_USDT", "ETH", "USDT", "SPOT", Decimal("0.01"), Decimal("0.0001"),

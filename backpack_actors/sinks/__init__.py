@@ -31,8 +31,8 @@ class Sink(Protocol):
 
     name: str
 
-    def write(self, events: list[Event]) -> None:
-        """Write one batch (whole, in order); may block."""
+    def write(self, events: list[Event]) -> object:
+        """Write one batch (whole, in order); may block. The result is ignored."""
 
     def close(self) -> None:
         """Flush and release; called once, after the last write."""

@@ -85,7 +85,9 @@ class JsonlSink:
 
     name = "jsonl"
 
-    def __init__(self, stream: IO[bytes] | int, *, book_depth: int = 0, owned: bool = False) -> None:
+    def __init__(
+        self, stream: IO[bytes] | int, *, book_depth: int = 0, owned: bool = False
+    ) -> None:
         if isinstance(stream, int):
             self._fd: int | None = stream
             self._stream: IO[bytes] | None = None

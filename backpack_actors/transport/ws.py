@@ -2,7 +2,7 @@
 
 ``receive_batch()`` parses everything one socket read returned and hands over every complete
 message at once, so the stream actor pays one trio scheduling round per read instead of one per
-frame (docs/architecture.md; measured: trio-websocket's per-message ``get_message()`` delivers ~24k frames/s on
+frame (measured: trio-websocket's per-message ``get_message()`` delivers ~24k frames/s on
 loopback, a reader that parses each read completely ~83k/s). Server pings are answered inside
 ``receive_batch`` as soon as they are parsed; the stream actor calls it continuously (it never
 blocks on the reconciler), so pings are answered promptly.

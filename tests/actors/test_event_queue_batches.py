@@ -55,7 +55,10 @@ def test_a_full_queue_never_blocks_the_publisher_and_reports_what_it_dropped() -
     (overflow,) = [e for e in got if isinstance(e, StatusEvent)]
     assert overflow.kind is StatusKind.CONSUMER_OVERFLOW
     assert overflow.counts["dropped_trades"] == 2
-    assert (overflow.counts["first_dropped_trade_id"], overflow.counts["last_dropped_trade_id"]) == (
+    assert (
+        overflow.counts["first_dropped_trade_id"],
+        overflow.counts["last_dropped_trade_id"],
+    ) == (
         3,
         4,
     )

@@ -143,7 +143,8 @@ async def test_malformed_frame_is_reported_and_nothing_lost(
     # Truncated JSON cuts the frame before its symbol: on a connection shared by several
     # markets it is reported against the connection (symbol ""), never dropped silently.
     errors = stats["reconciler"]["protocol_errors"]  # type: ignore[index]
-    assert sum(errors.values()) == 2 and set(errors) <= {"BTC_USDC", ""}, errors
+    assert sum(errors.values()) == 2, errors
+    assert set(errors) <= {"BTC_USDC", ""}, errors
     assert StatusKind.RESYNCING not in consumer.kinds()
     _check_truth(consumer, exchange)
 

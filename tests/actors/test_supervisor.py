@@ -643,10 +643,14 @@ async def test_a_child_failing_while_the_supervisor_stops_surfaces_its_own_error
             raise RuntimeError("boom while stopping")
 
     supervisor = Supervisor("root", [ChildSpec("a", fails_on_the_way_out)])
-    with trio.fail_after(5), pytest.raises(BaseException) as caught:
+
+    async def run_and_cancel() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(supervisor.run)
             nursery.cancel_scope.cancel()
+
+    with trio.fail_after(5), pytest.raises(BaseExceptionGroup) as caught:
+        await run_and_cancel()
     leaves = [e for e in leaf_exceptions(caught.value) if not isinstance(e, trio.Cancelled)]
     assert [type(e) for e in leaves] == [RuntimeError], leaves
     assert "boom while stopping" in str(leaves[0])
@@ -665,9 +669,7 @@ async def test_an_escalation_is_not_lost_when_a_sibling_fails_while_stopping() -
         finally:
             raise RuntimeError("boom while stopping")
 
-    supervisor = Supervisor(
-        "root", [ChildSpec("bug", bug), ChildSpec("b", fails_on_the_way_out)]
-    )
+    supervisor = Supervisor("root", [ChildSpec("bug", bug), ChildSpec("b", fails_on_the_way_out)])
     with trio.fail_after(5), pytest.raises(BaseExceptionGroup) as caught:
         await supervisor.run()
     leaves = leaf_exceptions(caught.value)

@@ -108,7 +108,8 @@ async def test_raw_frames_are_recorded_and_redecoded(
     # own frame_error line (what the reconciler was told), not part of any market's frames.
     texts = [r for f in frames for r in f.raw]
     assert all(_decodes(r) for r in texts)
-    assert errors[0].excerpt and errors[0].reason
+    assert errors[0].excerpt
+    assert errors[0].reason
     assert len(texts) > 150
 
 
