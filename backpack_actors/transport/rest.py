@@ -39,6 +39,7 @@ from backpack_actors.errors import (
     ProtocolError,
     RateLimitedError,
     RegionRestrictedError,
+    redact_url,
 )
 
 __all__ = [
@@ -148,7 +149,7 @@ def _make_ccxt_client(rest_url: str, timeout_ms: int) -> Any:
             )
 
     base = rest_url.rstrip("/")
-    return _Backpack(
+    exchange = _Backpack(
         {
             "urls": {"api": {"public": base, "private": base}},
             # Our token bucket runs in trio time; ccxt's sleeping throttle would block the thread.
@@ -156,6 +157,50 @@ def _make_ccxt_client(rest_url: str, timeout_ms: int) -> Any:
             "timeout": timeout_ms,
         }
     )
+    exchange.session = _bounded_session(timeout_ms / 1000, MAX_BODY_BYTES)
+    return exchange
+
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+"""Largest REST body read: /depth with 1000 levels a side is ~50 KB, /markets a few hundred KB."""
+
+
+def _bounded_session(deadline: float, max_bytes: int) -> Any:
+    """A ``requests`` session whose every response is read under a total deadline and a size
+    bound (requests' own timeout is per read: a body trickled a byte at a time never ends)."""
+    import time as _time
+
+    import requests
+
+    class _BoundedSession(requests.Session):
+        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            started = _time.monotonic()
+            kwargs["stream"] = True
+            response = super().request(method, url, *args, **kwargs)
+            chunks: list[bytes] = []
+            size = 0
+            try:
+                # read1: whatever one socket read brought (iter_content would block until a
+                # whole 64 KiB chunk arrived, which a trickled body never completes).
+                while chunk := response.raw.read1(65536, decode_content=True):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise ProtocolError(
+                            f"rest:{redact_url(url)}",
+                            f"response body larger than {max_bytes} bytes",
+                        )
+                    if _time.monotonic() - started > deadline:
+                        raise ExchangeUnavailableError(
+                            f"{redact_url(url)}: body not complete within {deadline:g} s"
+                        )
+                    chunks.append(chunk)
+            finally:
+                response.close()
+            response._content = b"".join(chunks)
+            response._content_consumed = True
+            return response
+
+    return _BoundedSession()
 
 
 class CcxtRestClient:
@@ -163,9 +208,16 @@ class CcxtRestClient:
 
     def __init__(self, rest_url: str, *, timeout: float = 10.0) -> None:
         self.rest_url = rest_url.rstrip("/")
-        self._exchange = _make_ccxt_client(self.rest_url, int(timeout * 1000))
-        # ccxt's sync client shares one requests session: serialise calls through it.
+        self._timeout_ms = int(timeout * 1000)
+        # The metadata calls' own client (it keeps ccxt's market state).
+        self._exchange = _make_ccxt_client(self.rest_url, self._timeout_ms)
+        # ccxt's sync client has one requests session: one call at a time per client.
         self._limiter = trio.CapacityLimiter(1)
+        # Data calls (depth, trades) take a client from this pool, one per call in flight, so
+        # the REST actor's concurrency is real; a client whose call was abandoned (its deadline
+        # passed) is not given back: its thread may still be reading, bounded by the session.
+        self._idle: list[Any] = []
+        self._threads = trio.CapacityLimiter(64)
         self.calls = 0
 
     def __repr__(self) -> str:
@@ -186,11 +238,43 @@ class CcxtRestClient:
         except ccxt.ExchangeNotAvailable as exc:
             raise ExchangeUnavailableError(f"{what}: {exc}") from exc
 
+    async def _pooled(self, what: str, fn: Callable[[Any], _T]) -> _T:
+        import ccxt
+
+        self.calls += 1
+        exchange = self._idle.pop() if self._idle else None
+        if exchange is None:
+            exchange = _make_ccxt_client(self.rest_url, self._timeout_ms)
+        try:
+            result = await trio.to_thread.run_sync(
+                fn, exchange, limiter=self._threads, abandon_on_cancel=True
+            )
+        except (RateLimitedError, RegionRestrictedError, ExchangeRequestError, ProtocolError):
+            self._idle.append(exchange)
+            raise
+        except ExchangeUnavailableError:
+            self._idle.append(exchange)
+            raise
+        except ccxt.NetworkError as exc:
+            self._idle.append(exchange)
+            raise ExchangeUnavailableError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        except ccxt.ExchangeNotAvailable as exc:
+            self._idle.append(exchange)
+            raise ExchangeUnavailableError(f"{what}: {exc}") from exc
+        except ccxt.ExchangeError as exc:
+            # Not an answer the exchange gives (ccxt could not parse it): not the exchange.
+            self._idle.append(exchange)
+            raise ProtocolError(f"rest:{what}", f"{type(exc).__name__}: {exc}") from exc
+        self._idle.append(exchange)
+        return result
+
     async def aclose(self) -> None:
         """Close ccxt's pooled HTTP connections (they would outlive the feed otherwise)."""
-        session = getattr(self._exchange, "session", None)
-        if session is not None:
-            await trio.to_thread.run_sync(session.close, limiter=self._limiter)
+        clients, self._idle = [self._exchange, *self._idle], []
+        for client in clients:
+            session = getattr(client, "session", None)
+            if session is not None:
+                await trio.to_thread.run_sync(session.close, limiter=self._threads)
 
     async def load_markets(self) -> MarketTable:
         """The listed markets; a peer that does not answer like Backpack raises ProtocolError.
@@ -228,22 +312,20 @@ class CcxtRestClient:
         return table
 
     async def depth(self, exchange_symbol: str) -> DepthSnapshot:
-        ex = self._exchange
-        body = await self._call(
-            "depth", lambda: ex.publicGetApiV1Depth({"symbol": exchange_symbol})
-        )
+        params = {"symbol": exchange_symbol}
+        body = await self._pooled("depth", lambda ex: ex.publicGetApiV1Depth(params))
         return convert_depth_snapshot(body, exchange_symbol)
 
     async def recent_trades(self, exchange_symbol: str, limit: int) -> list[RestTrade]:
-        ex = self._exchange
         params = {"symbol": exchange_symbol, "limit": limit}
-        body = await self._call("trades", lambda: ex.publicGetApiV1Trades(params))
+        body = await self._pooled("trades", lambda ex: ex.publicGetApiV1Trades(params))
         return convert_trades(body, exchange_symbol)
 
     async def trade_history(self, exchange_symbol: str, limit: int, offset: int) -> list[RestTrade]:
-        ex = self._exchange
         params = {"symbol": exchange_symbol, "limit": limit, "offset": offset}
-        body = await self._call("trades/history", lambda: ex.publicGetApiV1TradesHistory(params))
+        body = await self._pooled(
+            "trades/history", lambda ex: ex.publicGetApiV1TradesHistory(params)
+        )
         return convert_trades(body, exchange_symbol)
 
 
