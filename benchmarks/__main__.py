@@ -1,7 +1,18 @@
-"""``python -m benchmarks [--quick]``: run every benchmark, print tables, write BENCHMARKS.md.
+"""``python -m benchmarks [--quick] [--only PARTS]``: run the benchmarks, write BENCHMARKS.md.
 
-Numbers are medians of interleaved repetitions in one process; compare ratios from the same run.
-A path whose final book (or event stream) differs from the generator's ground truth fails the run.
+Parts (``--only scale,plumbing,core,e2e``; default all, in this order):
+
+- ``scale``: the full stack over real sockets, N markets x R msg/s, ours and ccxt.pro against the
+  same fresh multi-market server (``benchmarks/scale.py``, ``benchmarks/multiblaster.py``); also
+  gives the latency receipt -> consumer at 50 x 20/s.
+- ``plumbing``: the hot path like for like with each library's event-loop plumbing at 1, 4 and 64
+  frames per socket read, wall (paired reps) and instructions under callgrind
+  (``benchmarks/plumbing.py``).
+- ``core``: the core-only rows (no event loop, 64 frames per read), latency, memory.
+- ``e2e``: the single-market sustained-rate ladder (``benchmarks/e2e.py``).
+
+Numbers are medians of interleaved repetitions; compare ratios from the same run. A path whose
+final book (or event stream) differs from the generator's ground truth fails the run.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ import gc
 import importlib
 import io
 import json
+import os
 import pstats
 import subprocess
 import sys
@@ -25,6 +37,7 @@ from benchmarks import hotpath
 from benchmarks.common import machine, median, percentiles
 from benchmarks.generator import Workload, make_workload
 from benchmarks.report import HOT_TARGET, Report
+from benchmarks.report_scale import latency_section, plumbing_section, scale_section
 
 __all__ = ["main"]
 
@@ -119,9 +132,91 @@ def _end_to_end(args: argparse.Namespace, report: Report) -> None:
         report.e2e_skipped(f"the loopback run failed: {exc!r}")
 
 
+PARTS = ("scale", "plumbing", "core", "e2e")
+
+
+def _load() -> str:
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def _group_supported() -> bool:
+    import attrs
+
+    from backpack_actors.config import FeedConfig
+
+    return "connection_group_size" in {f.name for f in attrs.fields(FeedConfig)}
+
+
+def _scale(args: argparse.Namespace, report: Report) -> None:
+    from benchmarks import scale
+
+    if args.scale_rows:
+        rows = tuple(
+            scale.Row(int(n), float(r), float(d))
+            for n, r, d in (x.split(":") for x in args.scale_rows.split(","))
+        )
+    else:
+        rows = scale.QUICK_ROWS if args.quick else scale.FULL_ROWS
+    if args.scale_seconds:
+        rows = tuple(scale.Row(r.markets, r.rate, args.scale_seconds) for r in rows)
+    reps = args.scale_reps or (1 if args.quick else 2)
+    print(
+        "scale: " + ", ".join(f"{r.label} for {r.duration:g} s" for r in rows) + f", {reps} reps",
+        flush=True,
+    )
+    data = scale.run_rows(rows, reps=reps, seed=args.seed, group=args.group)
+    data["group_supported"] = _group_supported()
+    title, body, targets = scale_section(data)
+    report.front_section(title, body, targets)
+    print(report.last_front(), flush=True)
+    latency = latency_section(data)
+    if latency is not None:
+        report.front_section(*latency)
+        print(report.last_front(), flush=True)
+
+
+def _plumbing(args: argparse.Namespace, report: Report) -> None:
+    from benchmarks import plumbing
+
+    frames = args.plumbing_frames or (3000 if args.quick else 20_000)
+    reps = args.plumbing_reps or (1 if args.quick else 3)
+    cg = (
+        args.callgrind_frames
+        if args.callgrind_frames is not None
+        else (500 if args.quick else 5_000)
+    )
+    print(f"plumbing: {frames:,} frames per k, {reps} reps, callgrind {cg:,} frames", flush=True)
+    data = plumbing.run(frames=frames, reps=reps, ks=[1, 4, 64], cg_frames=cg, seed=args.seed)
+    title, body, targets = plumbing_section(data)
+    report.front_section(title, body, targets)
+    print(report.last_front(), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a small run (about a minute)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (a few minutes)")
+    parser.add_argument("--only", help=f"comma-separated parts to run: {','.join(PARTS)}")
+    parser.add_argument(
+        "--scale-rows",
+        help="scale rows as N:R:seconds,... (default 50:20:20,200:20:20,1000:20:60,50:200:20)",
+    )
+    parser.add_argument("--scale-seconds", type=float, help="override every scale row's duration")
+    parser.add_argument("--scale-reps", type=int, help="scale repetitions (default 2, quick 1)")
+    parser.add_argument("--group", type=int, default=50, help="connection_group_size for ours")
+    parser.add_argument("--plumbing-frames", type=int, help="per k (default 20k, quick 3k)")
+    parser.add_argument("--plumbing-reps", type=int, help="default 3, quick 1")
+    parser.add_argument(
+        "--callgrind-frames",
+        type=int,
+        help="per k under callgrind (default 5k, quick 500; 0 = skip)",
+    )
     parser.add_argument("--frames", type=int, help="hot-path frames (default 200k, quick 30k)")
     parser.add_argument("--reps", type=int, help="interleaved repetitions (default 5, quick 3)")
     parser.add_argument("--memory-frames", type=int, help="default 1M, quick 200k")
@@ -131,15 +226,49 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, help="report path (default BENCHMARKS.md; quick runs write none)"
     )
     args = parser.parse_args(argv)
+    parts = tuple(p.strip() for p in args.only.split(",")) if args.only else PARTS
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
     frames = args.frames or (30_000 if args.quick else 200_000)
     reps = args.reps or (3 if args.quick else 5)
     memory_frames = args.memory_frames or (200_000 if args.quick else 1_000_000)
-    out = args.out or (None if args.quick else ROOT / "BENCHMARKS.md")
+    # A partial run never overwrites the full report unless --out says so.
+    out = args.out or (None if args.quick or args.only else ROOT / "BENCHMARKS.md")
 
     started = time.perf_counter()
     facts = machine()
+    facts["load"] = f"{_load()} at the start"
     report = Report(facts, quick=args.quick)
     print("machine:", ", ".join(f"{k}={v}" for k, v in facts.items()), flush=True)
+    if "scale" in parts:
+        _scale(args, report)
+    if "plumbing" in parts:
+        _plumbing(args, report)
+    if "core" in parts:
+        _core(args, report, frames, reps, memory_frames)
+    if "e2e" in parts and args.no_e2e:
+        report.e2e_skipped("--no-e2e given")
+    elif "e2e" in parts:
+        before = len(report.sections)
+        print("end to end: blaster, latency at a fixed load, sustained-rate ladder ...", flush=True)
+        _end_to_end(args, report)
+        for title, body in report.sections[before:]:
+            print(f"\n## {title}\n\n{body}", flush=True)
+    facts["load"] += f", {_load()} at the end"
+
+    report.finish(time.perf_counter() - started, datetime.datetime.now(datetime.UTC))
+    print(report.summary10(), flush=True)
+    print(report.summary(), flush=True)
+    if out is not None:
+        out.write_text(report.markdown(), encoding="utf-8")
+        print(f"wrote {out}")
+    return 0
+
+
+def _core(
+    args: argparse.Namespace, report: Report, frames: int, reps: int, memory_frames: int
+) -> None:
     t0 = time.perf_counter()
     workload = make_workload(args.seed, frames)
     report.workload(workload, time.perf_counter() - t0)
@@ -162,22 +291,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"memory: {memory_frames:,} frames, slow consumer (subprocess) ...", flush=True)
     _memory(memory_frames, report)
     print(report.last_section(), flush=True)
-
-    before = len(report.sections)
-    if args.no_e2e:
-        report.e2e_skipped("--no-e2e given")
-    else:
-        print("end to end: blaster, latency at a fixed load, sustained-rate ladder ...", flush=True)
-        _end_to_end(args, report)
-    for title, body in report.sections[before:]:
-        print(f"\n## {title}\n\n{body}", flush=True)
-
-    report.finish(time.perf_counter() - started, datetime.datetime.now(datetime.UTC))
-    print(report.summary(), flush=True)
-    if out is not None:
-        out.write_text(report.markdown(), encoding="utf-8")
-        print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -97,9 +97,9 @@ class Template:
             raw = text.encode()
             data = json.loads(text)["data"]
             head_len = len(_E_PREFIX)
-            if not raw.startswith(_E_PREFIX) or raw[head_len + _DIGITS : head_len + _DIGITS + 5] != (
-                _T_SEP
-            ):
+            if not raw.startswith(_E_PREFIX) or raw[
+                head_len + _DIGITS : head_len + _DIGITS + 5
+            ] != (_T_SEP):
                 raise ValueError(f"unexpected frame layout: {text[:60]}")
             rest = raw[head_len + _DIGITS + len(_T_SEP) + _DIGITS :]
             mid1, mid2, end = rest.split(sym)
@@ -375,7 +375,7 @@ class _Sender:
                 if j >= limit:
                     server.exhausted += 1
                     continue
-                if (sub.trade if is_trade[j] else sub.depth):
+                if sub.trade if is_trade[j] else sub.depth:
                     stamp = b"%d" % int(due * 1e6)
                     head, mid1, mid2, end = pieces[j]
                     sym = sub.market.symbol

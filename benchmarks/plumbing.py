@@ -294,7 +294,9 @@ async def _ours(cmd: dict[str, Any], server: LocalServer, plan: Plan) -> list[di
 
     url = f"http://127.0.0.1:{server.port}"
     config = FeedConfig.from_kwargs(
-        symbols=["BTC-USDC"], rest_url=url, ws_url=f"ws://127.0.0.1:{server.port}",
+        symbols=["BTC-USDC"],
+        rest_url=url,
+        ws_url=f"ws://127.0.0.1:{server.port}",
         snapshot_interval=0,
     )
     finished = trio.Event()
@@ -385,7 +387,15 @@ def _client_main(kind: str, cmd: dict[str, Any]) -> int:
 
 
 def _client(kind: str, cmd: dict[str, Any], *, valgrind_out: str | None = None) -> Any:
-    command = [sys.executable, "-m", "benchmarks.plumbing", "--client", kind, "--cmd", json.dumps(cmd)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.plumbing",
+        "--client",
+        kind,
+        "--cmd",
+        json.dumps(cmd),
+    ]
     if valgrind_out is not None:
         command = [
             "valgrind",

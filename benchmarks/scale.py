@@ -57,7 +57,7 @@ class Row:
         return f"{self.markets} x {self.rate:g}/s"
 
 
-FULL_ROWS = (Row(50, 20, 25), Row(200, 20, 25), Row(1000, 20, 60), Row(50, 200, 25))
+FULL_ROWS = (Row(50, 20, 20), Row(200, 20, 20), Row(1000, 20, 60), Row(50, 200, 20))
 QUICK_ROWS = (Row(50, 20, 8), Row(200, 20, 8))
 
 
@@ -112,7 +112,9 @@ def health_counts(stats: dict[str, Any]) -> dict[str, int]:
     for sup in _items(stats.get("supervisors")):
         children = sup.get("children") if isinstance(sup, dict) else getattr(sup, "children", ())
         for child in children or ():
-            value = child.get("restarts") if isinstance(child, dict) else getattr(child, "restarts", 0)
+            value = (
+                child.get("restarts") if isinstance(child, dict) else getattr(child, "restarts", 0)
+            )
             out["restarts"] += _num(value)
     return out
 
@@ -429,7 +431,15 @@ def run_client(kind: str, row: Row, *, seed: int, group: int) -> dict[str, Any]:
             "group": group,
         }
         before = _get_json(f"{urls['rest_url']}/bench/stats")
-        command = [sys.executable, "-m", "benchmarks.scale", "--client", kind, "--cmd", json.dumps(cmd)]
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.scale",
+            "--client",
+            kind,
+            "--cmd",
+            json.dumps(cmd),
+        ]
         try:
             done = subprocess.run(
                 command, capture_output=True, text=True, cwd=ROOT, timeout=row.duration + 150
