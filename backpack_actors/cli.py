@@ -350,7 +350,8 @@ def _config_message(exc: Any, config_path: str | None) -> str:
         )
     if expected.startswith("a known key"):
         hint = expected.removeprefix("a known key").strip()
-        return f"{where}unknown key {exc.key!r}{' ' + hint if hint else ''}; remove or rename it"
+        key = echo(exc.key)
+        return f"{where}unknown key {key}{' ' + hint if hint else ''}; remove or rename it"
     if exc.key == "symbols" and expected.startswith("--symbols"):
         return "no symbols given; pass --symbols BTC-USDC ... or --config FILE"
     return f"{where}invalid configuration: {exc}; correct that setting"

@@ -293,7 +293,10 @@ def config_from_mapping(
         )
     if name is None:
         if len(exchanges) != 1:
-            names = ", ".join(sorted(map(str, exchanges)))
+            # At most ten names of 40 characters: a message, not a copy of the file.
+            listed = sorted(str(feed)[:40] for feed in exchanges)
+            more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""
+            names = ", ".join(listed[:10]) + more
             raise ConfigError("exchanges", f"exactly one feed, or a name to pick one of: {names}")
         name = str(next(iter(exchanges)))
     elif name not in exchanges:

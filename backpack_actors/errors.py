@@ -130,7 +130,8 @@ class ConfigError(BackpackActorsError):
     def __init__(self, key: str, expected: str, got: object = None) -> None:
         self.key = key
         self.expected = expected
-        message = f"config key {key!r}: expected {expected}"
+        # The key too is bounded: an unknown key is whatever the file holds.
+        message = f"config key {echo(key)}: expected {expected}"
         if got is not None and not _CREDENTIAL_KEY.search(key):
             message += f", got {echo(got)}"
         super().__init__(message)

@@ -98,7 +98,12 @@ def test_defaults() -> None:
         60.0,
     )
     assert config.history_rate_per_min == 30.0
-    assert (config.book_depth, config.trade_policy, config.book_policy) == (0, "block", "conflate")
+    # Since 4246755 trades default to drop_newest ("block" is an accepted alias of it).
+    assert (config.book_depth, config.trade_policy, config.book_policy) == (
+        0,
+        "drop_newest",
+        "conflate",
+    )
     assert (config.api_key, config.api_secret) == (None, None)
     backoff = config.make_backoff()
     assert (backoff.base, backoff.factor, backoff.cap, backoff.jitter, backoff.stable_after) == (
@@ -374,7 +379,7 @@ def test_unknown_kwarg_suggests_the_closest() -> None:
         ({"reconnect_base": 10, "reconnect_cap": 1}, "reconnect_cap", ">= reconnect_base"),
         ({"rest_url": "ftp://host"}, "rest_url", "https:// URL"),
         ({"ws_url": "https://ws.example"}, "ws_url", "wss:// URL"),
-        ({"trade_policy": "lossy"}, "trade_policy", "'block' or 'drop_oldest'"),
+        ({"trade_policy": "lossy"}, "trade_policy", "'drop_newest' or 'drop_oldest' or 'block'"),
         ({"book_policy": "drop"}, "book_policy", "'conflate'"),
         ({"book_depth": -5}, "book_depth", "an integer >= 0"),
         ({"class": "BinanceFeed"}, "class", "'CcxtBackpackFeed'"),

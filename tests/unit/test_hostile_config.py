@@ -167,3 +167,16 @@ def test_100k_symbols_are_checked_for_duplicates_in_one_pass() -> None:
         config_from_mapping({"exchanges": {"x": {"symbols": [*symbols, " S50000-USDC "]}}})
     assert info.value.key == "exchanges.x.symbols[100000]"
     assert "each symbol once, got 'S50000-USDC'" in str(info.value)
+
+
+def test_an_unknown_key_and_a_crowd_of_feeds_are_shown_bounded() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(_feed(**{"k" * 100_000: 1}))
+    assert str(info.value).startswith("config key 'exchanges.x.kkkk")
+    assert len(str(info.value)) < 300
+    feeds = {f"feed{i}": {"symbols": ["A-B"]} for i in range(1000)}
+    with pytest.raises(ConfigError) as crowd:
+        config_from_mapping({"exchanges": feeds})
+    assert "pick one of: feed0, feed1, feed10, feed100, " in str(crowd.value)
+    assert str(crowd.value).endswith(" and 990 more")
+    assert len(str(crowd.value)) < 300
