@@ -135,7 +135,9 @@ class WsprotoConnection:
                 # Framing cannot be resynchronised: fail the connection (RFC 6455 §7.1.7).
                 self._violation = str(exc)
                 self._closed = f"protocol error from the server: {exc}"
-                await self._send_control(CloseConnection(code=1002))
+                # Bounded: a server that stopped reading must not hold the failure up.
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await self._send_control(CloseConnection(code=1002))
                 if exc.messages:
                     # Whole messages before the violation are valid: hand them over first;
                     # the next call raises.
