@@ -28,7 +28,7 @@ async def _accept(stream: trio.abc.Stream) -> WSConnection:
     """Read the client's request with a server-side wsproto; returns it ready to accept."""
     server = WSConnection(ConnectionType.SERVER)
     while True:
-        server.receive_data(await stream.receive_some(65536))
+        server.receive_data(bytes(await stream.receive_some(65536)))
         if any(isinstance(event, Request) for event in server.events()):
             return server
 

@@ -18,7 +18,6 @@ from backpack_actors.errors import (
     RegionRestrictedError,
     WsProtocolViolation,
 )
-from backpack_actors.transport import ws as ws_module
 from backpack_actors.transport.ws import MAX_HANDSHAKE_HEAD, open_ws, wsproto_client
 from backpack_actors.transport.wsframes import MAX_FRAGMENTS, FrameReader, WsProtocolError
 
@@ -37,7 +36,7 @@ def _no_password(exc: BaseException) -> None:
 async def _read_request(stream: trio.abc.Stream) -> WSConnection:
     server = WSConnection(ConnectionType.SERVER)
     while True:
-        server.receive_data(await stream.receive_some(65536))
+        server.receive_data(bytes(await stream.receive_some(65536)))
         for event in server.events():
             if isinstance(event, Request):
                 # The Host header carries host[:port] only, never the userinfo.
@@ -146,7 +145,7 @@ async def test_tcp_connect_timeout_names_the_phase_and_deadline(
         await trio.sleep_forever()
         raise AssertionError
 
-    monkeypatch.setattr(ws_module.trio, "open_tcp_stream", never)
+    monkeypatch.setattr(trio, "open_tcp_stream", never)
     with trio.fail_after(30), pytest.raises(ExchangeUnavailableError) as info:
         async with open_ws(f"wss://user:{PASSWORD}@ws.example:9443/", connect_timeout=4):
             pass
@@ -207,7 +206,7 @@ async def test_a_framing_violation_ends_the_connection_as_a_violation(
             data = await server_stream.receive_some(65536)
             if not data:
                 return
-            server.receive_data(data)
+            server.receive_data(bytes(data))
             closes.extend(e.code for e in server.events() if isinstance(e, CloseConnection))
 
     with trio.fail_after(10):
