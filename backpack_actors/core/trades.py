@@ -1,7 +1,7 @@
 """Per-symbol trade-id continuity: dedup, gap detection, backfill planning and merging.
 
-Trade ids ``t`` are sequential per symbol (REFERENCE.md §4.4). :class:`TradeSync` never holds a
-trade back, so nothing waits on a slow backfill and nothing is left over to drop at exit:
+Trade ids ``t`` are sequential per symbol (docs/protocol.md §4.4.2). :class:`TradeSync` never holds
+a trade back, so nothing waits on a slow backfill and nothing is left over to drop at exit:
 
 * A trade with a new id is emitted at once. A jump (``t > last + 1``) opens a *gap* for the ids in
   between, reported in-band (``TRADE_GAP``) and backfilled from REST (``RequestBackfill``).
@@ -200,6 +200,25 @@ def _complement(first: int, last: int, taken: list[tuple[int, int]]) -> list[tup
     return out
 
 
+def _find(ranges: list[tuple[int, int]], t: int) -> int:
+    """The index of the range of the sorted, disjoint ``ranges`` holding ``t``, or -1."""
+    index = bisect_right(ranges, (t, _NO_ID)) - 1
+    if index >= 0 and ranges[index][1] >= t:
+        return index
+    return -1
+
+
+def _take(ranges: list[tuple[int, int]], index: int, t: int) -> None:
+    """Remove ``t`` from ``ranges[index]`` (splitting it)."""
+    first, last = ranges[index]
+    pieces = []
+    if first < t:
+        pieces.append((first, t - 1))
+    if t < last:
+        pieces.append((t + 1, last))
+    ranges[index : index + 1] = pieces
+
+
 _COUNTER_NAMES = (
     "gaps",
     "missing",
@@ -235,8 +254,10 @@ class TradeSync:
         "_run_dups",
         "_run_emitted",
         "_run_fills",
-        "_run_max",
-        "_run_min",
+        "_run_high",
+        "_run_low",
+        "_run_prev",
+        "_unrecoverable",
         "counters",
         "epoch",
         "last_trade_id",
@@ -264,20 +285,25 @@ class TradeSync:
         # Open gaps: sorted, disjoint (first, last) ranges, all below last_trade_id. Whenever there
         # is one, a backfill is pending.
         self._gaps: list[tuple[int, int]] = []
+        # Ids reported unrecoverable, still emitted should they arrive after all (a late live
+        # trade, a later answer): what was given up is not turned into "duplicates". Sorted,
+        # disjoint, at most max_held ranges (beyond that the oldest are closed for good).
+        self._unrecoverable: list[tuple[int, int]] = []
         # Ids above last_trade_id already emitted: only after a bogus far-future id was dropped
         # from the sequence (see _reset). Sorted, disjoint ranges; _ahead_floor is the lowest id
         # in them (the fast path stops below it).
         self._ahead: list[tuple[int, int]] = []
         self._ahead_floor = _NO_ID
-        # The run of trades below last_trade_id (reset detection): valid while last_trade_id is
-        # _run_anchor (normal progress breaks it; jumps carry it along).
+        # The run of trades below last_trade_id (reset detection, see _run_step): valid while
+        # last_trade_id is _run_anchor (normal progress breaks it; jumps carry it along).
         self._run_anchor: int | None = None
-        self._run_min = 0
-        self._run_max = 0
-        self._run_count = 0
+        self._run_prev = 0  # the run's head (its newest trade)
+        self._run_low = 0  # the ids the run spans
+        self._run_high = 0
+        self._run_count = 0  # trades in steps, and how many were duplicates or new
         self._run_dups = 0
         self._run_fills = 0
-        self._run_emitted: list[int] = []
+        self._run_emitted: list[int] = []  # every trade emitted since the run began
 
     @property
     def held(self) -> int:
@@ -406,56 +432,69 @@ class TradeSync:
             statuses, requests = self._open_gaps(holes)
             return [*statuses, act, *requests] if act is not None else statuses + requests
         # Below the newest id: a gap's trade arriving late, or a duplicate.
-        index = self._find_gap(t)
+        index = _find(self._gaps, t)
         actions: list[TradeAction] = []
-        if index < 0:
-            kind = _BAD if act is None else _DUP
-            if act is not None:
-                self.counters["duplicates"] += 1
-        elif act is None:
+        if act is None:
             kind = _BAD
-        else:
+        elif index >= 0:
             kind = _FILL
-            self._take(index, t)
+            _take(self._gaps, index, t)
             self.counters["late_trades"] += 1
             actions.append(act)
             actions.extend(self._pending_settled())
-        if run:
+        elif (given_up := _find(self._unrecoverable, t)) >= 0:
+            kind = _FILL
+            _take(self._unrecoverable, given_up, t)
+            self.counters["late_trades"] += 1
+            actions.append(act)
+        else:
+            kind = _DUP
+            self.counters["duplicates"] += 1
+        if run and t < last:
+            # A replay of the newest trade itself is the commonest duplicate: no sign of a reset.
             actions.extend(self._run_step(t, kind))
         return actions
 
     # -- reset detection ------------------------------------------------------------------------
 
     def _run_step(self, t: int, kind: int) -> list[TradeAction]:
+        # A sequence continuing below the newest id moves up in small steps from its head (a
+        # dropped frame makes a step of a few ids). A replay inside it, or a repeated bogus id
+        # far above, does not count; a trade below it starts a new candidate, so an old run can
+        # neither hide a new sequence nor be mixed with it.
         if self._run_anchor != self.last_trade_id:
             self._run_anchor = self.last_trade_id
-            self._run_min = self._run_max = t
-            self._run_count = 1
-            self._run_dups = kind == _DUP
-            self._run_fills = kind == _FILL
-            self._run_emitted = [t] if kind == _FILL else []
-        else:
-            if t > self._run_max or t == self._run_min - 1:
-                # Continues the run (up, or one below it: a replay of the id just before).
-                if t > self._run_max:
-                    self._run_max = t
-                else:
-                    self._run_min = t
-                self._run_count += 1
-                self._run_dups += kind == _DUP
-                self._run_fills += kind == _FILL
-            if kind == _FILL and t >= self._run_min:
-                self._run_emitted.append(t)
-        if self._run_count >= self._reset_run or len(self._run_emitted) >= self._reset_run:
+            self._run_emitted = []
+            self._start_run(t)
+        elif self._run_prev < t <= self._run_prev + RECENT_TRADES_LIMIT:
+            self._run_count += 1
+            self._run_dups += kind == _DUP
+            self._run_fills += kind == _FILL
+            self._run_prev = self._run_high = t
+        elif t < self._run_low:
+            self._start_run(t)
+        if kind == _FILL:
+            self._run_emitted.append(t)
+        if self._run_count >= self._reset_run:
             return self._reset()
+        if len(self._run_emitted) > 2 * self._reset_run:
+            # Many late trades but no run (reordered, not reset): start again, bounded.
+            self._run_anchor = None
         return []
+
+    def _start_run(self, t: int) -> None:
+        # What the first trade was is no evidence: it may be a stray replay. The steps are.
+        self._run_prev = self._run_low = self._run_high = t
+        self._run_count = 1
+        self._run_dups = self._run_fills = 0
 
     def _reset(self) -> list[TradeAction]:
         last = self.last_trade_id
         assert last is not None
-        low, high, count = self._run_min, self._run_max, self._run_count
+        low, high, count = self._run_low, self._run_high, self._run_count
+        # Mostly "duplicates": ids are reused. Mostly new ids: they fill a gap below a bogus id.
         reused = self._run_dups > self._run_fills
-        emitted = sorted(set(self._run_emitted))
+        emitted = sorted(t for t in set(self._run_emitted) if low <= t <= high)
         self._run_anchor = None
         self._run_emitted = []
         self.counters["id_resets"] += 1
@@ -465,12 +504,13 @@ class TradeSync:
         if not reused:
             # The run filled a gap: the stream goes on below a bogus far-future id. Ids above the
             # run are forgotten (never sent yet), those emitted up there remembered as _ahead.
-            kept = [(a, min(b, high)) for a, b in self._gaps if a <= high]
             above = [(max(a, high + 1), b) for a, b in self._gaps if b > high]
-            emitted_above = _complement(high + 1, last, above)
+            given_up = [(max(a, high + 1), b) for a, b in self._unrecoverable if b > high]
+            emitted_above = _complement(high + 1, last, sorted(above + given_up))
             self._ahead = emitted_above + self._ahead
             self._ahead_floor = self._ahead[0][0] if self._ahead else _NO_ID
-            self._gaps = kept
+            self._gaps = [(a, min(b, high)) for a, b in self._gaps if a <= high]
+            self._unrecoverable = [(a, min(b, high)) for a, b in self._unrecoverable if a <= high]
             reason = (
                 f"trade ids continue below the last id {last}: {count} trades in "
                 f"{_span(low, high)} arrived since; following them"
@@ -484,6 +524,7 @@ class TradeSync:
             # are new trades, to backfill.
             old = self._gaps
             self._gaps = []
+            self._unrecoverable = []
             self._ahead = []
             self._ahead_floor = _NO_ID
             reason = (
@@ -492,7 +533,8 @@ class TradeSync:
             )
             actions.append(self._status(StatusKind.TRADE_ID_RESET, reason))
             if old:
-                actions.append(self._lost(old, "trade ids reset"))
+                # Not kept as unrecoverable: from now on those ids are the new sequence's.
+                actions.append(self._report_lost(old, "trade ids reset", keep=False))
             holes = _complement(low, high, [(t, t) for t in emitted])
             statuses, requests = self._open_gaps(holes)
             return actions + statuses + requests
@@ -500,26 +542,8 @@ class TradeSync:
 
     # -- gaps -----------------------------------------------------------------------------------
 
-    def _find_gap(self, t: int) -> int:
-        gaps = self._gaps
-        index = bisect_right(gaps, (t, _NO_ID)) - 1
-        if index >= 0 and gaps[index][1] >= t:
-            return index
-        return -1
-
-    def _take(self, index: int, t: int) -> None:
-        first, last = self._gaps[index]
-        pieces = []
-        if first < t:
-            pieces.append((first, t - 1))
-        if t < last:
-            pieces.append((t + 1, last))
-        self._gaps[index : index + 1] = pieces
-
     def _in_ahead(self, t: int) -> bool:
-        ahead = self._ahead
-        index = bisect_right(ahead, (t, _NO_ID)) - 1
-        return index >= 0 and ahead[index][1] >= t
+        return _find(self._ahead, t) >= 0
 
     def _open_gaps(
         self, holes: list[tuple[int, int]]
@@ -543,7 +567,9 @@ class TradeSync:
             excess = len(self._gaps) - self._max_gaps
             given_up, self._gaps = self._gaps[:excess], self._gaps[excess:]
             self.counters["gap_overflows"] += excess
-            statuses.append(self._lost(given_up, f"more than {self._max_gaps} gaps open"))
+            statuses.append(
+                self._report_lost(given_up, f"more than {self._max_gaps} gaps open", keep=True)
+            )
         return statuses, requests
 
     def _ask_next(self) -> list[TradeAction]:
@@ -598,9 +624,17 @@ class TradeSync:
         self.pending = None
         return self._ask_next()
 
-    def _lost(self, ranges: list[tuple[int, int]], why: str) -> Status:
+    def _awaited(self, t: int) -> bool:
+        # Not emitted yet: in an open gap, or given up (and still welcome).
+        return _find(self._gaps, t) >= 0 or _find(self._unrecoverable, t) >= 0
+
+    def _report_lost(self, ranges: list[tuple[int, int]], why: str, *, keep: bool) -> Status:
         count = _count(ranges)
         self.counters["unrecoverable"] += count
+        if keep:
+            merged = sorted(self._unrecoverable + ranges)
+            excess = len(merged) - self._max_gaps
+            self._unrecoverable = merged[excess:] if excess > 0 else merged
         return self._status(
             StatusKind.TRADE_GAP, f"{count} trade ids unrecoverable: {_spans(ranges)} ({why})"
         )
@@ -616,7 +650,7 @@ class TradeSync:
         by_id = {t.id: t for t in trades}
         for trade_id in sorted(by_id):
             last = self.last_trade_id
-            if last is not None and trade_id <= last and self._find_gap(trade_id) < 0:
+            if last is not None and trade_id <= last and not self._awaited(trade_id):
                 continue
             act, bad = self._rest_act(by_id[trade_id], backfilled=False)
             if bad is not None:
@@ -637,7 +671,7 @@ class TradeSync:
         actions: list[TradeAction] = []
         fill: dict[int, EmitTrade] = {}
         for trade in trades:
-            if trade.id in fill or self._find_gap(trade.id) < 0:
+            if trade.id in fill or not self._awaited(trade.id):
                 continue
             act, bad = self._rest_act(trade, backfilled=True)
             if bad is not None:
@@ -645,7 +679,11 @@ class TradeSync:
             elif act is not None:
                 fill[trade.id] = act
         for trade_id in sorted(fill):
-            self._take(self._find_gap(trade_id), trade_id)
+            index = _find(self._gaps, trade_id)
+            if index >= 0:
+                _take(self._gaps, index, trade_id)
+            else:
+                _take(self._unrecoverable, _find(self._unrecoverable, trade_id), trade_id)
             actions.append(fill[trade_id])
         return actions + self._resolve(len(fill), "")
 
@@ -670,7 +708,7 @@ class TradeSync:
             )
         lost = self._give_up(*pending)
         if lost:
-            actions.append(self._lost(lost, failure or "not in the backfill"))
+            actions.append(self._report_lost(lost, failure or "not in the backfill", keep=True))
         return actions + self._ask_next()
 
     def _status(self, kind: StatusKind, reason: str) -> Status:

@@ -141,7 +141,8 @@ def test_partial_backfill_reports_unrecoverable_ids() -> None:
         (StatusKind.TRADE_GAP, "2 trade ids unrecoverable: 11, 13 (not in the backfill)"),
     ]
     assert sync.counters["unrecoverable"] == 2
-    # The record knows them as settled: a late copy of 11 is not emitted after the report.
+    # Given up is not "delivered": should 11 arrive after all it is emitted, once.
+    assert ids(feed(sync, 11)) == [11]
     assert feed(sync, 11) == []
 
 
@@ -231,10 +232,11 @@ def test_too_many_open_gaps_give_up_the_oldest() -> None:
     ]
     assert sync.gaps == ((13, 13), (15, 15))
     assert sync.counters["gap_overflows"] == 1
-    # 11 was pending: its answer recovers nothing any more, and the next gaps are asked for.
+    # 11 was pending: its answer still recovers it (given up is not "delivered"), and the next
+    # gaps are asked for.
     acts = sync.on_backfill([Rest(11)])
-    assert ids(acts) == []
-    assert acts == [RequestBackfill(SYM, 13, 15, 16)]
+    assert ids(acts) == [11]
+    assert acts[-1] == RequestBackfill(SYM, 13, 15, 16)
 
 
 def test_rest_only_mode() -> None:
