@@ -135,20 +135,23 @@ def scale_section(data: dict[str, Any]) -> tuple[str, str, list[Target]]:
         )
         summary[(n, rate)] = cells
     budget = BUDGET_PER_S
+    config = "symbols=…, rest_url=…, ws_url=…, snapshot_interval=0"
+    if data.get("group_supported"):
+        config += f", connection_group_size={data['group']}"
+    else:
+        config += "` (no `connection_group_size` in this library: one connection per market)`"
     body = f"""
 Each row: a fresh `benchmarks/multiblaster.py` (own process) with N markets, each sending R
 frames/s (85% depth deltas with 1–5 level changes, 15% trades; `E` = `T` = the frame's due
 wall-clock time; REST depth snapshots consistent with the stream), then one client process.
-ours = `open_feed(FeedConfig.from_kwargs(symbols=…, snapshot_interval=0
-{"" if data.get("group_supported") else "(this library has no `connection_group_size`: one connection per market)"}
-{f", connection_group_size={data['group']}" if data.get("group_supported") else ""}))` consuming
+ours = `open_feed(FeedConfig.from_kwargs({config}))` consuming
 `feed.batches()`; ccxt.pro = `watch_order_book` + `watch_trades` per market, all concurrent on one
 asyncio loop (one connection, its defaults). Runs alternate ours/ccxt.pro, order flipped each rep;
 medians of {data["reps"]} reps (lag max and health: worst rep).
 
 CPU per event = process user+sys (`getrusage`) over the steady window ÷ deltas and trades
-delivered in it; the steady window starts when every book is ready (at half the run if they never
-all are). Lag = delivery to the consumer − `T`. Books ready = from just before `open_feed` /
+delivered in it; the steady window starts 2 s after every book is ready (at half the run if they
+are not all ready by then). Lag = delivery to the consumer − `T`. Books ready = from just before `open_feed` /
 `load_markets` until the last market's first book (REST floor at Backpack's 2000 requests/min:
 N ÷ {budget:.1f}/s). Health (ours) = restarts / reconnects / resyncs / REST-only degradations from
 `statistics()` or the status events the consumer saw, whichever is larger. Server CPU = the

@@ -18,7 +18,8 @@ the deltas and trades delivered in it), lag = delivery to the consumer - ``T`` (
 event's ``received_at``; ccxt.pro: stamped when aiohttp hands the message to ccxt's client),
 time until every book is ready (first book per market, from just before ``open_feed`` /
 ``load_markets``), peak RSS, restarts/reconnects/resyncs/degradations, events/s, server CPU.
-The steady window starts when every book is ready (or at half the duration if they are not).
+The steady window starts 2 s after every book is ready (or at half the duration if they are
+not all ready by then).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from typing import Any
 __all__ = ["Row", "health_counts", "main", "run_rows"]
 
 ROOT = Path(__file__).resolve().parent.parent
+SETTLE_S = 2.0
+"""The steady window starts this long after the last book is ready."""
 HEALTH_KINDS = ("resyncing", "reconnecting", "stale", "degraded_rest_only", "consumer_overflow")
 
 
@@ -138,6 +141,7 @@ class _Tally:
         self.cpu0 = cpu_s()
         self.ready: dict[str, float] = {}
         self.steady_at = 0.0
+        self.steady_due = 0.0
         self.steady_cpu = 0.0
         self.steady_events = 0
         self.events = 0
@@ -151,7 +155,8 @@ class _Tally:
         if symbol not in self.ready:
             self.ready[symbol] = now - self.t0
             if len(self.ready) == self.n and not self.steady_at:
-                self.mark(now)
+                # Frames buffered while the last snapshots loaded arrive late: skip them.
+                self.steady_due = now + SETTLE_S
 
     def mark(self, now: float) -> None:
         self.steady_at = now
@@ -161,7 +166,9 @@ class _Tally:
         del self.lat[:]
 
     def check_half(self, now: float) -> None:
-        if not self.steady_at and now - self.t0 >= self.duration / 2:
+        if self.steady_at:
+            return
+        if (self.steady_due and now >= self.steady_due) or now - self.t0 >= self.duration / 2:
             self.mark(now)
 
     def result(self, extra: dict[str, Any]) -> dict[str, Any]:
