@@ -1,7 +1,7 @@
 """Per-symbol book continuity: the state machine that keeps a local book provably in sync.
 
-The exact bridging rule is docs/protocol.md §4.5.3. :class:`BookSync` is fed stream starts, depth deltas
-and REST snapshots and answers with small action objects that the trio shell carries out
+The exact bridging rule is docs/protocol.md §4.5.3. :class:`BookSync` is fed stream starts, depth
+deltas and REST snapshots and answers with small action objects that the trio shell carries out
 (request a snapshot, publish the book or a delta, tell consumers about a gap). It never awaits,
 never reads a clock and raises nothing on bad input: every discontinuity becomes a resync of this
 symbol only, and nothing is published for it between the gap and the end of its resync.
@@ -131,6 +131,7 @@ _COUNTER_NAMES = (
     "crossed",
     "resyncs",
     "duplicates",
+    "stale_duplicates",
     "stale_epoch_frames",
     "buffer_gaps",
     "buffer_overflows",
@@ -374,6 +375,12 @@ class BookSync(Generic[D]):
         last_id = delta.last_update_id
         if last_id <= last:
             self.counters["duplicates"] += 1
+            known = self.last_engine_time_us
+            if known is not None and delta.engine_time <= known:
+                # Older than the book: frames still in flight when a snapshot overtook them (the
+                # REST answer can beat the WebSocket), or a replay. A reset brings new events.
+                self.counters["stale_duplicates"] += 1
+                return []
             self._duplicate_run += 1
             if self._duplicate_run >= SEQUENCE_RESET_RUN:
                 self.counters["sequence_resets"] += 1

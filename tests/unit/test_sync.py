@@ -795,8 +795,9 @@ def test_update_ids_going_backwards_resync_instead_of_freezing() -> None:
     sync.stream_started(1)
     sync.on_snapshot(Snap(1_000_000, bids=[(D("99"), D("1"))], asks=[(D("101"), D("3"))]))
     acts: list[Action[Delta]] = []
+    after = 1_700_000_000_000_000  # the snapshot's engine time: a reset brings newer events
     for u in range(1, 200):
-        acts += sync.on_delta(1, d(u, bids=[("99", str(u))]))
+        acts += sync.on_delta(1, replace(d(u, bids=[("99", str(u))]), engine_time=after + u))
     assert StatusKind.GAP_DETECTED in kinds(acts)
     assert sync.counters["sequence_resets"] == 1
     acts = sync.on_snapshot(Snap(199, bids=[(D("99"), D("199"))], asks=[(D("101"), D("3"))]))
@@ -815,3 +816,19 @@ def test_a_few_duplicates_are_just_dropped() -> None:
     assert kinds(sync.on_delta(1, d(12))) == ["PublishDelta"]
     assert sync.counters["duplicates"] == 5
     assert sync.counters["sequence_resets"] == 0
+
+
+def test_frames_older_than_the_snapshot_are_stale_duplicates_not_a_reset() -> None:
+    """Over real sockets the REST answer can overtake WebSocket frames still in flight: a
+    snapshot at 1000 is followed by hundreds of frames below it, all older (engine time) than
+    the snapshot. The old code took 100 of them for an id reset and resynced, again and again."""
+    sync: BookSync[Delta] = BookSync("SOL_USDC")
+    sync.stream_started(1)
+    snapshot = Snap(1000, bids=[(D("99"), D("1"))], asks=[(D("101"), D("3"))], timestamp=10_000)
+    assert kinds(sync.on_snapshot(snapshot)) == ["PublishSnapshot", StatusKind.BOOK_READY]
+    for u in range(700, 1001):
+        assert sync.on_delta(1, d(u, bids=[("99", "7")])) == [], u  # engine time u * 10 < 10_000
+    assert sync.counters["stale_duplicates"] == 301
+    assert sync.counters["sequence_resets"] == 0
+    assert sync.book.best_bid() == ("99", "1"), "stale frames change nothing"
+    assert kinds(sync.on_delta(1, d(1001, bids=[("99", "2")]))) == ["PublishDelta"]
