@@ -19,7 +19,6 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
 from backpack_actors.core.dectext import (
-    MAX_PLAIN,
     RawLevel,
     decimal_text,
     parse_price,
@@ -77,7 +76,7 @@ class _Side:
             try:
                 plain = (
                     price in sizes
-                    and len(size) <= MAX_PLAIN  # type: ignore[arg-type]
+                    and len(size) <= 40  # type: ignore[arg-type]  # dectext.MAX_PLAIN
                     and size.isascii()  # type: ignore[union-attr]
                     and size.replace(".", "", 1).isdigit()  # type: ignore[union-attr]
                 )

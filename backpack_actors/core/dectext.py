@@ -1,8 +1,8 @@
 """Decimal numbers kept as the exchange's text until somebody reads them.
 
-Backpack sends prices and sizes as JSON strings (docs/protocol.md §1.3). The hot path keeps those strings:
-building a ``Decimal`` costs ~170 ns and hashing a fresh one more, which was most of the per-frame
-cost. Text is still checked before it is trusted, with a fast path for the plain
+Backpack sends prices and sizes as JSON strings (docs/protocol.md §1.3). The hot path keeps those
+strings: building a ``Decimal`` costs ~170 ns and hashing a fresh one more, which was most of the
+per-frame cost. Text is still checked before it is trusted, with a fast path for the plain
 ``digits[.digits]`` form the exchange sends and an exact ``Decimal`` fallback for anything else
 (exponents, signs, NaN), so nothing malformed is ever applied and nothing valid is refused.
 Text ``Decimal()`` would take but other parsers would not (surrounding spaces, ``_`` separators,
