@@ -39,6 +39,7 @@ from backpack_actors.core.events import Side, StatusKind
 from backpack_actors.core.sync import Malformed, Status
 
 __all__ = [
+    "MAX_BACKFILL_PAGES",
     "RECENT_TRADES_LIMIT",
     "TRADE_RESET_RUN",
     "BackfillPage",
@@ -143,13 +144,25 @@ class BackfillPage(msgspec.Struct, frozen=True, gc=False):
     offset: int = 0
 
 
+MAX_BACKFILL_PAGES = 1000
+"""Most pages :func:`plan_backfill` plans (a million trades at 1000 a page)."""
+
+
 def plan_backfill(
-    first: int, last: int, newest_known: int, *, page: int = RECENT_TRADES_LIMIT, slack: int = 0
+    first: int,
+    last: int,
+    newest_known: int,
+    *,
+    page: int = RECENT_TRADES_LIMIT,
+    slack: int = 0,
+    max_pages: int = MAX_BACKFILL_PAGES,
 ) -> list[BackfillPage]:
     """The REST calls that cover trade ids ``first..last`` given the newest id seen.
 
     Both endpoints count back from the newest trade (offset 0 = newest). ``slack`` widens the
-    window for trades that happened after ``newest_known`` (they shift every offset).
+    window for trades that happened after ``newest_known`` (they shift every offset). At most
+    ``max_pages`` pages are planned, the newest first: a gap opened by a bogus far-future id spans
+    up to 2**63 ids, and the plan must stay a short list.
     """
     if first > last:
         return []
@@ -160,6 +173,7 @@ def plan_backfill(
         return [BackfillPage("recent", span)]
     start = max(0, newest_known - last - slack)
     end = newest_known - first + slack
+    end = min(end, start + max_pages * page - 1)
     pages = []
     for offset in range(start, end + 1, page):
         pages.append(BackfillPage("history", min(page, end - offset + 1), offset))

@@ -407,3 +407,16 @@ def test_trade_sync_reports_unbounded_rest_trades_instead_of_formatting_them(
     assert [a.trade_id for a in acts if isinstance(a, EmitTrade)] == [5]
     assert [type(a) for a in acts].count(Malformed) == 2
     assert sync.counters["malformed"] == 2
+
+
+def test_an_unbounded_backfilled_trade_is_reported_and_its_id_unrecoverable() -> None:
+    sync = TradeSync(SYM)
+    sync.on_trade(1, Live(10))
+    sync.on_trade(1, Live(13))
+    acts = sync.on_backfill([Rest(11, price=D("1e100000")), Rest(12)])
+    assert [type(a) for a in acts if not isinstance(a, EmitTrade)].count(Malformed) == 1
+    bad = next(a for a in acts if isinstance(a, Malformed))
+    assert bad.stream == f"/api/v1/trades?symbol={SYM}"
+    assert bad.reason.startswith("trade 11: decimal 1E+100000 is out of bounds")
+    assert [a.trade_id for a in acts if isinstance(a, EmitTrade)] == [12]
+    assert sync.counters["unrecoverable"] == 1

@@ -381,6 +381,14 @@ def test_plan_backfill() -> None:
     ]
     with pytest.raises(ValueError, match="newer than newest_known"):
         plan_backfill(1, 10, 5)
+    # A gap as wide as a bogus far-future id makes: a bounded plan of the newest pages.
+    huge = plan_backfill(11, 2**63 - 2, 2**63 - 1, max_pages=3)
+    assert huge == [
+        BackfillPage("history", 1000, 1),
+        BackfillPage("history", 1000, 1001),
+        BackfillPage("history", 1000, 2001),
+    ]
+    assert len(plan_backfill(11, 2**63 - 2, 2**63 - 1)) == 1000
 
 
 # The old property test here ("emitted in order without duplicates") asserted strict id order,
