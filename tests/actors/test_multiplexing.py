@@ -175,7 +175,8 @@ async def test_rest_only_polls_books_every_second_and_publishes_no_history(
     symbols = ["BTC_USDC", "ETH_USDC"]
     exchange = SimExchange(seed=52, markets=symbols, config=SimConfig(rate=40))
     client = RecordingTrades(exchange)
-    config = _config(["BTC-USDC", "ETH-USDC"], rest_only=True)
+    # Default settings (snapshot_interval 30 s, rest_poll_interval 1 s) but rest_only.
+    config = _config(["BTC-USDC", "ETH-USDC"], rest_only=True, snapshot_interval=30)
     with trio.fail_after(300):
         async with running(exchange, config, client=client, delay=60) as (feed, consumer, log):
             started = trio.current_time()
