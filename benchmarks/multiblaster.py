@@ -33,6 +33,7 @@ writes, CPU seconds, worst lateness of a write).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import heapq
 import json
@@ -273,7 +274,7 @@ class Server:
         self.connections += 1
         sender = _Sender(self, stream)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(sender.run)
+            nursery.start_soon(sender.run, nursery.cancel_scope)
             try:
                 while True:
                     data = await stream.receive_some(65536)
@@ -349,7 +350,12 @@ class _Sender:
         self._seq += 1
         heapq.heappush(self.heap, (due, self._seq, sub))
 
-    async def run(self) -> None:
+    async def run(self, scope: trio.CancelScope) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await self._run()  # until the client goes away
+        scope.cancel()
+
+    async def _run(self) -> None:
         server = self.server
         template = server.template
         pieces = template.pieces

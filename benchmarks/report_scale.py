@@ -106,6 +106,7 @@ def scale_section(data: dict[str, Any]) -> tuple[str, str, list[Target]]:
                 "core": _med([r["cpu_pct"] for r in ok]),
                 "p50": _med([r["lag_ms"][0] for r in ok]),
                 "p99": _med([r["lag_ms"][1] for r in ok]),
+                "p99s": ", ".join(_fmt(r["lag_ms"][1]) for r in ok),
                 "max": max((r["lag_ms"][2] for r in ok), default=float("nan")),
                 "eps": _med([r["events_per_s"] for r in ok]),
                 "rss": _med([r["rss_mib"] for r in ok]),
@@ -123,7 +124,8 @@ def scale_section(data: dict[str, Any]) -> tuple[str, str, list[Target]]:
             note = f" ({len(failed)} run(s) failed: {failed[0][:80]})" if failed else ""
             rows_md.append(
                 f"| {n} × {rate:g}/s, {seconds:g} s | {name} | {_fmt(c['eps'], 0)} |"
-                f" {_fmt(c['cpu'])} | {_fmt(c['core'], 0)}% | {_fmt(c['p50'])} / {_fmt(c['p99'])} /"
+                f" {_fmt(c['cpu'])} | {_fmt(c['core'], 0)}% | {_fmt(c['p50'])} / {_fmt(c['p99'])}"
+                f" ({c['p99s']}) /"
                 f" {_fmt(c['max'], 0)} | {c['ready']} | {_fmt(c['rss'], 0)} | {health}{note} |"
                 f" {_fmt(c['srv'], 0)}% (late ≤ {_fmt(c['late'], 0)} ms) |"
             )
@@ -158,7 +160,7 @@ N ÷ {budget:.1f}/s). Health (ours) = restarts / reconnects / resyncs / REST-onl
 multiblaster's CPU over the client's run (% of one core); *late* = the worst time a write went out
 after its first frame was due.
 
-| row | client | events/s | CPU µs/event | CPU (core) | lag p50 / p99 / max ms | all books ready s | peak RSS MiB | restarts/reconnects/resyncs/degradations | server CPU |
+| row | client | events/s | CPU µs/event | CPU (core) | lag p50 / p99 (each rep) / max ms | all books ready s | peak RSS MiB | restarts/reconnects/resyncs/degradations | server CPU |
 |---|---|---:|---:|---:|---:|---:|---:|---|---:|
 {chr(10).join(rows_md)}
 

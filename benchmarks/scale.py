@@ -453,7 +453,10 @@ def run_client(kind: str, row: Row, *, seed: int, group: int) -> dict[str, Any]:
             )
         except subprocess.TimeoutExpired:
             return {"failed": f"{kind} client timed out"}
-        after = _get_json(f"{urls['rest_url']}/bench/stats")
+        try:
+            after = _get_json(f"{urls['rest_url']}/bench/stats")
+        except OSError as exc:  # the server died: the client's figures still stand
+            after = {**before, "cpu_s": float("nan"), "error": repr(exc)}
     result: dict[str, Any] = {}
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -461,6 +464,8 @@ def run_client(kind: str, row: Row, *, seed: int, group: int) -> dict[str, Any]:
     if not result:
         tail = (done.stderr or "").strip().splitlines()[-6:]
         return {"failed": f"{kind} client exited {done.returncode}: {' | '.join(tail)}"}
+    if "error" in after:
+        result.setdefault("errors", []).append(f"server: {after['error']}")
     wall = after["wall"] - before["wall"]
     result["server"] = {
         "cpu_pct": 100 * (after["cpu_s"] - before["cpu_s"]) / wall if wall > 0 else None,
@@ -497,7 +502,10 @@ def run_rows(rows: tuple[Row, ...], *, reps: int, seed: int, group: int) -> dict
         for rep in range(reps):
             order = ("ours", "ccxt") if rep % 2 == 0 else ("ccxt", "ours")
             for kind in order:
-                result = run_client(kind, row, seed=seed + rep, group=group)
+                try:
+                    result = run_client(kind, row, seed=seed + rep, group=group)
+                except (OSError, RuntimeError, ValueError, KeyError) as exc:
+                    result = {"failed": f"{kind}: {exc!r}"[:300]}
                 print(_brief(kind, row, result), flush=True)
                 runs[kind].append(result)
         out["rows"].append({"row": row.__dict__, "runs": runs})
