@@ -420,3 +420,21 @@ def test_an_unbounded_backfilled_trade_is_reported_and_its_id_unrecoverable() ->
     assert bad.reason.startswith("trade 11: decimal 1E+100000 is out of bounds")
     assert [a.trade_id for a in acts if isinstance(a, EmitTrade)] == [12]
     assert sync.counters["unrecoverable"] == 1
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.one_of(
+        st.decimals(allow_nan=False, allow_infinity=False),
+        st.builds(
+            lambda digits, exp: Decimal(f"{digits}E{exp}"),
+            st.integers(1, 10**45),
+            st.integers(-90, 50),
+        ),
+    )
+)
+def test_the_cheap_bounds_check_agrees_with_the_exact_rule(value: Decimal) -> None:
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    inside = len(digits) <= 40 and exponent >= -40 and exponent + len(digits) - 1 <= 40
+    assert (bounds_problem(value) is None) is inside
