@@ -66,6 +66,8 @@ for a reset; few enough that a reset's dropped trades fit one REST page to backf
 _NO_ID = 2**64
 """Above every trade id (ids are int64)."""
 
+_INT64_MAX = 2**63 - 1
+
 
 class LiveTrade(Protocol):
     """What :class:`TradeSync` reads from a WS trade event (``core.wire.TradeEvent`` fits)."""
@@ -329,6 +331,14 @@ class TradeSync:
         """The open gaps, oldest first, as ``(first, last)`` id ranges."""
         return tuple(self._gaps)
 
+    @property
+    def record_size(self) -> int:
+        """Id ranges the duplicate record holds (open gaps, given-up ids, ids emitted ahead).
+
+        Each part is bounded by ``max_held``, so memory does not grow with what a peer sends.
+        """
+        return len(self._gaps) + len(self._unrecoverable) + len(self._ahead)
+
     def from_live(self, trade: LiveTrade) -> EmitTrade:
         """The emit action for a WS trade."""
         return EmitTrade(
@@ -455,10 +465,12 @@ class TradeSync:
             _take(self._gaps, index, t)
             self.counters["late_trades"] += 1
             actions.append(act)
+            actions.extend(self._limit_gaps())
             actions.extend(self._pending_settled())
         elif (given_up := _find(self._unrecoverable, t)) >= 0:
             kind = _FILL
             _take(self._unrecoverable, given_up, t)
+            self._limit_unrecoverable()
             self.counters["late_trades"] += 1
             actions.append(act)
         else:
@@ -521,7 +533,8 @@ class TradeSync:
             above = [(max(a, high + 1), b) for a, b in self._gaps if b > high]
             given_up = [(max(a, high + 1), b) for a, b in self._unrecoverable if b > high]
             emitted_above = _complement(high + 1, last, sorted(above + given_up))
-            self._ahead = emitted_above + self._ahead
+            # Bounded like the gaps: the farthest (likeliest bogus, least likely replayed) go.
+            self._ahead = (emitted_above + self._ahead)[: self._max_gaps]
             self._ahead_floor = self._ahead[0][0] if self._ahead else _NO_ID
             self._gaps = [(a, min(b, high)) for a, b in self._gaps if a <= high]
             self._unrecoverable = [(a, min(b, high)) for a, b in self._unrecoverable if a <= high]
@@ -565,7 +578,7 @@ class TradeSync:
         """Add ``holes`` (above every open gap): their status, then the backfill request."""
         count = _count(holes)
         self.counters["gaps"] += len(holes)
-        self.counters["missing"] += count
+        self._add("missing", count)
         self._gaps.extend(holes)
         requests = self._ask_next()
         pending = self.pending
@@ -576,15 +589,24 @@ class TradeSync:
                 StatusKind.TRADE_GAP, f"trade ids {_spans(holes)} missing ({count}); {how}"
             )
         ]
-        if len(self._gaps) > self._max_gaps:
-            # Bounded record: give up the oldest gaps rather than grow without limit.
-            excess = len(self._gaps) - self._max_gaps
-            given_up, self._gaps = self._gaps[:excess], self._gaps[excess:]
-            self.counters["gap_overflows"] += excess
-            statuses.append(
-                self._report_lost(given_up, f"more than {self._max_gaps} gaps open", keep=True)
-            )
-        return statuses, requests
+        return statuses + self._limit_gaps(), requests
+
+    def _limit_gaps(self) -> list[TradeAction]:
+        # Bounded record: give up the oldest gaps rather than grow without limit (new gaps, and
+        # late trades splitting one, add ranges).
+        excess = len(self._gaps) - self._max_gaps
+        if excess <= 0:
+            return []
+        given_up, self._gaps = self._gaps[:excess], self._gaps[excess:]
+        self.counters["gap_overflows"] += excess
+        why = f"more than {self._max_gaps} gaps open"
+        return [self._report_lost(given_up, why, keep=True)]
+
+    def _limit_unrecoverable(self) -> None:
+        # Ids given up long ago are closed for good (they were reported when given up).
+        excess = len(self._unrecoverable) - self._max_gaps
+        if excess > 0:
+            del self._unrecoverable[:excess]
 
     def _ask_next(self) -> list[TradeAction]:
         """Ask for the oldest open gaps (nearby ones together) when no backfill is pending."""
@@ -644,11 +666,10 @@ class TradeSync:
 
     def _report_lost(self, ranges: list[tuple[int, int]], why: str, *, keep: bool) -> Status:
         count = _count(ranges)
-        self.counters["unrecoverable"] += count
+        self._add("unrecoverable", count)
         if keep:
-            merged = sorted(self._unrecoverable + ranges)
-            excess = len(merged) - self._max_gaps
-            self._unrecoverable = merged[excess:] if excess > 0 else merged
+            self._unrecoverable = sorted(self._unrecoverable + ranges)
+            self._limit_unrecoverable()
         return self._status(
             StatusKind.TRADE_GAP, f"{count} trade ids unrecoverable: {_spans(ranges)} ({why})"
         )
@@ -699,7 +720,8 @@ class TradeSync:
             else:
                 _take(self._unrecoverable, _find(self._unrecoverable, trade_id), trade_id)
             actions.append(fill[trade_id])
-        return actions + self._resolve(len(fill), "")
+        self._limit_unrecoverable()
+        return actions + self._limit_gaps() + self._resolve(len(fill), "")
 
     def on_backfill_failed(self, reason: str) -> list[TradeAction]:
         """The backfill for :attr:`pending` failed for good: report its ids as unrecoverable."""
@@ -724,6 +746,10 @@ class TradeSync:
         if lost:
             actions.append(self._report_lost(lost, failure or "not in the backfill", keep=True))
         return actions + self._ask_next()
+
+    def _add(self, name: str, count: int) -> None:
+        # A gap opened by a bogus id counts up to 2**63 ids: keep counters within int64.
+        self.counters[name] = min(self.counters[name] + count, _INT64_MAX)
 
     def _status(self, kind: StatusKind, reason: str) -> Status:
         return Status(self.symbol, kind, reason, dict(self.counters))

@@ -362,3 +362,23 @@ def test_every_trade_once_exactly_as_sent_and_every_loss_reported(scenario: Scen
         arrived = [a.trade_id for a in scenario.arrivals if a.era == era]
         for t in range(arrived[0], max(arrived) + 1):
             assert (era, t) in seen_emitted or t in lost, (era, t)
+
+
+def test_the_record_stays_bounded_whatever_the_peer_sends() -> None:
+    # A peer that slips in a new bogus id every few trades, leaves holes and never answers a
+    # backfill: the record is bounded by max_held per part, and every real trade still goes out.
+    sync = TradeSync(SYM, max_held=4, reset_run=3)
+    out = feed(sync, 1)
+    t = 1
+    for incident in range(300):
+        out += feed(sync, 2**62 + incident * 1000)
+        for _ in range(5):
+            t += 2  # every other id missing
+            out += feed(sync, t)
+        if incident % 7 == 0:
+            out += sync.on_backfill_failed("HTTP 429")
+        assert len(sync.gaps) <= 4
+        assert sync.record_size <= 3 * 4
+    real = [i for i in emitted(out) if i < 2**62]
+    assert real == list(range(1, t + 1, 2))
+    assert sync.counters["id_resets"] >= 290
