@@ -13,16 +13,21 @@ a trade back, so nothing waits on a slow backfill and nothing is left over to dr
   recovered; the ids of the asked range it lacks, or all of them when it fails, are reported as
   unrecoverable, exactly, in a ``TRADE_GAP`` status.
 * Duplicates (replays across a reconnect, a late backfill) are dropped and counted. The record that
-  decides is bounded: the newest id ``last_trade_id`` plus the open gaps (at most ``max_held``;
-  beyond that the oldest is given up and reported). Every id up to ``last_trade_id`` outside the
-  open gaps has been emitted or reported unrecoverable.
+  decides is the newest id ``last_trade_id`` plus a few id ranges, each list at most ``max_held``
+  long (beyond that the oldest gaps are given up and reported): the open gaps, the ids given up
+  (emitted after all should they still arrive) and, after a bogus id, the ids emitted above the
+  followed sequence. Every other id up to ``last_trade_id`` has been emitted, or was reported
+  unrecoverable. Trades that arrive below the first one seen are taken for duplicates.
 * A malformed trade is reported (``Malformed``) and its id becomes a gap, backfilled like any other.
 * The sequence cannot be poisoned. A bogus far-future id, or ids going backwards (an engine reset),
   shows as trades arriving below ``last_trade_id`` with no progress above it. After
   :data:`TRADE_RESET_RUN` of them, ascending among themselves, they are followed (``TRADE_ID_RESET``
   says why and how): if they were new ids (they filled the gap the bogus id opened) the ids above
   them are forgotten; if they were "duplicates", ids were reused, so the old gaps are reported
-  unrecoverable and the run's dropped trades are backfilled.
+  unrecoverable and the run's dropped trades are backfilled. Replays inside the run and repeated
+  bogus ids far above it do not count, so they can neither fake a reset nor hide one.
+* REST-only polling (:meth:`TradeSync.on_rest_trades`) uses the same record; polls overlap, so ids
+  already emitted are skipped silently there, and resets are not detected from polls.
 """
 
 from __future__ import annotations
