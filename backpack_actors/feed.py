@@ -148,7 +148,7 @@ class Feed:
 
     @property
     def symbols(self) -> list[str]:
-        return self.tree.symbols if self.tree.markets else list(self.config.symbols)
+        return self.tree.symbols if self.tree.reconciler is not None else list(self.config.symbols)
 
     @property
     def table(self) -> MarketTable | None:

@@ -56,6 +56,7 @@ from backpack_actors.errors import (
     RateLimitedError,
     StreamStaleError,
     TransientError,
+    WsProtocolViolation,
     excerpt,
 )
 from backpack_actors.transport.ws import WsConnection, WsConnector
@@ -166,6 +167,7 @@ class _Session:
         self.conn = conn
         self.connected_at = trio.current_time()
         self.first_data_at: float | None = None
+        self.reads_at_start = 0
         self.control = trio.Event()
 
 
@@ -280,10 +282,14 @@ class ConnectionActor:
         session = self._session
         self._session = None
         now = trio.current_time()
+        # Healthy: it kept delivering (more than one read) for healthy_after seconds and did
+        # not end by going silent — a stale connection's data stopped, whenever it started.
         healthy = (
             session is not None
             and session.first_data_at is not None
             and now - session.first_data_at >= settings.healthy_after
+            and health.reads - session.reads_at_start > 1
+            and not isinstance(exc, StreamStaleError)
         )
         if healthy:
             # It streamed correct data for a while: a new failure, not another consecutive one.
@@ -292,6 +298,19 @@ class ConnectionActor:
         health.consecutive_failures += 1
         health.reconnects += 1
         health.last_error = str(exc)
+        if isinstance(exc, WsProtocolViolation):
+            # The server broke the framing: counted and reported like an undecodable frame
+            # (the connection cannot continue; framing cannot be resynchronised).
+            health.frame_violations += 1
+            self._reconciler.handle(
+                FrameError(
+                    "",
+                    "ws",
+                    f"WebSocket framing violation on connection {self.id}: {exc.reason}; "
+                    "reconnecting",
+                    "",
+                )
+            )
         failures = health.consecutive_failures
         if failures >= settings.max_ws_failures:
             health.rest_only = True
@@ -320,6 +339,7 @@ class ConnectionActor:
         try:
             async with self._connector() as conn:
                 session = _Session(conn)
+                session.reads_at_start = health.reads
                 self._session = session
                 self._backoff.mark_connected(session.connected_at)
                 health.connects += 1

@@ -111,8 +111,10 @@ class MetadataActor:
         self.refreshes += 1
         self.table = table
         listed = {m.exchange_id: m for m in table}
+        delisted = 0
         for symbol in list(self._tracked()):
             if symbol not in listed:
+                delisted += 1
                 self._on_delisted(
                     symbol, StatusKind.DELISTED, f"{symbol} is no longer listed by the exchange"
                 )
@@ -121,7 +123,8 @@ class MetadataActor:
             new = [m for m in table if m.exchange_id not in tracked and _passes(m, self.config)]
             if new:
                 self._on_listed(new)
-        if not self._tracked():
+        if delisted and not self._tracked():
+            # (A feed the consumer unsubscribed from everything is not dead: it may subscribe.)
             raise NoSymbolsLeftError(
                 "every symbol of the feed was delisted; nothing is left to stream"
             )

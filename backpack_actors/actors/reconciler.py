@@ -61,13 +61,15 @@ Request = Callable[[RestRequest], None]
 
 
 class _Symbol:
-    __slots__ = ("backfill", "book", "info", "mode", "snapshot_pending", "trades")
+    __slots__ = ("backfill", "book", "info", "mode", "polled", "snapshot_pending", "trades")
 
     def __init__(self, info: MarketInfo) -> None:
         self.info = info
         self.book: bsync.BookSync[DepthEvent] = bsync.BookSync(info.exchange_id)
         self.trades = tsync.TradeSync(info.exchange_id)
         self.mode = "ws"
+        # REST-only: whether a trade poll was answered yet (the first answer is history).
+        self.polled = False
         self.snapshot_pending: str | None = None
         # The trade-id range of the backfill in flight (at most one per symbol), or None.
         self.backfill: tuple[int, int] | None = None
@@ -362,12 +364,17 @@ class Reconciler:
     def _on_rest_trades(self, state: _Symbol, message: RestTrades) -> None:
         trades = state.trades
         if trades.last_trade_id is None:
-            # The first poll of a symbol never seen trading: its answer is history (up to 1000
-            # trades, perhaps minutes old), not news. Start after it; publish from the next poll.
             newest = max((t.id for t in message.trades), default=None)
+            if not state.polled:
+                # The first poll of a symbol never seen trading: its answer is history (up to
+                # 1000 trades, perhaps minutes old), not news. Publish from the next poll on.
+                state.polled = True
+                if newest is not None:
+                    trades.last_trade_id = newest
+                return
             if newest is not None:
-                trades.last_trade_id = newest
-            return
+                # The first poll was empty: everything after it is news.
+                trades.last_trade_id = min(t.id for t in message.trades) - 1
         self._trade_actions(state, trades.on_rest_trades(message.trades), message.received_at)
 
     # -- actions -> events and requests ---------------------------------------------------------

@@ -164,6 +164,8 @@ class RestActor:
         self.general = TokenBucket(cfg.rate_per_s, cfg.burst)
         self.history = TokenBucket(cfg.history_per_min / 60.0, 1)
         self.stats = RestStats()
+        # The last call's failure (for startup errors that must say what went wrong).
+        self.last_failure: BaseException | None = None
         # Per priority: symbol -> its jobs at that priority, oldest symbol first (round-robin).
         self._queues: list[OrderedDict[str, deque[_Job]]] = [OrderedDict() for _ in range(_LEVELS)]
         self._known: set[tuple[str, str]] = set()
@@ -253,6 +255,17 @@ class RestActor:
         """One attempt within the budget and the total deadline; errors are the project's."""
         await self._budget(history=history)
         self.stats.calls += 1
+        try:
+            return await self._attempt(what, fn)
+        except Exception as exc:
+            self.last_failure = exc
+            raise
+
+    @property
+    def last_error(self) -> str | None:
+        return None if self.last_failure is None else str(self.last_failure)
+
+    async def _attempt(self, what: str, fn: Callable[[], Awaitable[_T]]) -> _T:
         try:
             with trio.fail_after(self.settings.timeout):
                 return await fn()
@@ -388,6 +401,13 @@ class RestActor:
 
     def _failed(self, job: _Job, exc: Exception) -> None:
         request = job.request
+        if isinstance(exc, RateLimitedError):
+            # The budget's failure, not the symbol's: the bucket is paused for Retry-After, so
+            # queue it again without counting an attempt (a 429 burst must not make every
+            # symbol "snapshot_failed").
+            self.stats.retries += 1
+            self._enqueue(job)
+            return
         job.attempts += 1
         if isinstance(request, PollRequest):
             # The poller asks again on its own schedule.
@@ -402,7 +422,7 @@ class RestActor:
         self._failures[request.symbol] = job.attempts
         if job.attempts < attempts:
             self.stats.retries += 1
-            delay = 0.0 if isinstance(exc, RateLimitedError) else self._backoff(job.attempts)
+            delay = self._backoff(job.attempts)
             log.info("%s failed (%s); retrying in %.2f s", _describe(request), exc, delay)
             self._delay(job, delay)
             return
@@ -463,6 +483,8 @@ async def backfill_trades(
     if not recent:
         return []
     newest = max(t.id for t in recent)
+    # Nothing newer than the newest trade exists (a bogus far-future id can ask for 2**63).
+    last_id = min(last_id, newest)
     drift = 0  # trades printed between two calls, as last observed
     for _ in range(MAX_HISTORY_PAGES):
         upper = next((i for i in range(last_id, first_id - 1, -1) if i not in found), None)

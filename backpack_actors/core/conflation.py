@@ -162,7 +162,7 @@ class SubscriberQueue:
         if kind is BookDelta or kind is BookSnapshot:
             symbol = event.symbol
             marker = self._conflating.get(symbol)
-            if marker is None and len(items) >= self.book_limit:
+            if marker is None and len(items) - len(self._dead) >= self.book_limit:
                 marker = ConflatedMarker(symbol)
                 self._conflating[symbol] = marker
                 items.append(marker)
@@ -178,15 +178,18 @@ class SubscriberQueue:
                 # too: the report then names one contiguous range of ids.
                 self._dropped(event, front=False)
                 return
-            if len(items) >= self.capacity and not self._make_room_for_trade(event):
+            if len(items) - len(self._dead) >= self.capacity and not self._make_room_for_trade(
+                event
+            ):
                 return
             if self.trade_policy == "drop_oldest":
                 self._trades.append(event)
-        elif len(items) >= self.status_limit:
+        elif len(items) - len(self._dead) >= self.status_limit:
             self._overflow_marker(event.symbol, front=False).dropped_status += 1
             self.dropped_status += 1
             return
-        items.append(event)
+        # (Not ``items``: making room may have compacted the deque into a new one.)
+        self._items.append(event)
         self._note_depth()
 
     def _make_room_for_trade(self, trade: Trade) -> bool:
@@ -198,9 +201,18 @@ class SubscriberQueue:
                     continue
                 self._dead.add(id(oldest))
                 self._dropped(oldest, front=True)
+                if len(self._dead) > self.capacity:
+                    self._compact()
                 return True
         self._dropped(trade, front=False)
         return False
+
+    def _compact(self) -> None:
+        # drop_oldest leaves dropped trades in place (skipped when popped); a reader that never
+        # reads must not keep them all: past ``capacity`` of them, rebuild without them.
+        dead = self._dead
+        self._items = deque(item for item in self._items if id(item) not in dead)
+        dead.clear()
 
     def _dropped(self, trade: Trade, *, front: bool) -> None:
         self._overflow_marker(trade.symbol, front=front).add_trade(trade.trade_id)
@@ -219,8 +231,9 @@ class SubscriberQueue:
         return marker
 
     def _note_depth(self) -> None:
-        if len(self._items) > self.max_depth:
-            self.max_depth = len(self._items)
+        depth = len(self._items) - len(self._dead)
+        if depth > self.max_depth:
+            self.max_depth = depth
 
     # -- consumer side ---------------------------------------------------------------------------
 

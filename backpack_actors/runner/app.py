@@ -24,7 +24,7 @@ from rich.console import Console
 from backpack_actors.actors.emitter import Subscription
 from backpack_actors.config import FeedConfig
 from backpack_actors.core.events import Event
-from backpack_actors.errors import BackpackActorsError
+from backpack_actors.errors import BackpackActorsError, redact_urls
 from backpack_actors.feed import Feed
 from backpack_actors.runner.jsonl import EVENT_TYPES, JsonlSink
 from backpack_actors.runner.live import LiveState, LiveView
@@ -55,16 +55,34 @@ class ExitCode(enum.IntEnum):
 
 
 class ExchangeUnreachableError(BackpackActorsError):
-    """The feed did not start within the startup deadline (markets never loaded)."""
+    """The feed did not start within the startup deadline: the markets never loaded (REST),
+    or they did and no WebSocket connection came up (``ws_url`` set)."""
 
-    def __init__(self, rest_url: str, timeout: float, failures: int) -> None:
+    def __init__(
+        self,
+        rest_url: str,
+        timeout: float,
+        failures: int,
+        *,
+        ws_url: str | None = None,
+        last_error: str | None = None,
+    ) -> None:
         self.rest_url = rest_url
         self.timeout = timeout
         self.failures = failures
-        super().__init__(
-            f"could not reach the exchange at {rest_url} within {timeout:g} s "
-            f"({failures} failed REST attempts)"
-        )
+        self.ws_url = ws_url
+        last = f"; last error: {last_error}" if last_error else ""
+        if ws_url is not None:
+            message = (
+                f"the markets loaded from {rest_url}, but no WebSocket connection to {ws_url} "
+                f"came up within {timeout:g} s{last}"
+            )
+        else:
+            message = (
+                f"could not reach the exchange at {rest_url} within {timeout:g} s "
+                f"({failures} failed REST attempts{last})"
+            )
+        super().__init__(redact_urls(message))
 
 
 @dataclass
@@ -254,9 +272,7 @@ async def run_feed(
                 with trio.move_on_after(options.connect_timeout) as startup:
                     await nursery.start(feed.run)
                 if startup.cancelled_caught:
-                    raise ExchangeUnreachableError(
-                        config.rest_url, options.connect_timeout, feed.rest.stats.server_errors
-                    )
+                    raise _unreachable(feed, config, options.connect_timeout)
                 if on_started is not None:
                     on_started(feed)
                 refresh_stats()
@@ -294,6 +310,36 @@ async def run_feed(
                 if metrics is not None:
                     metrics.close()
     return summary
+
+
+def _unreachable(feed: Feed, config: FeedConfig, timeout: float) -> ExchangeUnreachableError:
+    """Why startup did not finish: REST (no markets) or the WebSocket (markets, no stream)."""
+    rest = feed.rest
+    stats = rest.stats
+    failures = (
+        stats.server_errors
+        + stats.protocol_errors
+        + stats.timeouts
+        + stats.request_errors
+        + stats.rate_limited
+    )
+    error = ExchangeUnreachableError(
+        config.rest_url,
+        timeout,
+        failures,
+        ws_url=config.ws_url if feed.table is not None else None,
+        last_error=_last_ws_error(feed) if feed.table is not None else rest.last_error,
+    )
+    if rest.last_failure is not None and feed.table is None:
+        error.__cause__ = rest.last_failure
+    return error
+
+
+def _last_ws_error(feed: Feed) -> str | None:
+    connections = feed.tree.connections
+    if connections is None:
+        return None
+    return next((a.health.last_error for a in connections.actors if a.health.last_error), None)
 
 
 async def _batches(subscription: Subscription) -> AsyncIterator[list[Event]]:

@@ -221,7 +221,7 @@ class CcxtRestClient:
         self.calls = 0
 
     def __repr__(self) -> str:
-        return f"CcxtRestClient(rest_url={self.rest_url!r})"
+        return f"CcxtRestClient(rest_url={redact_url(self.rest_url)!r})"
 
     async def _call(self, what: str, fn: Callable[[], _T]) -> _T:
         import ccxt

@@ -1,0 +1,87 @@
+"""Unsubscribing every market is the consumer's choice, not a delisting.
+
+Fails on the current library (see the final report): ``MetadataActor.refresh`` raises
+NoSymbolsLeftError ("every symbol of the feed was delisted") whenever the feed tracks no symbol
+after a refresh, even when nothing was delisted, so a feed whose consumer unsubscribed everything
+(e.g. to subscribe other markets next) dies at the next metadata refresh; and ``Feed.symbols``
+falls back to the configured symbols when none is left."""
+
+from __future__ import annotations
+
+import trio
+
+from backpack_actors.config import FeedConfig
+from backpack_actors.core.events import StatusEvent, StatusKind
+from backpack_actors.feed import open_feed
+from backpack_actors.sim import SimConfig, SimExchange
+from backpack_actors.testing import SimRestClient, sim_memory_connector
+from tests.pipeline_helpers import ConsumerBooks, assert_matches_truth
+
+
+async def test_unsubscribe_everything_then_subscribe_another(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Unsubscribe BTC (the only market), let two metadata refreshes pass, subscribe SOL: the
+    feed is still running, ``feed.symbols`` is ``[]`` meanwhile, and SOL's book equals the
+    truth."""
+    exchange = SimExchange(seed=64, markets=["BTC_USDC", "SOL_USDC"], config=SimConfig(rate=40))
+    config = FeedConfig.from_kwargs(
+        symbols=["BTC-USDC"],
+        rest_url="http://sim.invalid",
+        ws_url="ws://sim.invalid",
+        snapshot_interval=0,
+        metadata_refresh_interval=10,
+    )
+    consumer = ConsumerBooks()
+    with trio.fail_after(300):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(exchange.run)
+            async with open_feed(
+                config,
+                rest_client=SimRestClient(exchange),
+                ws_connect=sim_memory_connector(exchange),
+            ) as feed:
+                async for event in feed:
+                    consumer.apply(event)
+                    if isinstance(event, StatusEvent) and event.kind is StatusKind.BOOK_READY:
+                        break
+                assert await feed.unsubscribe("BTC-USDC") == ["BTC_USDC"]
+                await trio.sleep(25)
+                assert feed.symbols == []
+                assert await feed.subscribe("SOL-USDC") == ["SOL_USDC"]
+                async for event in feed:
+                    consumer.apply(event)
+                    if consumer.deltas.get("SOL_USDC", 0) >= 300:
+                        break
+            nursery.cancel_scope.cancel()
+    assert StatusKind.UNSUBSCRIBED in consumer.kinds("BTC-USDC")
+    assert consumer.kinds("SOL-USDC")[:2] == [StatusKind.LISTED, StatusKind.BOOK_READY]
+    assert_matches_truth(consumer, exchange, "SOL_USDC")
+
+
+async def test_symbols_is_empty_once_everything_is_unsubscribed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """No metadata refresh at all: after unsubscribing the only market, ``feed.symbols`` is
+    ``[]``, not the configured list."""
+    exchange = SimExchange(seed=65, markets=["BTC_USDC"], config=SimConfig(rate=40))
+    config = FeedConfig.from_kwargs(
+        symbols=["BTC-USDC"],
+        rest_url="http://sim.invalid",
+        ws_url="ws://sim.invalid",
+        snapshot_interval=0,
+        metadata_refresh_interval=0,
+    )
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(exchange.run)
+            async with open_feed(
+                config,
+                rest_client=SimRestClient(exchange),
+                ws_connect=sim_memory_connector(exchange),
+            ) as feed:
+                assert feed.symbols == ["BTC_USDC"]
+                await feed.unsubscribe("BTC-USDC")
+                assert feed.markets == {}
+                assert feed.symbols == []
+            nursery.cancel_scope.cancel()
