@@ -95,17 +95,19 @@ def _items(node: object) -> list[Any]:
 def health_counts(stats: dict[str, Any]) -> dict[str, int]:
     """Restarts, reconnects, resyncs and REST-only degradations summed from ``statistics()``.
 
-    Tolerant of the shape: per-symbol streams (``streams[sym]``), per-connection actors
-    (``connections[...]``, a dict or a list), the reconciler's per-symbol book counters, and
-    supervisor children (objects or dicts with ``restarts``).
+    Tolerant of the shape: per-connection actors (``connections[...]``, a dict or a list) or,
+    without them, per-symbol streams (``streams[sym]``); the reconciler's per-symbol book
+    counters; supervisor children (objects or dicts with ``restarts``).
     """
     out = {"reconnects": 0, "degradations": 0, "resyncs": 0, "restarts": 0}
-    for group in ("streams", "connections"):
-        for item in _items(stats.get(group)):
-            if isinstance(item, dict):
-                out["reconnects"] += _num(item.get("reconnects"))
-                out["degradations"] += _num(item.get("degradations"))
-                out["restarts"] += _num(item.get("restarts"))
+    # With connection actors, ``streams[sym]`` repeats its connection's counters for every
+    # symbol on it: count the connections then, the streams only when there are none.
+    group = "connections" if _items(stats.get("connections")) else "streams"
+    for item in _items(stats.get(group)):
+        if isinstance(item, dict):
+            out["reconnects"] += _num(item.get("reconnects"))
+            out["degradations"] += _num(item.get("degradations"))
+            out["restarts"] += _num(item.get("restarts"))
     symbols = (stats.get("reconciler") or {}).get("symbols") or {}
     for item in _items(symbols):
         if isinstance(item, dict):
