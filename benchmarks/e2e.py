@@ -291,12 +291,23 @@ async def _ours(cmd: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ours_stats(stats: dict[str, Any], run: _Run) -> dict[str, Any]:
-    """The counters that must stay zero for a lossless run; problems recorded on ``run``."""
-    queue = stats["queue"]
-    if queue["conflated"] or queue["dropped"]:
-        run.problem(f"queue conflated {queue['conflated']} dropped {queue['dropped']}")
-    for sym, s in stats["streams"].items():
-        if s["reconnects"] or s["decode_errors"] or s["mode"] != "ws":
+    """The counters that must stay zero for a lossless run; problems recorded on ``run``.
+
+    Tolerant of the shape of ``statistics()`` (it changes as the library is reshaped).
+    """
+    from benchmarks.scale import health_counts
+
+    queue = stats.get("queue") or {}
+    conflated = queue.get("conflated") or 0
+    if isinstance(conflated, dict):
+        conflated = sum(conflated.values())
+    if conflated or queue.get("dropped"):
+        run.problem(f"queue conflated {conflated} dropped {queue.get('dropped')}")
+    health = health_counts(stats)
+    if any(health.values()):
+        run.problem(f"health counters {health}")
+    for sym, s in (stats.get("streams") or {}).items():
+        if isinstance(s, dict) and (s.get("decode_errors") or s.get("mode", "ws") != "ws"):
             run.problem(f"stream {sym}: {s}")
     book = stats.get("reconciler", {}).get("symbols", {}).get(SYMBOL, {}).get("book", {})
     bad = {
@@ -306,7 +317,7 @@ def _ours_stats(stats: dict[str, Any], run: _Run) -> dict[str, Any]:
     }
     if bad:
         run.problem(f"book sync counters {bad}")
-    return {"max_queue": queue["max_depth"], "producer_waits": queue["producer_waits"]}
+    return {"max_queue": queue.get("max_depth"), "producer_waits": queue.get("producer_waits")}
 
 
 async def _ccxt(cmd: dict[str, Any]) -> dict[str, Any]:
