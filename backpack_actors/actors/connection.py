@@ -207,6 +207,8 @@ class ConnectionActor:
         self._to_unsubscribe: set[str] = set()
         # Per symbol: the read counter when it last delivered (silence checks per market).
         self._seen: dict[str, int] = {}
+        # Markets unsubscribed from this connection: their frames still in flight are expected.
+        self._gone: set[str] = set()
         self._mode_changed = trio.Event()
         self.cancel_scope = trio.CancelScope()
 
@@ -227,6 +229,7 @@ class ConnectionActor:
         if symbol in self._symbols:
             return
         self._symbols[symbol] = 0
+        self._gone.discard(symbol)
         self._to_unsubscribe.discard(symbol)
         if self.health.rest_only or not self.settings.websocket:
             self._start_symbol(symbol, "rest")
@@ -239,6 +242,7 @@ class ConnectionActor:
         """Stop carrying ``symbol`` (unsubscribed on the live connection)."""
         if self._symbols.pop(symbol, None) is None:
             return
+        self._gone.add(symbol)
         self._to_subscribe.discard(symbol)
         self._seen.pop(symbol, None)
         if self._session is not None and not self.health.rest_only:
@@ -445,7 +449,20 @@ class ConnectionActor:
         # subscription is reported (never fatal: other markets on this connection are fine),
         # other events and other markets' frames are ignored.
         if data is not None:
-            return  # a symbol just unsubscribed (or never ours): ids are per market, drop it
+            if data.symbol in self._gone:
+                return  # in flight when it was unsubscribed: expected, nothing to report
+            # Ids are per market: another market's frame must never touch a book, and a
+            # connection that delivers what it did not subscribe is worth a report.
+            self.health.decode_errors += 1
+            self._reconciler.handle(
+                FrameError(
+                    self._sole_symbol(),
+                    f"{'trade' if type(data) is TradeEvent else 'depth'}.{data.symbol}",
+                    f"frame for {data.symbol!r} on connection {self.id}, which does not carry it",
+                    excerpt(raw),
+                )
+            )
+            return
         try:
             frame = decode_ws_frame(raw)
         except ProtocolError as exc:
@@ -465,8 +482,14 @@ class ConnectionActor:
                 )
             )
 
+    def _sole_symbol(self) -> str:
+        """This connection's market when it carries exactly one, else "" (the connection)."""
+        return next(iter(self._symbols)) if len(self._symbols) == 1 else ""
+
     def _owner_of(self, raw: str | bytes, stream: str | None) -> str:
         """Best effort: the symbol of ours an undecodable frame was about ("" if none)."""
+        if len(self._symbols) == 1:
+            return self._sole_symbol()
         symbol = _symbol_of_stream(stream)
         if symbol is not None and symbol in self._symbols:
             return symbol

@@ -456,17 +456,20 @@ class FuzzRestClient:
 
     async def depth(self, exchange_symbol: str) -> DepthSnapshot:
         if self._depth:
+            # Taken before the checkpoint: the REST actor runs several calls at once.
+            body = self._depth.popleft()
             self.served += 1
             await trio.lowlevel.checkpoint()
-            return decode_depth_snapshot(self._depth.popleft(), exchange_symbol)
+            return decode_depth_snapshot(body, exchange_symbol)
         snapshot: DepthSnapshot = await self._inner.depth(exchange_symbol)
         return snapshot
 
     async def recent_trades(self, exchange_symbol: str, limit: int) -> list[RestTrade]:
         if self._trades:
+            body = self._trades.popleft()
             self.served += 1
             await trio.lowlevel.checkpoint()
-            return decode_trades(self._trades.popleft(), exchange_symbol)
+            return decode_trades(body, exchange_symbol)
         trades: list[RestTrade] = await self._inner.recent_trades(exchange_symbol, limit)
         return trades
 

@@ -65,6 +65,8 @@ def _config(**overrides: object) -> FeedConfig:
         "ws_url": "ws://sim.invalid",
         "snapshot_interval": 0,
         "stale_timeout": 5.0,
+        # The fuzzing proxy interleaves frames for the one market its connection subscribed.
+        "connection_group_size": 1,
     }
     options.update(overrides)
     return FeedConfig.from_kwargs(**options)

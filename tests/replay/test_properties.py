@@ -30,10 +30,11 @@ def _full(name: str) -> list[bytes]:
 
 
 def check_invariants(events: list[Event]) -> None:
-    """Books never cross; book update ids and trade ids strictly increase per symbol."""
+    """Books never cross; book update ids increase per symbol; a trade id is never delivered
+    twice (trades are in arrival order: a gap's trades may come after higher ids)."""
     books: dict[str, OrderBook] = {}
     last_update: dict[str, int] = {}
-    last_trade: dict[str, int] = {}
+    seen_trades: set[tuple[str, int]] = set()
     for event in events:
         if isinstance(event, BookSnapshot):
             book = books.setdefault(event.symbol, OrderBook())
@@ -46,8 +47,9 @@ def check_invariants(events: list[Event]) -> None:
             books[event.symbol].apply(event.bids, event.asks)
             last_update[event.symbol] = event.last_update_id
         elif isinstance(event, Trade):
-            assert event.trade_id > last_trade.get(event.symbol, -1)
-            last_trade[event.symbol] = event.trade_id
+            key = (event.symbol, event.trade_id)
+            assert key not in seen_trades, f"trade {key} delivered twice"
+            seen_trades.add(key)
         else:
             continue
         if event.symbol in books:
