@@ -2,9 +2,10 @@
 
 Paths, all fed the same generated frames in one process:
 
-- ``ours``: ``decode_ws_frame`` -> :class:`FrameBatch` (one per simulated socket read, as the
-  stream actor builds it) -> ``Reconciler.handle`` (``BookSync`` continuity, ``OrderBook`` apply,
-  event construction) -> ``EventQueue.put`` -> a consumer draining the queue after every batch.
+- ``ours``: ``decode_read`` (one call per simulated socket read, as the connection actor decodes
+  it) -> ``Reconciler.on_frames`` (``BookSync`` continuity, ``OrderBook`` apply, event
+  construction; synchronous) -> ``Emitter.publish`` -> the subscriber's ``Subscription`` -> a
+  consumer draining it after every read. No event loop: nothing on this path awaits.
 - ``ccxt.pro``: ccxt's real ``Client.handle_message`` (JSON parse, ``backpack.handle_message``,
   book update, resolve) with a stand-in for aiohttp's message; its book pre-seeded from the same
   snapshot the way ``watch_order_book`` seeds it. asyncio is used here only because ccxt's futures
@@ -12,7 +13,7 @@ Paths, all fed the same generated frames in one process:
 - ``floor``: msgspec typed decode with strings left as str.
 
 Stage rows isolate where our time goes (decode, ``OrderBook.apply``, ``BookSync``/``TradeSync``,
-event construction, ``EventQueue``).
+event construction, ``Emitter``/``Subscription``).
 """
 
 from __future__ import annotations
@@ -27,17 +28,11 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 import msgspec
-import trio
 
-from backpack_actors.actors.emitter import EventQueue
-from backpack_actors.actors.messages import (
-    FrameBatch,
-    RestRequest,
-    SnapshotReady,
-    StreamStarted,
-)
+from backpack_actors.actors.connection import decode_read
+from backpack_actors.actors.emitter import Emitter, Subscription
+from backpack_actors.actors.messages import RestRequest, SnapshotReady, StreamStarted
 from backpack_actors.actors.reconciler import Reconciler
-from backpack_actors.actors.stream import decode_read
 from backpack_actors.core.book import OrderBook
 from backpack_actors.core.events import BookDelta, BookSnapshot, StatusEvent, StatusKind, Trade
 from backpack_actors.core.sync import BookSync
@@ -105,37 +100,41 @@ class OursRun:
     seconds: float
     frames: int
     reconciler: Reconciler
-    queue: EventQueue | None
+    queue: Subscription | None
     consumer: _Consumer
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-async def _ready_reconciler(
+def _discard(events: list[Any]) -> None:
+    """``publish`` with no subscriber: the events are built, then dropped."""
+
+
+def _ready_reconciler(
     workload: Workload, *, capacity: int | None
-) -> tuple[Reconciler, EventQueue | None, _Consumer]:
-    """A reconciler for the workload's symbol, live on the workload's snapshot."""
+) -> tuple[Reconciler, Subscription | None, _Consumer]:
+    """A reconciler for the workload's symbol, live on the workload's snapshot.
+
+    With ``capacity``, it publishes to an :class:`Emitter` with one subscriber of that capacity
+    (what a feed with one consumer has); without, its events are built and discarded.
+    """
     symbol = workload.symbol
     markets = {symbol: market_info(ccxt_markets(symbol), symbol)}
-    # Events (and so the queue's conflation markers) carry the normalized symbol;
-    # Reconciler.snapshot_event wants the exchange id.
-    exchange_ids = {info.normalized: sym for sym, info in markets.items()}
-    send, recv = trio.open_memory_channel[RestRequest](16)
+    requests: list[RestRequest] = []
     holder: list[Reconciler] = []
-    queue = (
-        None
-        if capacity is None
-        else EventQueue(capacity, lambda s: holder[0].snapshot_event(exchange_ids[s], "conflated"))
+    queue: Subscription | None = None
+    publish = _discard
+    if capacity is not None:
+        # Conflation markers carry the normalized symbol; snapshot_event takes either form.
+        emitter = Emitter(lambda s: holder[0].snapshot_event(s, "conflated"))
+        queue = emitter.subscribe("bench", capacity)
+        publish = emitter.publish
+    reconciler = Reconciler(
+        markets=markets, publish=publish, request=requests.append, wall_clock=time.time
     )
-    reconciler = Reconciler(markets=markets, out=queue, requests=send, wall_clock=time.time)
     holder.append(reconciler)
-    await reconciler.handle(StreamStarted(symbol, EPOCH))
+    reconciler.handle(StreamStarted(symbol, EPOCH))
     snapshot = decode_depth_snapshot(workload.snapshot_json, symbol)
-    await reconciler.handle(SnapshotReady(symbol, snapshot, "initial", time.time()))
-    while True:
-        try:
-            recv.receive_nowait()
-        except trio.WouldBlock:
-            break
+    reconciler.handle(SnapshotReady(symbol, snapshot, "initial", time.time()))
     consumer = _Consumer()
     if queue is not None:
         while (event := queue.get_nowait()) is not None:
@@ -146,24 +145,26 @@ async def _ready_reconciler(
             raise BenchmarkFailure(f"ours: not ready after the snapshot: {consumer.statuses}")
         consumer.snapshots = 0
         consumer.statuses.clear()
+    if not reconciler.is_live(symbol):
+        raise BenchmarkFailure(f"ours: {symbol} not live after the snapshot")
     return reconciler, queue, consumer
 
 
 def _decode_batch(symbol: str, chunk: Sequence[str]) -> list[DepthEvent | TradeEvent]:
-    # What the stream actor does with one socket read (its own function).
+    # What the connection actor does with one socket read (its own function).
     frames, errors = decode_read(symbol, chunk)
     if errors:
         raise BenchmarkFailure(f"undecodable frames: {errors[:2]}")
     return frames
 
 
-async def _ours(workload: Workload, batch: int, capacity: int, one_by_one: bool) -> OursRun:
-    reconciler, queue, consumer = await _ready_reconciler(workload, capacity=capacity)
+def _ours(workload: Workload, batch: int, capacity: int, one_by_one: bool) -> OursRun:
+    reconciler, queue, consumer = _ready_reconciler(workload, capacity=capacity)
     assert queue is not None
     symbol = workload.symbol
     frames = workload.frames
     chunks = [frames[i : i + batch] for i in range(0, len(frames), batch)]
-    handle = reconciler.handle
+    on_frames = reconciler.on_frames
     get = queue.get_nowait
     get_batch = queue.get_batch_nowait
     take = consumer.take
@@ -173,13 +174,13 @@ async def _ours(workload: Workload, batch: int, capacity: int, one_by_one: bool)
     if one_by_one:
         # The consumer reads one event per call (``async for event in feed`` does this).
         for chunk in chunks:
-            await handle(FrameBatch(symbol, EPOCH, _decode_batch(symbol, chunk), wall()))
+            on_frames(symbol, EPOCH, _decode_batch(symbol, chunk), wall())
             while (event := get()) is not None:
                 take(event)
     else:
         # The consumer reads what is queued, a list per call (``feed.batches()``).
         for chunk in chunks:
-            await handle(FrameBatch(symbol, EPOCH, _decode_batch(symbol, chunk), wall()))
+            on_frames(symbol, EPOCH, _decode_batch(symbol, chunk), wall())
             for event in get_batch():
                 take(event)
     seconds = time.perf_counter() - start
@@ -190,7 +191,7 @@ def run_ours(
     workload: Workload, *, batch: int = 64, capacity: int = 4096, one_by_one: bool = False
 ) -> OursRun:
     """Time our path over the workload and check everything it produced."""
-    result = trio.run(_ours, workload, batch, capacity, one_by_one)
+    result = _ours(workload, batch, capacity, one_by_one)
     check_ours(result, workload.truth, workload.symbol, f"ours (batch {batch})")
     return result
 
@@ -215,8 +216,11 @@ def check_ours(result: OursRun, truth: GroundTruth, symbol: str, path: str) -> N
         trade = consumer.last_trade
         if trade is None or trade.trade_id != truth.last_trade_id:
             problems.append(f"last trade {trade} is not trade {truth.last_trade_id}")
-        if result.queue.conflated:
-            problems.append(f"conflated {result.queue.conflated} (queue too small for a batch)")
+        if result.queue.conflated or result.queue.dropped:
+            problems.append(
+                f"conflated {result.queue.conflated}, dropped {result.queue.dropped_trades} "
+                "(queue too small for a batch)"
+            )
     if sync.last_update_id != truth.last_update_id:
         problems.append(f"book at update {sync.last_update_id}, want {truth.last_update_id}")
     if sync.counters["gaps"] or sync.counters["crossed"]:
@@ -230,7 +234,7 @@ def check_ours(result: OursRun, truth: GroundTruth, symbol: str, path: str) -> N
 
 
 def stage_decode(workload: Workload, batch: int = 64) -> float:
-    """``decode_read`` alone, 64 frames a read (the stream actor's decoding)."""
+    """``decode_read`` alone, 64 frames a read (the connection actor's decoding)."""
     symbol = workload.symbol
     frames = workload.frames
     chunks = [frames[i : i + batch] for i in range(0, len(frames), batch)]
@@ -248,7 +252,7 @@ def predecode(workload: Workload) -> list[DepthEvent | TradeEvent]:
 
 def profile_ours(workload: Workload) -> float:
     """Our path without the final checks (``workload.truth`` may not match the frames)."""
-    return trio.run(_ours, workload, 64, 4096, False).seconds
+    return _ours(workload, 64, 4096, False).seconds
 
 
 def stage_apply(workload: Workload, decoded: Sequence[DepthEvent | TradeEvent]) -> float:
@@ -292,27 +296,27 @@ def stage_sync(workload: Workload, decoded: Sequence[DepthEvent | TradeEvent]) -
     return seconds
 
 
-async def _stage_reconciler(
+def _stage_reconciler(
     workload: Workload,
     decoded: Sequence[DepthEvent | TradeEvent],
     batch: int,
     capacity: int | None,
 ) -> OursRun:
-    reconciler, queue, consumer = await _ready_reconciler(workload, capacity=capacity)
+    reconciler, queue, consumer = _ready_reconciler(workload, capacity=capacity)
     symbol = workload.symbol
     batches = [list(decoded[i : i + batch]) for i in range(0, len(decoded), batch)]
-    handle = reconciler.handle
+    on_frames = reconciler.on_frames
     wall = time.time
     gc.collect()
     start = time.perf_counter()
     if queue is None:
         for frames in batches:
-            await handle(FrameBatch(symbol, EPOCH, frames, wall()))
+            on_frames(symbol, EPOCH, frames, wall())
     else:
         get_batch = queue.get_batch_nowait
         take = consumer.take
         for frames in batches:
-            await handle(FrameBatch(symbol, EPOCH, frames, wall()))
+            on_frames(symbol, EPOCH, frames, wall())
             for event in get_batch():
                 take(event)
     seconds = time.perf_counter() - start
@@ -326,9 +330,10 @@ def stage_reconciler(
     batch: int = 64,
     capacity: int | None,
 ) -> float:
-    """``Reconciler.handle`` on pre-decoded batches; ``capacity=None`` builds events, no queue."""
-    result = trio.run(_stage_reconciler, workload, decoded, batch, capacity)
-    name = "stage reconciler" + (" + EventQueue" if capacity else " (out=None)")
+    """``Reconciler.on_frames`` on pre-decoded batches; ``capacity=None`` builds the events and
+    publishes them nowhere (no emitter, no subscriber)."""
+    result = _stage_reconciler(workload, decoded, batch, capacity)
+    name = "stage reconciler" + (" + Emitter/Subscription" if capacity else " (no subscriber)")
     check_ours(result, workload.truth, workload.symbol, name)
     return result.seconds
 
@@ -492,11 +497,11 @@ def run_floor(workload: Workload) -> float:
 # per-frame latency of our path
 
 
-async def _latency_ours(workload: Workload) -> tuple[list[int], OursRun]:
-    reconciler, queue, consumer = await _ready_reconciler(workload, capacity=4096)
+def _latency_ours(workload: Workload) -> tuple[list[int], OursRun]:
+    reconciler, queue, consumer = _ready_reconciler(workload, capacity=4096)
     assert queue is not None
     symbol = workload.symbol
-    handle = reconciler.handle
+    on_frames = reconciler.on_frames
     get = queue.get_nowait
     take = consumer.take
     clock = time.perf_counter_ns
@@ -508,7 +513,7 @@ async def _latency_ours(workload: Workload) -> tuple[list[int], OursRun]:
     for raw in workload.frames:
         # One frame per socket read: the worst case for per-read overhead.
         t0 = clock()
-        await handle(FrameBatch(symbol, EPOCH, _decode_batch(symbol, (raw,)), wall()))
+        on_frames(symbol, EPOCH, _decode_batch(symbol, (raw,)), wall())
         while (event := get()) is not None:
             take(event)
         append(clock() - t0)
@@ -517,7 +522,7 @@ async def _latency_ours(workload: Workload) -> tuple[list[int], OursRun]:
 
 
 def latency_ours(workload: Workload) -> list[int]:
-    """Per-frame ns of our path (decode -> reconciler -> queue -> consumer), one frame a batch."""
-    samples, result = trio.run(_latency_ours, workload)
+    """Per-frame ns of our path (decode -> reconciler -> emitter -> subscriber), 1 frame a read."""
+    samples, result = _latency_ours(workload)
     check_ours(result, workload.truth, workload.symbol, "ours (latency pass)")
     return samples

@@ -1,13 +1,18 @@
-"""RSS over a long stream through our path with a slow consumer, under the default policy.
+"""RSS over a long stream through our path with a slow subscriber, under the default policy.
 
 Run as its own process (``python -m benchmarks.memory --frames N``) so the RSS it reads is not
 inflated by the other benchmarks' allocations; it prints one JSON line. Frames are generated
 lazily, so the process never holds the stream.
 
-The consumer takes one event per scheduling round while the producer handles a whole batch (64
-frames) per round, so the queue stays full: book events are conflated (default policy) and trades
-make the producer wait (lossless). The consumer keeps its own book from the events it receives;
-at the end it must equal the ground truth, and it must have received every trade in id order.
+The producer decodes a socket read (64 frames) and hands it to ``Reconciler.on_frames``, which
+publishes synchronously through an :class:`Emitter` to one :class:`Subscription`; the consumer
+takes one event per scheduling round, so the subscription stays full. Nothing makes the producer
+wait: past half the bound book events are conflated (a marker that becomes a snapshot of the book
+when read), past the bound trades are dropped and reported in-band by a ``consumer_overflow``
+``StatusEvent``. The consumer keeps its own book from the events it receives; at the end it must
+equal the ground truth (after its last conflated snapshot and the deltas after it). Every trade it
+receives must be in id order, each jump in ids covered by an overflow report received before it,
+and the received plus the reported trades must add up to every trade of the stream.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from typing import Any
 
 import trio
 
-from backpack_actors.actors.emitter import EventQueue
-from backpack_actors.actors.messages import FrameBatch, RestRequest, SnapshotReady, StreamStarted
+from backpack_actors.actors.connection import decode_read
+from backpack_actors.actors.emitter import Emitter
+from backpack_actors.actors.messages import RestRequest, SnapshotReady, StreamStarted
 from backpack_actors.actors.reconciler import Reconciler
 from backpack_actors.core.book import OrderBook
-from backpack_actors.core.events import BookDelta, BookSnapshot, StatusEvent, Trade
-from backpack_actors.core.wire import DepthEvent, TradeEvent, decode_depth_snapshot, decode_ws_frame
+from backpack_actors.core.events import BookDelta, BookSnapshot, StatusEvent, StatusKind, Trade
+from backpack_actors.core.wire import decode_depth_snapshot
 from benchmarks.common import (
     BenchmarkFailure,
     ccxt_markets,
@@ -63,20 +69,38 @@ class _SlowConsumer:
         self.events = 0
         self.trades = 0
         self.last_trade_id: int | None = None
+        # Trade ids announced dropped by overflow reports, not yet passed by a received trade.
+        self.reported_through: int | None = None
         self.trade_order_errors = 0
+        self.unreported_gaps = 0
+        self.book_gaps = 0
         self.snapshots = 0
+        self.conflated_snapshots = 0
         self.deltas = 0
+        self.overflow_reports = 0
+        self.reported_dropped = 0
         self.statuses: list[StatusEvent] = []
         self.last_update_id: int | None = None
 
     def take(self, event: object) -> None:
         self.events += 1
         if isinstance(event, Trade):
-            if self.last_trade_id is not None and event.trade_id != self.last_trade_id + 1:
+            last = self.last_trade_id
+            if last is not None and event.trade_id <= last:
                 self.trade_order_errors += 1
+            elif (
+                last is not None
+                and event.trade_id != last + 1
+                and (self.reported_through is None or self.reported_through < event.trade_id - 1)
+            ):
+                # A jump: the ids skipped must have been reported dropped before this trade.
+                self.unreported_gaps += 1
             self.last_trade_id = event.trade_id
             self.trades += 1
         elif isinstance(event, BookDelta):
+            if self.last_update_id is not None and event.first_update_id > self.last_update_id + 1:
+                # A delta the consumer's book cannot follow (a snapshot must come first).
+                self.book_gaps += 1
             self.book.apply(event.raw_bids, event.raw_asks)
             self.last_update_id = event.last_update_id
             self.deltas += 1
@@ -84,21 +108,31 @@ class _SlowConsumer:
             self.book.load(event.raw_bids, event.raw_asks)
             self.last_update_id = event.update_id
             self.snapshots += 1
+            if event.reason == "conflated":
+                self.conflated_snapshots += 1
         elif isinstance(event, StatusEvent):
-            self.statuses.append(event)
+            if event.kind is StatusKind.CONSUMER_OVERFLOW:
+                self.overflow_reports += 1
+                self.reported_dropped += int(event.counts.get("dropped_trades", 0))
+                last_dropped = event.counts.get("last_dropped_trade_id")
+                if last_dropped is not None:
+                    self.reported_through = int(last_dropped)
+            else:
+                self.statuses.append(event)
 
 
 async def _run(frames: int, seed: int, capacity: int) -> dict[str, Any]:
     gen = StreamGenerator(seed)
     symbol = gen.symbol
     markets = {symbol: market_info(ccxt_markets(symbol), symbol)}
-    # Events (and so the queue's conflation markers) carry the normalized symbol;
-    # Reconciler.snapshot_event wants the exchange id.
-    exchange_ids = {info.normalized: sym for sym, info in markets.items()}
-    send, _recv = trio.open_memory_channel[RestRequest](16)
+    requests: list[RestRequest] = []
     holder: list[Reconciler] = []
-    queue = EventQueue(capacity, lambda s: holder[0].snapshot_event(exchange_ids[s], "conflated"))
-    reconciler = Reconciler(markets=markets, out=queue, requests=send, wall_clock=time.time)
+    # Conflation markers carry the normalized symbol; snapshot_event takes either form.
+    emitter = Emitter(lambda s: holder[0].snapshot_event(s, "conflated"), now=time.time)
+    queue = emitter.subscribe("slow", capacity)
+    reconciler = Reconciler(
+        markets=markets, publish=emitter.publish, request=requests.append, wall_clock=time.time
+    )
     holder.append(reconciler)
     consumer = _SlowConsumer()
     marks: list[tuple[str, int, int]] = []
@@ -107,27 +141,26 @@ async def _run(frames: int, seed: int, capacity: int) -> dict[str, Any]:
     started = time.perf_counter()
 
     async def produce() -> None:
-        await reconciler.handle(StreamStarted(symbol, 1))
+        reconciler.handle(StreamStarted(symbol, 1))
         snapshot = decode_depth_snapshot(gen.snapshot_json(), symbol)
-        await reconciler.handle(SnapshotReady(symbol, snapshot, "initial", time.time()))
+        reconciler.handle(SnapshotReady(symbol, snapshot, "initial", time.time()))
+        on_frames = reconciler.on_frames
         quarter = frames // 4
         done = 0
         next_mark = quarter
         stream = gen.frames(frames)
         while done < frames:
             chunk = [next(stream) for _ in range(min(BATCH, frames - done))]
-            decoded: list[DepthEvent | TradeEvent] = []
-            for raw in chunk:
-                data = decode_ws_frame(raw).data
-                if isinstance(data, DepthEvent | TradeEvent):
-                    decoded.append(data)
-            await reconciler.handle(FrameBatch(symbol, 1, decoded, time.time()))
+            decoded, errors = decode_read(symbol, chunk)
+            if errors:
+                raise BenchmarkFailure(f"memory run: undecodable frames {errors[:2]}")
+            on_frames(symbol, 1, decoded, time.time())
             done += len(chunk)
             if done >= next_mark:
                 marks.append((f"{round(100 * done / frames)}%", done, rss_kib()))
                 next_mark += quarter
             await trio.lowlevel.checkpoint()
-        queue.close()
+        emitter.close()
 
     async def consume() -> None:
         while True:
@@ -136,7 +169,7 @@ async def _run(frames: int, seed: int, capacity: int) -> dict[str, Any]:
             except trio.EndOfChannel:
                 return
             consumer.take(event)
-            # Slow: one event per scheduling round against a producer's batch per round.
+            # Slow: one event per scheduling round against a producer's read per round.
             await trio.lowlevel.checkpoint()
 
     async with trio.open_nursery() as nursery:
@@ -146,13 +179,33 @@ async def _run(frames: int, seed: int, capacity: int) -> dict[str, Any]:
     truth = gen.truth()
     check_book("memory run (consumer's book)", *consumer.book.as_dicts(), truth.bids, truth.asks)
     problems = []
-    if consumer.trades != truth.trade_frames or consumer.trade_order_errors:
+    dropped = sum(queue.dropped_trades.values())
+    if consumer.trade_order_errors or consumer.unreported_gaps:
         problems.append(
-            f"trades {consumer.trades}/{truth.trade_frames}, "
-            f"{consumer.trade_order_errors} out of order"
+            f"{consumer.trade_order_errors} trades out of order, "
+            f"{consumer.unreported_gaps} jumps in trade ids not reported"
         )
+    if consumer.trades + consumer.reported_dropped != truth.trade_frames:
+        problems.append(
+            f"trades {consumer.trades} received + {consumer.reported_dropped} reported dropped "
+            f"!= {truth.trade_frames} in the stream"
+        )
+    if consumer.reported_dropped != dropped:
+        problems.append(f"{consumer.reported_dropped} drops reported in-band, {dropped} counted")
+    if consumer.book_gaps:
+        problems.append(f"{consumer.book_gaps} deltas did not follow the consumer's book")
     if consumer.last_update_id != truth.last_update_id:
         problems.append(f"consumer ended at {consumer.last_update_id}, not {truth.last_update_id}")
+    if (
+        truth.last_trade_id is not None
+        and consumer.last_trade_id != truth.last_trade_id
+        # drop_newest: the last trades may be the dropped ones, but then a report says so.
+        and consumer.reported_through != truth.last_trade_id
+    ):
+        problems.append(
+            f"last trade {consumer.last_trade_id}, not {truth.last_trade_id}, "
+            f"and not reported dropped (reported through {consumer.reported_through})"
+        )
     conflated = sum(queue.conflated.values())
     if not conflated:
         problems.append("nothing was conflated: the consumer was not slow")
@@ -170,10 +223,13 @@ async def _run(frames: int, seed: int, capacity: int) -> dict[str, Any]:
         "events": consumer.events,
         "deltas": consumer.deltas,
         "snapshots": consumer.snapshots,
+        "conflated_snapshots": consumer.conflated_snapshots,
         "trades": consumer.trades,
+        "trade_frames": truth.trade_frames,
+        "dropped_trades": dropped,
+        "overflow_reports": consumer.overflow_reports,
         "conflated": conflated,
         "max_depth": queue.max_depth,
-        "blocked": queue.blocked,
         "statuses": [s.kind.value for s in consumer.statuses],
     }
 

@@ -95,17 +95,17 @@ ground-truth book; every path's final book is checked against it (a wrong answer
                 us["rec_none"] - us["sync"],
             ),
             (
-                "`EventQueue.put_many` + consumer `get_batch_nowait`",
+                "`Emitter.publish` → `Subscription.offer_many` + consumer `get_batch_nowait`",
                 us["rec_queue"] - us["rec_none"],
             ),
-            ("batch building (`FrameBatch`, `time.time`) and noise", residual),
+            ("per-read calls (`on_frames`, `time.time`) and noise", residual),
         ]
         stages = "\n".join(
             f"| {label} | {value:.2f} | {100 * value / us['ours']:.0f}% |" for label, value in parts
         )
         ours_label = (
-            "**ours**: decode → `Reconciler` (gap check, book, event) → `EventQueue` → "
-            "consumer reading a list per call (`feed.batches()`), 64 frames a read"
+            "**ours**: decode → `Reconciler.on_frames` (gap check, book, event) → `Emitter` → "
+            "`Subscription` → consumer reading a list per call (`feed.batches()`), 64 frames a read"
         )
         n = max(reps.values())
         self.section(
@@ -150,7 +150,7 @@ ground truth too); the differences between cumulative stages attribute the cost.
             "Per-frame latency of the hot path",
             f"""
 A separate pass over the same frames, `time.perf_counter_ns` around each frame's processing. Ours:
-decode → one-frame `FrameBatch` → `Reconciler.handle` → `EventQueue` → consumer drained (one
+decode → one-frame `Reconciler.on_frames` → `Emitter` → `Subscription` → consumer drained (one
 frame per read, so per-read overhead is included in every frame). ccxt.pro: `Client.handle_message`.
 GC stays enabled; p99.9 shows collector pauses.
 
@@ -189,13 +189,19 @@ use the stage table above for proportions):
         self.section(
             "Memory: RSS with a slow consumer",
             f"""
-{result["frames"]:,} frames through our path (own process, frames generated lazily) into an
-`EventQueue` of capacity {result["capacity"]} under the default policy, read by a consumer that
-takes one event per scheduling round while the producer handles 64 frames per round. The consumer
-rebuilds the book from what it receives: it ended on the ground-truth book and received every
-trade in id order ({result["trades"]:,}); {result["conflated"]:,} book events were conflated into
-{result["snapshots"]:,} snapshots; the producer waited {result["blocked"]:,} times for room for a
-trade; the queue peaked at {result["max_depth"]} entries. {result["seconds"]:.1f} s.
+{result["frames"]:,} frames through our path (own process, frames generated lazily):
+`Reconciler.on_frames` publishing through the `Emitter` into one `Subscription` of capacity
+{result["capacity"]} under the default policy (books conflate past half the bound, trades past the
+bound are dropped and reported in-band; nothing waits), read by a consumer that takes one event per
+scheduling round while the producer handles 64 frames per round. The consumer rebuilds the book from
+what it receives and ended on the ground-truth book (after its last conflated snapshot and the
+deltas after it); {result["conflated"]:,} book events were conflated into
+{result.get("conflated_snapshots", result["snapshots"]):,} snapshots. It received
+{result["trades"]:,} of {result.get("trade_frames", result["trades"]):,} trades in id order; the
+{result.get("dropped_trades", 0):,} dropped were announced by
+{result.get("overflow_reports", 0):,} `consumer_overflow` status events before the next trade it
+received (received + reported = every trade). The queue peaked at {result["max_depth"]} entries.
+{result["seconds"]:.1f} s.
 
 | point | frames | RSS MiB |
 |---|---:|---:|
