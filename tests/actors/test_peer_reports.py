@@ -143,3 +143,52 @@ async def test_a_silent_websocket_at_startup_is_reported_as_the_websocket(
     message = str(caught.value)
     assert "no WebSocket connection to ws://sim.invalid came up within 5 s" in message, message
     assert "markets loaded from http://sim.invalid" in message
+
+
+async def test_a_failing_silence_check_is_not_a_websocket_failure(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Issue 11 point 9: the old reader awaited REST for its silence check, so a REST failure
+    there counted as a WebSocket failure and reconnected a healthy, quiet stream. Now the check
+    runs beside the reader and a REST failure says nothing about the WebSocket."""
+    from backpack_actors.feed import open_feed
+    from backpack_actors.testing import SimRestClient
+
+    exchange = SimExchange(seed=73, markets=["BTC_USDC"], config=SimConfig(rate=50))
+    config = FeedConfig.from_kwargs(
+        symbols=["BTC-USDC"],
+        rest_url="http://sim.invalid",
+        ws_url="ws://sim.invalid",
+        snapshot_interval=0,
+        stale_timeout=5,
+    )
+    kinds: list[StatusKind] = []
+    with trio.fail_after(300):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(exchange.run)
+            async with open_feed(
+                config,
+                rest_client=SimRestClient(exchange),
+                ws_connect=sim_memory_connector(exchange),
+            ) as feed:
+                async for event in feed:
+                    if getattr(event, "kind", None) is StatusKind.BOOK_READY:
+                        break
+                # A quiet market, and every REST call fails while it is quiet.
+                exchange.pause()
+                exchange.faults.http_5xx(count=1000, status=503)
+                calls = feed.rest.stats.calls
+                await trio.sleep(60)  # twelve stale periods of silence
+                checks = feed.rest.stats.calls - calls
+                failed = feed.rest.stats.server_errors
+                exchange.faults.http_5xx(count=0)
+                while (event := feed.queue.get_nowait()) is not None:  # type: ignore[union-attr]
+                    kinds.append(getattr(event, "kind", None))  # type: ignore[arg-type]
+                stats = feed.statistics()
+            nursery.cancel_scope.cancel()
+    assert checks > 0, "the silence checks did ask REST"
+    assert failed > 0, "and REST failed them"
+    (connection,) = stats["connections"]
+    assert connection["reconnects"] == 0, connection
+    assert StatusKind.RECONNECTING not in kinds
+    assert StatusKind.STALE not in kinds
