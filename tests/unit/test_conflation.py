@@ -1,4 +1,5 @@
-"""The consumer-queue policy: trades lossless, books conflated to the latest state, all counted."""
+"""One subscriber's queue policy: books conflate, trades are lossless up to the bound and then
+dropped with an in-band report, nothing ever waits."""
 
 from __future__ import annotations
 
@@ -7,8 +8,16 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backpack_actors.core.conflation import ConflatingQueue
-from backpack_actors.core.events import BookDelta, BookSnapshot, Event, Side, Trade
+from backpack_actors.core.conflation import SubscriberQueue
+from backpack_actors.core.events import (
+    BookDelta,
+    BookSnapshot,
+    Event,
+    Side,
+    StatusEvent,
+    StatusKind,
+    Trade,
+)
 
 
 def _trade(i: int, symbol: str = "BTC-USDC") -> Trade:
@@ -61,34 +70,48 @@ class _Books:
         )
 
 
-def test_trades_refused_when_full_books_conflated_into_one_snapshot() -> None:
+def test_books_conflate_at_half_capacity_into_one_current_snapshot() -> None:
     books = _Books()
-    q = ConflatingQueue(3, books.snapshot_of)
-    for event in (_trade(1), _trade(2), _delta(10)):
-        assert q.offer(event)
-    assert not q.offer(_trade(3)), "a full queue must make a lossless producer wait"
+    q = SubscriberQueue(4, books.snapshot_of)
+    q.offer(_trade(1))
+    q.offer(_delta(10))
+    books.last["BTC-USDC"] = 10
     for u in range(11, 21):
         books.last["BTC-USDC"] = u
-        assert q.offer(_delta(u)), "book events never block the producer"
-    assert len(q) == 4, "one marker for the conflated symbol, nothing more"
+        q.offer(_delta(u))
     assert q.conflated == {"BTC-USDC": 10}
-    out = [q.pop() for _ in range(4)]
-    assert [type(e).__name__ for e in out] == ["Trade", "Trade", "BookDelta", "BookSnapshot"]
-    last = out[-1]
-    assert isinstance(last, BookSnapshot)
-    assert last.update_id == 20
-    assert last.reason == "conflated"
-    assert last.raw_bids == (("20", "1"),)
-    assert last.bids == ((Decimal(20), Decimal(1)),)
-    assert q.pop() is None
+    q.offer(_trade(2))  # trades keep the other half of the queue
+    out = q.pop_many(10)
+    assert [type(e).__name__ for e in out] == ["Trade", "BookDelta", "BookSnapshot", "Trade"]
+    snapshot = out[2]
+    assert isinstance(snapshot, BookSnapshot)
+    assert (snapshot.update_id, snapshot.reason) == (20, "conflated")
+    assert snapshot.bids == ((Decimal(20), Decimal(1)),)
     books.last["BTC-USDC"] = 21
-    assert q.offer(_delta(21))
-    assert isinstance(q.pop(), BookDelta), "after the marker, deltas flow"
+    q.offer(_delta(21))
+    assert isinstance(q.pop(), BookDelta), "after the marker, deltas flow again"
+
+
+def test_trades_past_the_bound_are_dropped_and_reported_as_one_range() -> None:
+    q = SubscriberQueue(3, _Books().snapshot_of)
+    for i in range(1, 9):
+        q.offer(_trade(i))
+    out = q.pop_many(10)
+    assert [e.trade_id for e in out if isinstance(e, Trade)] == [1, 2, 3]
+    (report,) = [e for e in out if isinstance(e, StatusEvent)]
+    assert report.kind is StatusKind.CONSUMER_OVERFLOW
+    assert report.counts["dropped_trades"] == 5
+    assert (report.counts["first_dropped_trade_id"], report.counts["last_dropped_trade_id"]) == (
+        4,
+        8,
+    )
+    q.offer(_trade(9))
+    assert [e.trade_id for e in q.pop_many(10) if isinstance(e, Trade)] == [9]
 
 
 def test_marker_of_a_resyncing_symbol_yields_nothing() -> None:
     books = _Books()
-    q = ConflatingQueue(1, books.snapshot_of)
+    q = SubscriberQueue(2, books.snapshot_of)
     q.offer(_trade(1))
     q.offer(_delta(5, "ETH-USDC"))
     assert isinstance(q.pop(), Trade)
@@ -96,55 +119,61 @@ def test_marker_of_a_resyncing_symbol_yields_nothing() -> None:
 
 
 @given(
-    st.lists(st.tuples(st.sampled_from(["t", "d"]), st.sampled_from(["A", "B"])), max_size=200),
+    st.lists(
+        st.tuples(st.sampled_from(["t", "d", "r"]), st.sampled_from(["A", "B"])), max_size=200
+    ),
     st.integers(1, 8),
+    st.sampled_from(["drop_newest", "drop_oldest"]),
 )
-def test_no_trade_lost_and_books_end_current(ops: list[tuple[str, str]], capacity: int) -> None:
+def test_every_trade_delivered_or_reported_and_books_end_current(
+    ops: list[tuple[str, str]], capacity: int, policy: str
+) -> None:
+    """Any interleaving of offers and reads: each trade is delivered once or named in exactly
+    one consumer_overflow range, in order per symbol, the queue stays bounded, and every
+    symbol's last delivered book state is its current one."""
     books = _Books()
-    q = ConflatingQueue(capacity, books.snapshot_of)
-    sent: list[int] = []
-    got_trades: list[int] = []
+    q = SubscriberQueue(capacity, books.snapshot_of, trade_policy=policy)  # type: ignore[arg-type]
+    sent: dict[str, list[int]] = {}
+    got: dict[str, list[int]] = {}
+    reported: dict[str, list[int]] = {}
     last_book: dict[str, int] = {}
-    for n, (kind, sym) in enumerate(ops, start=1):
-        if kind == "t":
-            while not q.offer(_trade(n, sym)):
-                event = q.pop()
-                assert event is not None
-                if isinstance(event, Trade):
-                    got_trades.append(event.trade_id)
-                elif isinstance(event, BookDelta | BookSnapshot):
-                    last_book[event.symbol] = (
-                        event.last_update_id if isinstance(event, BookDelta) else event.update_id
-                    )
-            sent.append(n)
-        else:
-            books.last[sym] = n
-            assert q.offer(_delta(n, sym))
-        assert len(q) <= capacity + 2
-    while (event := q.pop()) is not None:
+
+    def take(event: Event) -> None:
         if isinstance(event, Trade):
-            got_trades.append(event.trade_id)
+            got.setdefault(event.symbol, []).append(event.trade_id)
+        elif isinstance(event, StatusEvent):
+            assert event.kind is StatusKind.CONSUMER_OVERFLOW
+            first = event.counts["first_dropped_trade_id"]
+            last = event.counts["last_dropped_trade_id"]
+            span = [i for i in sent[event.symbol] if first <= i <= last]
+            assert len(span) == event.counts["dropped_trades"], "one contiguous range"
+            reported.setdefault(event.symbol, []).extend(span)
         elif isinstance(event, BookDelta):
             last_book[event.symbol] = event.last_update_id
         else:
-            assert isinstance(event, BookSnapshot), event
+            assert isinstance(event, BookSnapshot)
             last_book[event.symbol] = event.update_id
-    assert got_trades == sent, "trades are lossless and in order"
+
+    for n, (kind, sym) in enumerate(ops, start=1):
+        if kind == "t":
+            sent.setdefault(sym, []).append(n)
+            q.offer(_trade(n, sym))
+        elif kind == "d":
+            books.last[sym] = n
+            q.offer(_delta(n, sym))
+        elif (event := q.pop()) is not None:
+            take(event)
+        assert len(q) <= capacity + q.status_limit + 4
+    while (event := q.pop()) is not None:
+        take(event)
+    for sym, ids in sent.items():
+        delivered, lost = got.get(sym, []), reported.get(sym, [])
+        assert sorted(delivered + lost) == ids, "each trade delivered or reported, once"
+        assert delivered == sorted(delivered), "delivered trades keep their order"
     assert last_book == books.last, "every symbol's last delivered book state is its current one"
 
 
-def test_book_policy_block_makes_books_wait_like_trades() -> None:
-    books = _Books()
-    q = ConflatingQueue(2, books.snapshot_of, conflate_books=False)
-    assert q.offer(_delta(1))
-    assert q.offer(_delta(2))
-    assert not q.offer(_delta(3)), "with books lossless, a full queue makes the producer wait"
-    assert q.conflated == {}
-    assert isinstance(q.pop(), BookDelta)
-    assert q.offer(_delta(3))
-
-
-def _drain_one_by_one(q: ConflatingQueue) -> list[Event]:
+def _drain_one_by_one(q: SubscriberQueue) -> list[Event]:
     out: list[Event] = []
     while (event := q.pop()) is not None:
         out.append(event)
@@ -154,7 +183,7 @@ def _drain_one_by_one(q: ConflatingQueue) -> list[Event]:
 OPS = st.lists(st.tuples(st.sampled_from(["t", "d"]), st.sampled_from(["A", "B"])), max_size=60)
 
 
-def _fill(q: ConflatingQueue, books: _Books, ops: list[tuple[str, str]]) -> None:
+def _fill(q: SubscriberQueue, books: _Books, ops: list[tuple[str, str]]) -> None:
     for n, (kind, sym) in enumerate(ops, start=1):
         if kind == "t":
             q.offer(_trade(n, sym))
@@ -168,8 +197,8 @@ def test_pop_many_gives_what_pop_gives(
     ops: list[tuple[str, str]], capacity: int, limit: int
 ) -> None:
     one_books, many_books = _Books(), _Books()
-    one = ConflatingQueue(capacity, one_books.snapshot_of)
-    many = ConflatingQueue(capacity, many_books.snapshot_of)
+    one = SubscriberQueue(capacity, one_books.snapshot_of)
+    many = SubscriberQueue(capacity, many_books.snapshot_of)
     _fill(one, one_books, ops)
     _fill(many, many_books, ops)
     expected = _drain_one_by_one(one)
@@ -182,21 +211,18 @@ def test_pop_many_gives_what_pop_gives(
 
 
 @given(OPS, st.lists(st.sampled_from(["t", "d"]), max_size=6), st.integers(1, 8))
-def test_extend_if_room_is_offering_one_by_one_or_nothing(
+def test_offer_many_is_offering_one_by_one(
     ops: list[tuple[str, str]], batch_kinds: list[str], capacity: int
 ) -> None:
     books = _Books()
-    q = ConflatingQueue(capacity, books.snapshot_of)
+    q = SubscriberQueue(capacity, books.snapshot_of)
+    reference = SubscriberQueue(capacity, books.snapshot_of)
     _fill(q, books, ops)
+    _fill(reference, books, ops)
     batch: list[Event] = [
         _trade(1000 + i) if kind == "t" else _delta(1000 + i) for i, kind in enumerate(batch_kinds)
     ]
-    reference = ConflatingQueue(capacity, books.snapshot_of)
-    _fill(reference, books, ops)
-    before = len(q)
-    if q.extend_if_room(batch):
-        assert all(reference.offer(event) for event in batch)
-        assert _drain_one_by_one(q) == _drain_one_by_one(reference)
-    else:
-        assert len(q) == before, "refused: nothing queued"
-        assert q.conflated or before + len(batch) > capacity
+    q.offer_many(batch)
+    for event in batch:
+        reference.offer(event)
+    assert _drain_one_by_one(q) == _drain_one_by_one(reference)
