@@ -6,8 +6,8 @@ waits and never fails; what a full queue does instead is the written policy belo
 - **Books conflate.** Once the queue is half full, a book event (snapshot or delta) of a symbol
   queues a marker for that symbol and every later book event of the symbol is absorbed (counted)
   until the reader reaches the marker; the marker then becomes one
-  ``BookSnapshot(reason="conflated")`` of the symbol's book *at that moment*, built by a callback from the reconciler's book. The emitter
-  publishes synchronously after the reconciler applied a message, so that book always equals what
+  ``BookSnapshot(reason="conflated")`` of the symbol's book *at that moment*, built by a callback
+  from the reconciler's book. The emitter publishes synchronously after the reconciler applied a message, so that book always equals what
   the published events so far add up to: no delta that follows can be one the snapshot already
   contains. A symbol that is resyncing has no book to give; its marker is dropped (its next
   published snapshot carries the book).
