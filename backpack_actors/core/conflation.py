@@ -7,10 +7,10 @@ waits and never fails; what a full queue does instead is the written policy belo
   queues a marker for that symbol and every later book event of the symbol is absorbed (counted)
   until the reader reaches the marker; the marker then becomes one
   ``BookSnapshot(reason="conflated")`` of the symbol's book *at that moment*, built by a callback
-  from the reconciler's book. The emitter publishes synchronously after the reconciler applied a message, so that book always equals what
-  the published events so far add up to: no delta that follows can be one the snapshot already
-  contains. A symbol that is resyncing has no book to give; its marker is dropped (its next
-  published snapshot carries the book).
+  from the reconciler's book. The emitter publishes synchronously after the reconciler applied a
+  message, so that book always equals what the published events so far add up to: no delta that
+  follows can be one the snapshot already contains. A symbol that is resyncing has no book to
+  give; its marker is dropped (its next published snapshot carries the book).
 - **Trades are lossless up to the bound.** Past it, ``drop_newest`` (the default) drops the
   arriving trade, ``drop_oldest`` drops the oldest queued *trade* (never a book or status event).
   With ``drop_newest`` every later trade of that symbol is dropped too until the reader reaches
