@@ -37,9 +37,12 @@ def _gap_then_429(faults: Faults, symbols: int) -> None:
 
 
 def _ws_outage(faults: Faults, symbols: int) -> None:
-    # Enough refused handshakes that every stream exhausts max_ws_failures and degrades.
-    faults.refuse_handshake(count=8 * symbols)
-    faults.disconnect_after(frames=1, connections=symbols)
+    # Per connection (the demo's markets share connections of up to 50): the drop and two
+    # refused handshakes are max_ws_failures (3 with --faults) failures in a row; the next probe
+    # finds the WebSocket healthy again, during the quiet steps that follow in FAULT_CYCLE.
+    connections = -(-symbols // 50)
+    faults.refuse_handshake(count=2 * connections)
+    faults.disconnect_after(frames=1, connections=connections)
 
 
 FAULT_CYCLE: tuple[tuple[str, Callable[[Faults, int], None]], ...] = (
@@ -50,6 +53,10 @@ FAULT_CYCLE: tuple[tuple[str, Callable[[Faults, int], None]], ...] = (
     ("server disconnect", lambda f, n: f.disconnect_after(frames=5, connections=n)),
     ("stall every stream 2 s", lambda f, n: f.stall(seconds=2.0)),
     ("WebSocket outage (REST-only fallback, later recovery)", _ws_outage),
+    # Quiet steps: the promotion probe needs a few seconds of clean frames to move back to
+    # WebSocket (it refuses gaps and bad frames, which the steps above inject).
+    ("", lambda f, n: None),
+    ("", lambda f, n: None),
 )
 """The ``--faults`` schedule: (description, arm(faults, symbol_count))."""
 
@@ -97,7 +104,7 @@ async def run_fault_schedule(
             for description, arm in itertools.cycle(FAULT_CYCLE):
                 await trio.sleep(interval)
                 arm(faults, symbols)
-                if report is not None:
+                if report is not None and description:
                     print(f"demo: injecting fault: {description}", file=report, flush=True)
 
 
