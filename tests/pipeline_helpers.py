@@ -9,6 +9,7 @@ from backpack_actors.core.events import (
     BookDelta,
     BookSnapshot,
     Event,
+    ProtocolErrorEvent,
     StatusEvent,
     StatusKind,
     Trade,
@@ -25,6 +26,8 @@ class ConsumerBooks:
         self.statuses: list[StatusEvent] = []
         self.snapshots: dict[str, int] = {}
         self.deltas: dict[str, int] = {}
+        # Protocol-error events, as delivered (tests inspect them).
+        self.events: list[Event] = []
         self.trade_ids: dict[str, set[int]] = {}
         self.newest_trade: dict[str, int] = {}
         # Trade ids a subscriber may miss, each announced: gaps (TRADE_GAP, whose backfilled
@@ -34,6 +37,8 @@ class ConsumerBooks:
         self.dropped: dict[str, int] = {}
 
     def apply(self, event: Event) -> None:
+        if isinstance(event, ProtocolErrorEvent):
+            self.events.append(event)
         sym = getattr(event, "exchange_symbol", None)
         if isinstance(event, BookSnapshot):
             assert sym is not None
@@ -139,6 +144,7 @@ async def run_pipeline(
     deltas_after: int = 500,
     symbols: tuple[str, ...] = ("BTC_USDC", "ETH_USDC"),
     limit: float = 300.0,
+    ws_connect: object = None,
 ) -> tuple[ConsumerBooks, dict[str, object]]:
     """Run the in-memory pipeline; call ``after_ready(exchange)`` once every book is ready, then
     stop once every symbol has ``deltas_after`` more deltas. Returns the consumer and statistics."""
@@ -158,7 +164,7 @@ async def run_pipeline(
             async with open_feed(
                 config,  # type: ignore[arg-type]
                 rest_client=SimRestClient(exchange),
-                ws_connect=sim_memory_connector(exchange),
+                ws_connect=ws_connect or sim_memory_connector(exchange),  # type: ignore[arg-type]
             ) as feed:
                 async for event in feed:
                     consumer.apply(event)

@@ -13,7 +13,7 @@ listing that leaves no symbol at all, which ends it with :class:`NoSymbolsLeftEr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -128,7 +128,3 @@ class MetadataActor:
             raise NoSymbolsLeftError(
                 "every symbol of the feed was delisted; nothing is left to stream"
             )
-
-
-def exchange_ids(markets: Iterable[MarketInfo]) -> list[str]:
-    return [m.exchange_id for m in markets]

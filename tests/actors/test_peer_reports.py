@@ -61,23 +61,11 @@ async def test_a_framing_violation_is_reported_and_the_connection_replaced(
         ws_url="ws://sim.invalid",
         snapshot_interval=0,
     )
-    errors: list[ProtocolErrorEvent] = []
-
-    from tests import pipeline_helpers
-
-    original = pipeline_helpers.ConsumerBooks.apply
-
-    def apply(self: Any, event: Any) -> None:
-        if isinstance(event, ProtocolErrorEvent):
-            errors.append(event)
-        original(self, event)
-
-    pipeline_helpers.ConsumerBooks.apply = apply  # type: ignore[method-assign]
-    try:
-        with trio.fail_after(300):
-            consumer, stats = await _run(exchange, config)
-    finally:
-        pipeline_helpers.ConsumerBooks.apply = original  # type: ignore[method-assign]
+    with trio.fail_after(300):
+        consumer, stats = await run_pipeline(
+            exchange, config, deltas_after=300, ws_connect=breaking_connector(exchange)
+        )
+    errors = [e for e in consumer.events if isinstance(e, ProtocolErrorEvent)]
     (error,) = errors
     assert "framing violation" in error.reason
     assert "masked a frame" in error.reason
@@ -88,18 +76,6 @@ async def test_a_framing_violation_is_reported_and_the_connection_replaced(
     assert kinds.count(StatusKind.RECONNECTING) == 2, "both markets of the connection are told"
     for symbol in ("BTC_USDC", "ETH_USDC"):
         assert_matches_truth(consumer, exchange, symbol)
-
-
-async def _run(exchange: SimExchange, config: FeedConfig) -> tuple[Any, Any]:
-    # run_pipeline with the breaking connector (it takes the connector from testing).
-    import backpack_actors.testing as testing
-
-    saved = testing.sim_memory_connector
-    testing.sim_memory_connector = breaking_connector  # type: ignore[assignment]
-    try:
-        return await run_pipeline(exchange, config, deltas_after=300)
-    finally:
-        testing.sim_memory_connector = saved
 
 
 async def test_a_silent_websocket_at_startup_is_reported_as_the_websocket(
