@@ -65,8 +65,9 @@ class _Symbol:
 
     def __init__(self, info: MarketInfo) -> None:
         self.info = info
-        self.book: bsync.BookSync[DepthEvent] = bsync.BookSync(info.exchange_id)
-        self.trades = tsync.TradeSync(info.exchange_id)
+        bounds = info.bounds
+        self.book: bsync.BookSync[DepthEvent] = bsync.BookSync(info.exchange_id, bounds=bounds)
+        self.trades = tsync.TradeSync(info.exchange_id, bounds=bounds)
         self.mode = "ws"
         # REST-only: whether a trade poll was answered yet (the first answer is history).
         self.polled = False

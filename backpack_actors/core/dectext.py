@@ -18,10 +18,16 @@ parsed at all. Real prices and sizes are nowhere near: ticks and steps are ``1e-
 and quantities below ``1e15``, so the bounds refuse only hostile or broken input. Plain text of
 at most :data:`MAX_PLAIN` characters is always inside them (40 characters hold at most 40 digits,
 39 decimal places and 40 integer digits), which keeps the fast path to one length comparison.
+
+:class:`MarketBounds` narrows these to one market (docs/protocol.md §1.7): a price may have at most
+the tick size's decimal places plus :data:`PLACES_SLACK` and at most :data:`PRICE_INTEGER_DIGITS`
+integer digits, a size likewise from the step size and :data:`SIZE_INTEGER_DIGITS`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
@@ -31,6 +37,10 @@ __all__ = [
     "MAX_PLAIN",
     "MAX_TEXT",
     "MIN_EXPONENT",
+    "PLACES_SLACK",
+    "PRICE_INTEGER_DIGITS",
+    "SIZE_INTEGER_DIGITS",
+    "MarketBounds",
     "RawLevel",
     "bounds_problem",
     "decimal_text",
@@ -187,3 +197,134 @@ def _describe(value: Decimal) -> str:
     # str() of an unbounded Decimal is short unless its coefficient is long: cut it.
     text = str(value)
     return text if len(text) <= 60 else text[:30] + "…" + text[-20:]
+
+
+PLACES_SLACK: Final = 8
+"""Decimal places a market's prices (sizes) may have beyond its tick (step) size.
+
+Depth and trades have only been seen at the tick's scale or shorter, but whether the exchange can
+send more places (after a tick change, or as kline values do, ``"3680.520000000"`` on a 0.01-tick
+market) is uncertain (docs/protocol.md §1.7), so a margin is allowed.
+"""
+PRICE_INTEGER_DIGITS: Final = 12
+"""Integer digits a price may have (below a trillion; raised for a tick near that size)."""
+SIZE_INTEGER_DIGITS: Final = 15
+"""Integer digits a size may have (below 1e15; raised for a step near that size)."""
+
+
+def _places_and_integer_digits(increment: Decimal, what: str) -> tuple[int, int]:
+    # The fewest decimal places and integer digits that write the increment (0.010 -> 2, 0).
+    if not increment.is_finite() or increment <= _ZERO:
+        raise ValueError(f"{what} {_describe(increment)} is not a finite decimal > 0")
+    problem = bounds_problem(increment)
+    if problem is not None:
+        raise ValueError(f"{what} {_describe(increment)} is out of bounds: {problem}")
+    _, digits, exponent = increment.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    count = len(digits)
+    while count > 1 and digits[count - 1] == 0 and exponent < 0:
+        count -= 1
+        exponent += 1
+    return max(0, -exponent), max(0, count + exponent)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketBounds:
+    """One market's bounds for price and size text (see the module docstring).
+
+    Build it with :meth:`for_increments`. ``*_fast`` is the longest text that needs no closer look:
+    text of at most that length without an exponent cannot exceed either bound.
+    """
+
+    price_places: int
+    price_digits: int
+    size_places: int
+    size_digits: int
+    price_fast: int
+    size_fast: int
+
+    @classmethod
+    def for_increments(cls, tick_size: Decimal, step_size: Decimal) -> MarketBounds:
+        """The bounds of a market with this tick and step size (``ValueError`` if unbounded)."""
+        tick_places, tick_digits = _places_and_integer_digits(tick_size, "tick size")
+        step_places, step_digits = _places_and_integer_digits(step_size, "step size")
+        # Never wider than the global bounds (at most 40 places, values below 1e41).
+        price_places = min(tick_places + PLACES_SLACK, -MIN_EXPONENT)
+        size_places = min(step_places + PLACES_SLACK, -MIN_EXPONENT)
+        # A price of at least 100 ticks always fits, however coarse the tick.
+        price_digits = min(max(PRICE_INTEGER_DIGITS, tick_digits + 2), MAX_ADJUSTED + 1)
+        size_digits = min(max(SIZE_INTEGER_DIGITS, step_digits + 2), MAX_ADJUSTED + 1)
+        return cls(
+            price_places,
+            price_digits,
+            size_places,
+            size_digits,
+            # Without an exponent, text of n characters has at most n - 1 places and n digits.
+            min(price_places + 1, price_digits),
+            min(size_places + 1, size_digits),
+        )
+
+    def price_problem(self, text: str | Decimal) -> str | None:
+        """Why ``text`` is no valid price of this market, or None."""
+        return _market_problem(text, "price", self.price_places, self.price_digits)
+
+    def size_problem(self, text: str | Decimal) -> str | None:
+        """Why ``text`` is no valid size of this market, or None."""
+        return _market_problem(text, "size", self.size_places, self.size_digits)
+
+    def levels_problem(self, levels: Iterable[tuple[str | Decimal, str | Decimal]]) -> str | None:
+        """Why one of ``levels`` is outside this market's bounds, or None.
+
+        Short text without an exponent is passed without a closer look (it cannot be outside the
+        bounds), so the caller must still check that it is a number, as ``OrderBook`` does; all
+        other text, and every ``Decimal``, gets the full check of :meth:`price_problem` and
+        :meth:`size_problem`.
+        """
+        price_fast = self.price_fast
+        size_fast = self.size_fast
+        for price, size in levels:
+            try:
+                if (
+                    len(price) <= price_fast  # type: ignore[arg-type]
+                    and len(size) <= size_fast  # type: ignore[arg-type]
+                    and "e" not in price  # type: ignore[operator]
+                    and "E" not in price  # type: ignore[operator]
+                    and "e" not in size  # type: ignore[operator]
+                    and "E" not in size  # type: ignore[operator]
+                ):
+                    continue
+            except TypeError:
+                # A Decimal level (REST snapshots): the full check below.
+                pass
+            problem = self.price_problem(price) or self.size_problem(size)
+            if problem is not None:
+                return problem
+        return None
+
+
+def _market_problem(value: str | Decimal, what: str, places: int, digits: int) -> str | None:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return f"{what} {value} is not a finite decimal"
+        # O(1) first: a huge exponent is refused before str() looks at the coefficient.
+        adjusted = value.adjusted()
+        if not -places <= adjusted < digits:
+            return f"{what} {_describe(value)} is outside the market's bounds: {adjusted=}"
+        text = str(value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        return f"{what} {value!r:.60} is not decimal text"
+    try:
+        number = parse_price(text) if what == "price" else parse_size(text)
+    except ValueError as exc:
+        return str(exc)
+    exponent = number.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    if -exponent > places:
+        return (
+            f"{what} {text!r:.60} has {-exponent} decimal places, more than the market's {places}"
+        )
+    if number.adjusted() >= digits:
+        return f"{what} {text!r:.60} has more than the market's {digits} integer digits"
+    return None

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from backpack_actors.core.dectext import MarketBounds
 from backpack_actors.errors import ProtocolError, UnknownSymbolError, echo
 
 __all__ = [
@@ -85,6 +86,11 @@ class MarketInfo:
     step_size: Decimal
     min_size: Decimal
     active: bool
+
+    @property
+    def bounds(self) -> MarketBounds:
+        """The bounds of this market's price and size text (from its tick and step size)."""
+        return MarketBounds.for_increments(self.tick_size, self.step_size)
 
 
 def _kind(value: object) -> str:

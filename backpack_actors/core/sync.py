@@ -5,6 +5,11 @@ deltas and REST snapshots and answers with small action objects that the trio sh
 (request a snapshot, publish the book or a delta, tell consumers about a gap). It never awaits,
 never reads a clock and raises nothing on bad input: every discontinuity becomes a resync of this
 symbol only, and nothing is published for it between the gap and the end of its resync.
+
+Given the market's :class:`~backpack_actors.core.dectext.MarketBounds`, every level of a delta or a
+snapshot is checked against them before the book changes: an out-of-bounds price or size makes the
+frame (or body) a protocol error (``Malformed``), counted in ``malformed`` (``snapshots_rejected``
+for a snapshot), and the book stays as it was.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Generic, Protocol, TypeVar
 import msgspec
 
 from backpack_actors.core.book import InvalidLevel, OrderBook
-from backpack_actors.core.dectext import RawLevel, is_price_text, is_size_text
+from backpack_actors.core.dectext import MarketBounds, RawLevel, is_price_text, is_size_text
 from backpack_actors.core.events import StatusKind
 
 __all__ = [
@@ -146,14 +151,32 @@ _COUNTER_NAMES = (
 )
 
 
-def delta_problem(delta: DepthDelta) -> str | None:
-    """Why ``delta`` must not be applied (``U > u`` or a bad level), or None when it is sound."""
+def delta_problem(delta: DepthDelta, bounds: MarketBounds | None = None) -> str | None:
+    """Why ``delta`` must not be applied, or None when it is sound.
+
+    ``U > u``, a level that is no number, or one outside the market's ``bounds`` (when given).
+    """
     if delta.first_update_id > delta.last_update_id:
         return f"U={delta.first_update_id} > u={delta.last_update_id}"
     for side, levels in (("ask", delta.asks), ("bid", delta.bids)):
         for price, size in levels:
             if not (is_price_text(price) and is_size_text(size)):
-                return f"bad {side} level [{price!r}, {size!r}]: need price > 0, size >= 0"
+                return f"bad {side} level [{price!r:.60}, {size!r:.60}]: need price > 0, size >= 0"
+        if bounds is not None:
+            problem = bounds.levels_problem(levels)
+            if problem is not None:
+                return f"bad {side} level: {problem}"
+    return None
+
+
+def _snapshot_problem(snapshot: DepthSnapshotLike, bounds: MarketBounds | None) -> str | None:
+    # Levels outside the market's bounds; the book checks the rest when it loads them.
+    if bounds is None:
+        return None
+    for side, levels in (("ask", snapshot.asks), ("bid", snapshot.bids)):
+        problem = bounds.levels_problem(levels)
+        if problem is not None:
+            return f"bad {side} level in snapshot {snapshot.last_update_id}: {problem}"
     return None
 
 
@@ -200,6 +223,7 @@ class BookSync(Generic[D]):
     """
 
     __slots__ = (
+        "_bounds",
         "_bridging_v",
         "_buffer",
         "_buffer_levels",
@@ -221,13 +245,20 @@ class BookSync(Generic[D]):
     )
 
     def __init__(
-        self, symbol: str, *, max_buffer: int = 10_000, max_buffer_levels: int = MAX_BUFFER_LEVELS
+        self,
+        symbol: str,
+        *,
+        max_buffer: int = 10_000,
+        max_buffer_levels: int = MAX_BUFFER_LEVELS,
+        bounds: MarketBounds | None = None,
     ) -> None:
         if max_buffer < 1:
             raise ValueError("max_buffer must be at least 1")
         if max_buffer_levels < 1:
             raise ValueError("max_buffer_levels must be at least 1")
         self.symbol = symbol
+        # The market's bounds for level text (None: only core.dectext's global ones).
+        self._bounds = bounds
         # What on_delta_fast tests in one load: LIVE, not bridging, no pending check, no run of
         # duplicates. Kept current by the setters of those four below.
         self._steady = False
@@ -356,7 +387,7 @@ class BookSync(Generic[D]):
 
     def on_delta(self, epoch: int, delta: D) -> list[Action[D]]:
         """One depth frame of connection ``epoch``; a malformed one is reported and dropped."""
-        problem = delta_problem(delta)
+        problem = delta_problem(delta, self._bounds)
         if problem is not None:
             self.counters["malformed"] += 1
             return [Malformed(self.symbol, f"depth.{self.symbol}", problem, delta)]
@@ -433,6 +464,13 @@ class BookSync(Generic[D]):
             book = self.book
             bids = delta.bids
             asks = delta.asks
+            bounds = self._bounds
+            if bounds is not None and (
+                (bids and bounds.levels_problem(bids) is not None)
+                or (asks and bounds.levels_problem(asks) is not None)
+            ):
+                # Before anything is applied: the frame is dropped, the book intact.
+                return self.on_delta(epoch, delta)
             try:
                 # OrderBook.apply, one call shallower (its sides are core-internal, like this).
                 inserted = bool(bids) and book._bids.apply(bids)
@@ -528,6 +566,10 @@ class BookSync(Generic[D]):
         if self.state is SyncState.WAITING_FOR_STREAM:
             self.counters["ignored_snapshots"] += 1
             return []
+        problem = _snapshot_problem(snapshot, self._bounds)
+        if problem is not None:
+            # A live book stays (nothing but this body showed it wrong); a fresh one is asked for.
+            return self._reject_snapshot(snapshot, problem, retry=True)
         if self.state is SyncState.LIVE:
             return self._on_live_snapshot(snapshot)
         return self._bridge(snapshot)
@@ -657,6 +699,9 @@ class BookSync(Generic[D]):
         if self.last_update_id is not None and s < self.last_update_id:
             self.counters["ignored_snapshots"] += 1
             return []
+        problem = _snapshot_problem(snapshot, self._bounds)
+        if problem is not None:
+            return self._reject_snapshot(snapshot, problem, retry=not self._ever_ready)
         candidate, problem = _snapshot_book(snapshot)
         if candidate is None:
             # Never published. Consumers keep the last good book; before there is one the

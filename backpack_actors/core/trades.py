@@ -28,6 +28,8 @@ a trade back, so nothing waits on a slow backfill and nothing is left over to dr
   bogus ids far above it do not count, so they can neither fake a reset nor hide one.
 * REST-only polling (:meth:`TradeSync.on_rest_trades`) uses the same record; polls overlap, so ids
   already emitted are skipped silently there, and resets are not detected from polls.
+* Given the market's :class:`~backpack_actors.core.dectext.MarketBounds`, a price or quantity
+  outside them (live or REST) makes that trade malformed, like text that is no number.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from backpack_actors.core.dectext import decimal_text, is_price_text, is_size_text
+from backpack_actors.core.dectext import MarketBounds, decimal_text, is_price_text, is_size_text
 from backpack_actors.core.events import Side, StatusKind
 from backpack_actors.core.sync import Malformed, Status
 
@@ -134,12 +136,20 @@ class RequestBackfill(msgspec.Struct, frozen=True, gc=False):
 TradeAction = EmitTrade | RequestBackfill | Status | Malformed
 
 
-def trade_problem(trade: LiveTrade) -> str | None:
-    """Why a live trade must not be published (bad or unbounded price or quantity text), or None."""
+def trade_problem(trade: LiveTrade, bounds: MarketBounds | None = None) -> str | None:
+    """Why a live trade must not be published, or None.
+
+    Price or quantity text that is no number, is unbounded, or lies outside the market's
+    ``bounds`` (when given).
+    """
     if not is_price_text(trade.price):
-        return f"p={trade.price!r} is not a finite decimal > 0"
+        return f"p={trade.price!r:.60} is not a finite decimal > 0"
     if not is_size_text(trade.quantity):
-        return f"q={trade.quantity!r} is not a finite decimal >= 0"
+        return f"q={trade.quantity!r:.60} is not a finite decimal >= 0"
+    if bounds is not None:
+        problem = bounds.price_problem(trade.price) or bounds.size_problem(trade.quantity)
+        if problem is not None:
+            return problem
     return None
 
 
@@ -267,8 +277,10 @@ class TradeSync:
     __slots__ = (
         "_ahead",
         "_ahead_floor",
+        "_bounds",
         "_gaps",
         "_max_gaps",
+        "_price_fast",
         "_reset_run",
         "_run_anchor",
         "_run_count",
@@ -278,6 +290,7 @@ class TradeSync:
         "_run_high",
         "_run_low",
         "_run_prev",
+        "_size_fast",
         "_unrecoverable",
         "counters",
         "epoch",
@@ -287,13 +300,22 @@ class TradeSync:
     )
 
     def __init__(
-        self, symbol: str, *, max_held: int = 10_000, reset_run: int = TRADE_RESET_RUN
+        self,
+        symbol: str,
+        *,
+        max_held: int = 10_000,
+        reset_run: int = TRADE_RESET_RUN,
+        bounds: MarketBounds | None = None,
     ) -> None:
         if max_held < 1:
             raise ValueError("max_held must be at least 1")
         if reset_run < 2:
             raise ValueError("reset_run must be at least 2")
         self.symbol = symbol
+        self._bounds = bounds
+        # Plain text up to these lengths is inside the bounds (dectext.MAX_PLAIN without any).
+        self._price_fast = 40 if bounds is None else bounds.price_fast
+        self._size_fast = 40 if bounds is None else bounds.size_fast
         self.epoch: int | None = None
         # The newest id of the sequence followed: every id up to it is emitted, reported
         # unrecoverable, or in an open gap.
@@ -382,9 +404,19 @@ class TradeSync:
         except ValueError as exc:
             problem = str(exc)
         else:
-            if is_price_text(act.price) and is_size_text(act.amount):
+            bounds = self._bounds
+            if not (is_price_text(act.price) and is_size_text(act.amount)):
+                problem = (
+                    f"p={act.price!r:.60} q={act.amount!r:.60}: "
+                    "need a finite price > 0, quantity >= 0"
+                )
+            elif bounds is None:
                 return act, None
-            problem = f"p={act.price!r} q={act.amount!r}: need a finite price > 0, quantity >= 0"
+            else:
+                found = bounds.price_problem(act.price) or bounds.size_problem(act.amount)
+                if found is None:
+                    return act, None
+                problem = found
         self.counters["malformed"] += 1
         stream = f"/api/v1/trades?symbol={self.symbol}"
         return None, Malformed(self.symbol, stream, f"trade {trade.id}: {problem}", trade)
@@ -397,7 +429,7 @@ class TradeSync:
         A malformed trade is reported and its id becomes a gap (a backfill fetches it from REST).
         """
         self.epoch = epoch
-        problem = trade_problem(trade)
+        problem = trade_problem(trade, self._bounds)
         if problem is None:
             return self._arrive(trade.trade_id, self.from_live(trade), run=True)
         self.counters["malformed"] += 1
@@ -418,13 +450,13 @@ class TradeSync:
             price = trade.price
             quantity = trade.quantity
             # core.dectext's plain-text test, inlined (length bound included): this runs for
-            # every trade.
+            # every trade. Longer text goes to on_trade for the exact check.
             if (
-                len(price) <= 40
+                len(price) <= self._price_fast
                 and price.isascii()
                 and price.replace(".", "", 1).isdigit()
                 and price.strip("0.")
-                and len(quantity) <= 40
+                and len(quantity) <= self._size_fast
                 and quantity.isascii()
                 and quantity.replace(".", "", 1).isdigit()
             ):
