@@ -1,0 +1,15 @@
+"""The Redis Streams bus: the feed's events fanned out to other processes, guarantees included.
+
+Publishers write with :class:`~backpack_actors.sinks.redis.RedisStreamsSink` (stream layout in
+:mod:`backpack_actors.bus.schema`), sharing the symbols through leases
+(:mod:`backpack_actors.bus.lease`); readers use :func:`open_bus_feed`, which re-verifies
+continuity, trade ids and publisher epochs (:mod:`backpack_actors.bus.reader`). Needs the
+``redis`` extra (coredis). docs/bus.md is the guide.
+"""
+
+from __future__ import annotations
+
+from backpack_actors.bus.reader import BusFeed, BusStats, open_bus_feed
+from backpack_actors.bus.schema import Keys
+
+__all__ = ["BusFeed", "BusStats", "Keys", "open_bus_feed"]
