@@ -44,6 +44,7 @@ from backpack_actors.sim.market import (
     SimTrade,
     format_stripped,
 )
+from backpack_actors.sim.orders import OrderEngine
 
 __all__ = ["EPOCH_BASE_US", "HttpResponse", "SimConfig", "SimExchange"]
 
@@ -86,6 +87,9 @@ class SimConfig:
     merge_probability: float = 0.05
     checkpoint_interval: int = 1000
     max_history: int = 500_000
+    api_keys: tuple[str, ...] = ()
+    """Base64 public keys the account accepts (``sim --api-key``); none = every private request
+    is refused as an unknown key."""
 
     def model_params(self) -> ModelParams:
         """The market-model part of the config."""
@@ -311,6 +315,8 @@ class SimExchange:
         self._carry: dict[str, int] = dict.fromkeys(self.models, 0)
         self._next_ticker = 0.0
         self._valid_streams = self._build_valid_streams()
+        # The account side (sim/orders.py): private REST routes, order engine, private streams.
+        self.engine = OrderEngine(self, frozenset(self.config.api_keys))
         self._origin: float | None = None
 
     def now_us(self) -> int:
@@ -408,6 +414,8 @@ class SimExchange:
     def _publish_message(self, msg: DepthMessage) -> None:
         sym = msg.symbol
         subs = self._subs
+        if msg.trades:
+            self.engine.on_market_message(msg)
         trade_stream = f"trade.{sym}"
         if msg.trades and subs.get(trade_stream):
             for t in msg.trades:
@@ -522,6 +530,53 @@ class SimExchange:
             }  # fmt: skip
             self._emit(sym, stream, _frame(stream, data))
 
+    # ------------------------------------------------------------------ account (sim/orders.py)
+    def publish_market(self, msg: DepthMessage) -> None:
+        """Publish a book update (and its trades) the order engine made."""
+        self._publish_message(msg)
+
+    def publish_private(self, stream: str, frame: str) -> None:
+        """Send a private frame to the sessions subscribed to ``stream``."""
+        self._broadcast(stream, frame)
+
+    def kill_private_sessions(self) -> int:
+        """Drop every session holding a private subscription; returns how many."""
+        victims = [s for s in self._sessions if any(n.startswith("account.") for n in s.streams)]
+        for session in victims:
+            session.kill(1011, "injected disconnect")
+        return len(victims)
+
+    def _private_request(
+        self, session: _Session, method: str, params: list[Any], request: dict[str, Any]
+    ) -> list[Any]:
+        # account.* streams need a valid signature (docs/private.md); returns the other names.
+        private = [p for p in params if isinstance(p, str) and p.startswith("account.")]
+        if not private:
+            return params
+        rest = [p for p in params if p not in private]
+        if method == "UNSUBSCRIBE":
+            for stream in private:
+                session.streams.discard(stream)
+                self._subs.get(stream, {}).pop(session, None)
+            return rest
+        if not all(self.engine.valid_stream(s) for s in private):
+            session.offer(_encode({"error": INVALID_STREAM, "id": request.get("id")}).decode())
+            return rest
+        sig = request.get("signature")
+        parts = [str(x) for x in sig] if isinstance(sig, list) and len(sig) == 4 else []
+        failure = self.engine.verify("subscribe", {}, *parts) if parts else (401, {})
+        if failure is not None:
+            text = failure[1].get("message") or "Missing signature"
+            error = {"code": 4001, "message": text}
+            session.offer(_encode({"error": error, "id": request.get("id")}).decode())
+            return rest
+        for stream in private:
+            session.streams.add(stream)
+            self._subs.setdefault(stream, {})[session] = None
+            for frame in self.engine.snapshot_frames(stream):
+                session.offer(frame)
+        return rest
+
     # ------------------------------------------------------------------ WS sessions
     def _build_valid_streams(self) -> frozenset[str]:
         names: set[str] = set()
@@ -543,6 +598,7 @@ class SimExchange:
         params = request.get("params")
         if method not in ("SUBSCRIBE", "UNSUBSCRIBE") or not isinstance(params, list):
             return
+        params = self._private_request(session, method, params, request)
         for stream in params:
             if not isinstance(stream, str) or stream not in self._valid_streams:
                 error = {"error": INVALID_STREAM, "id": request.get("id")}
@@ -641,6 +697,8 @@ class SimExchange:
         query: str | Mapping[str, str | Sequence[str]] | None = None,
         *,
         client: str = "memory",
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
     ) -> HttpResponse:
         """Answer one REST request (``path`` may carry ``?query``); awaits only injected delays."""
         path, _, inline = path.partition("?")
@@ -666,6 +724,9 @@ class SimExchange:
             limited = self._rate_limit(client, path in HISTORY_ROUTES)
             if limited is not None:
                 return limited
+        private = self.engine.handle(method, path, params, body, headers or {})
+        if private is not None:
+            return _json_response(*private)
         if method.upper() != "GET":
             return _error(405, "INVALID_CLIENT_REQUEST", "Method not allowed")
         handler = _ROUTES.get(path)

@@ -25,6 +25,7 @@ from hypercorn.trio import serve
 from backpack_actors.sim.exchange import SimConfig, SimExchange
 from backpack_actors.sim.faults import Faults, parse_fault_spec
 from backpack_actors.sim.market import MarketSpec
+from backpack_actors.sim.orders import sim_api_keys
 
 __all__ = ["SimServer", "add_sim_arguments", "make_asgi_app", "open_simulator", "run_sim"]
 
@@ -80,7 +81,7 @@ def make_asgi_app(exchange: SimExchange) -> Callable[[Scope, Receive, Send], Awa
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await _http(exchange, scope, send)
+            await _http(exchange, scope, send, receive)
         elif scope["type"] == "websocket":
             await _websocket(exchange, scope, receive, send)
         elif scope["type"] == "lifespan":
@@ -95,11 +96,23 @@ def make_asgi_app(exchange: SimExchange) -> Callable[[Scope, Receive, Send], Awa
     return app
 
 
-async def _http(exchange: SimExchange, scope: Scope, send: Send) -> None:
+async def _http(exchange: SimExchange, scope: Scope, send: Send, receive: Receive) -> None:
     client = scope.get("client")
     key = str(client[0]) if client else "unknown"
     query = scope.get("query_string", b"").decode("latin-1")
-    response = await exchange.handle_http(scope["method"], scope["path"], query, client=key)
+    # Private routes need the body and the signing headers (sim/orders.py).
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if message["type"] != "http.request" or not message.get("more_body"):
+            break
+    request_headers = {
+        k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])
+    }
+    response = await exchange.handle_http(
+        scope["method"], scope["path"], query, client=key, headers=request_headers, body=body
+    )
     headers = [(k.encode(), v.encode()) for k, v in response.headers.items()]
     headers.append((b"content-length", str(len(response.body)).encode()))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
@@ -195,6 +208,14 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
         "--rate-limit", action="store_true", help="enforce 2000 req/min (30/min history) per client"
     )
     parser.add_argument(
+        "--api-key", metavar="KEY", help="base64 public key the account accepts (with --api-secret)"
+    )
+    parser.add_argument(
+        "--api-secret",
+        metavar="SECRET",
+        help="its base64 secret; without both a key pair is generated and printed",
+    )
+    parser.add_argument(
         "--fault", action="append", default=[], metavar="SPEC", type=_fault_arg, help=_FAULT_HELP
     )
 
@@ -212,12 +233,19 @@ def run_sim(args: argparse.Namespace) -> int:
     known = {f.name for f in fields(SimConfig)}
     config = {"rate": args.rate, "ping_interval": args.ping_interval, "rate_limit": args.rate_limit}
     config = {k: v for k, v in config.items() if k in known}
+    try:
+        config["api_keys"], key_lines = sim_api_keys(args.api_key, args.api_secret)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     specs = [parse_fault_spec(text) for text in args.fault]
 
     async def main() -> None:
         async with open_simulator(args.host, args.port, args.seed, args.markets, **config) as sim:
             print(f"backpack simulator: REST {sim.rest_url}  WS {sim.ws_url}", flush=True)
             print(f"markets: {' '.join(sim.exchange.symbols)}", flush=True)
+            for line in key_lines:
+                print(line, flush=True)
             async with trio.open_nursery() as nursery:
                 for spec in specs:
                     nursery.start_soon(_arm_later, sim.exchange.faults, spec)
