@@ -232,6 +232,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--log-level", choices=_LOG_LEVELS, default="warning")
 
+    export = sub.add_parser(
+        "export", help="a recording's events as Parquet datasets or Tardis-style CSV files"
+    )
+    export.add_argument("recording", metavar="FILE", help="a .jsonl or .jsonl.gz recording")
+    export.add_argument(
+        "--format",
+        choices=("parquet", "tardis-csv"),
+        default="parquet",
+        help="parquet (needs the [parquet] extra) or tardis-csv (default parquet)",
+    )
+    export.add_argument(
+        "--out", required=True, metavar="DIR", help="output directory (new, or empty)"
+    )
+    export.add_argument("--log-level", choices=_LOG_LEVELS, default="warning")
+
     from backpack_actors.sim.server import add_sim_arguments
 
     sim = sub.add_parser("sim", help="run the Backpack exchange simulator (REST + WebSocket)")
@@ -499,6 +514,13 @@ def _command(args: argparse.Namespace, handler: _HoldingHandler) -> int:
         handler.started()
         replayed = trio.run(lambda: run_replay(args.recording, pace=args.pace, output=args.output))
         print(replayed.line(args.recording), file=sys.stderr, flush=True)
+        return 0
+    if args.command == "export":
+        from backpack_actors.export import export_recording
+
+        handler.started()
+        exported = trio.run(lambda: export_recording(args.recording, args.out, format=args.format))
+        print(exported.line(args.out), file=sys.stderr, flush=True)
         return 0
     if args.command == "record":
         return _record_command(args, handler)
