@@ -143,6 +143,9 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 internal error, 2 configuration error, "
         "3 region restricted, 4 exchange unreachable",
     )
+    from backpack_actors import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a feed; events as JSON Lines")
@@ -304,14 +307,37 @@ def _feed_config(args: argparse.Namespace, *, default_symbols: Sequence[str] = (
     config_path = getattr(args, "config", None)
     if config_path:
         config = load_config(config_path)
-        return attrs.evolve(config, **overrides) if overrides else config
-    if "symbols" not in overrides:
-        if not default_symbols:
-            from backpack_actors.errors import ConfigError
+        config = attrs.evolve(config, **overrides) if overrides else config
+    else:
+        if "symbols" not in overrides:
+            if not default_symbols:
+                from backpack_actors.errors import ConfigError
 
-            raise ConfigError("symbols", "--symbols SYMBOL... or --config FILE")
-        overrides["symbols"] = list(default_symbols)
-    return FeedConfig.from_kwargs(**overrides)
+                raise ConfigError("symbols", "--symbols SYMBOL... or --config FILE")
+            overrides["symbols"] = list(default_symbols)
+        config = FeedConfig.from_kwargs(**overrides)
+    _check_url_pair(config)
+    return config
+
+
+def _check_url_pair(config: Any) -> None:
+    """One endpoint moved and the other left at production is a mistake, not a setup: the feed
+    would stream from production (or fall back to REST-only) while the user watches their own
+    host. REST-only feeds open no WebSocket, so their ``ws_url`` does not matter."""
+    from backpack_actors.config import FeedConfig
+    from backpack_actors.errors import ConfigError
+
+    defaults = FeedConfig(symbols=("BTC-USDC",))
+    rest_moved = config.rest_url != defaults.rest_url
+    ws_moved = config.ws_url != defaults.ws_url
+    if rest_moved == ws_moved or (rest_moved and not config.use_websocket):
+        return
+    given, missing = ("--rest-url", "--ws-url") if rest_moved else ("--ws-url", "--rest-url")
+    raise ConfigError(
+        missing.removeprefix("--").replace("-", "_"),
+        f"{missing} as well: {given} points at another host, and without {missing} the feed "
+        f"would use the production exchange for it",
+    )
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -369,6 +395,12 @@ def _config_message(exc: Any, config_path: str | None) -> str:
         return f"{where}unknown key {key}{' ' + hint if hint else ''}; remove or rename it"
     if exc.key == "symbols" and expected.startswith("--symbols"):
         return "no symbols given; pass --symbols BTC-USDC ... or --config FILE"
+    if exc.key in ("rest_url", "ws_url") and expected.startswith("--"):
+        flag, _, why = expected.partition(" as well: ")
+        return (
+            f"{where}{why}; pass {flag} too (`{exc.key}` in the config), e.g. --rest-url "
+            "http://127.0.0.1:8765 --ws-url ws://127.0.0.1:8765 for `sim`"
+        )
     return f"{where}invalid configuration: {exc}; correct that setting"
 
 
@@ -424,6 +456,11 @@ def describe_error(exc: BaseException, config_path: str | None = None) -> tuple[
             answer = next((c for c in causes[1:] if isinstance(c, ProtocolError)), None)
             why = f" (the last answer: {answer})" if answer is not None else ""
             return ExitCode.UNREACHABLE, f"{root}{why}; check the network, or {_DEMO_HINT}"
+        from backpack_actors.runner.metrics import MetricsListenError
+
+        if isinstance(root, MetricsListenError):
+            where = f"{root.host}:{root.port}"
+            return ExitCode.CONFIG, _listen_message(root.error, where, "--metrics-port")
         if isinstance(root, OSError):
             return ExitCode.CONFIG, f"{root.strerror or root} ({root.filename}); check the path"
         if isinstance(root, ValueError):
@@ -457,6 +494,9 @@ class _HoldingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if self.holding or escalation:
             self.held.append(record)
             return
+        # Whatever sys.stderr is now: the --live view replaces it while it redraws, so that log
+        # lines print above the view instead of shifting it.
+        self.stream = sys.stderr
         super().emit(record)
 
     def started(self, _feed: object = None) -> None:
@@ -468,6 +508,7 @@ class _HoldingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def release_held(self) -> None:
         self.holding = False
         held, self.held = self.held, []
+        self.stream = sys.stderr
         for record in held:
             super().emit(record)
 
@@ -587,9 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command == "sim":
-        from backpack_actors.sim.server import run_sim
-
-        return run_sim(args)
+        return _sim_command(args)
     level = args.log_level
     handler = _HoldingHandler()
     if level == "debug":
@@ -612,6 +651,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exception(exc, file=sys.stderr)
         print(f"error: {_one_line(message)}", file=sys.stderr, flush=True)
         return int(code)
+
+
+def _sim_command(args: argparse.Namespace) -> int:
+    from backpack_actors.sim.server import run_sim
+    from backpack_actors.testing import unwrap_group
+
+    try:
+        return run_sim(args)
+    except BaseException as exc:  # the simulator's one place that turns errors into exit codes
+        root = unwrap_group(exc)
+        if not isinstance(root, OSError):
+            raise
+        where = f"{args.host}:{args.port}"
+        print(f"error: {_listen_message(root, where, '--port')}", file=sys.stderr, flush=True)
+        return int(_config_exit_code())
+
+
+def _listen_message(exc: OSError, where: str, flag: str) -> str:
+    """Why a server could not listen on ``where``, and the flag that fixes it."""
+    import errno
+
+    if exc.errno == errno.EADDRINUSE:
+        why = "the address is already in use (another process listens there)"
+    else:
+        why = exc.strerror or str(exc)
+    return f"cannot listen on {where}: {why}; choose another {flag} (0 = any free port)"
+
+
+def _config_exit_code() -> int:
+    from backpack_actors.runner.app import ExitCode
+
+    return int(ExitCode.CONFIG)
 
 
 def _is_broken_pipe(exc: BaseException) -> bool:

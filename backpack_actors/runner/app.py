@@ -178,12 +178,14 @@ async def run_feed(
     wall_clock: Callable[[], float] = time.time,
     feed_factory: Callable[[FeedConfig], Feed] | None = None,
     on_started: Callable[[Feed], None] | None = None,
+    live_state: LiveState | None = None,
 ) -> RunSummary:
     """Run ``config`` per ``options`` until done; raises the feed's terminal error, unwrapped.
 
     Every output is its own subscriber of the feed: the JSONL sink (written off the trio thread,
     so a stalled pipe never freezes the feed) and an observer for the summary, the live view and
-    the metrics. ``on_started(feed)`` is called once the feed is up.
+    the metrics. ``on_started(feed)`` is called once the feed is up. ``live_state`` is the
+    ``--live`` view's model when the caller wants to announce things in it (the demo's faults).
     """
     err = stderr if stderr is not None else sys.stderr
     feed = (
@@ -204,7 +206,9 @@ async def run_feed(
     sink_stats = SinkStats()
     sink_sub = feed.subscribe_events("jsonl") if sink is not None else None
     metrics = FeedMetrics() if options.metrics_port is not None else None
-    live = LiveState(config.symbols, levels=options.live_levels) if options.live else None
+    live = live_state
+    if live is None and options.live:
+        live = LiveState(config.symbols, levels=options.live_levels)
     observer = feed.subscribe_events("observer") if sink is None or metrics or live else None
     observed: dict[str, int] = dict.fromkeys(EVENT_TYPES.values(), 0)
     started = trio.current_time()

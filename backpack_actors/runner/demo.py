@@ -14,7 +14,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import attrs
 import trio
@@ -23,6 +23,7 @@ from rich.console import Console
 from backpack_actors.config import FeedConfig
 from backpack_actors.feed import Feed
 from backpack_actors.runner.app import RunOptions, RunSummary, run_feed
+from backpack_actors.runner.live import LiveState
 from backpack_actors.sim import Faults, open_simulator, parse_fault_spec
 from backpack_actors.sim.faults import FaultSpec
 
@@ -94,7 +95,7 @@ async def run_fault_schedule(
     interval: float,
     cycle: bool,
     specs: Sequence[FaultSpec],
-    report: IO[str] | None = None,
+    report: TextSink | None = None,
 ) -> None:
     """Arm ``specs`` at their times and, with ``cycle``, one of :data:`FAULT_CYCLE` per interval."""
     async with trio.open_nursery() as nursery:
@@ -113,13 +114,44 @@ async def _arm_at(faults: Faults, spec: FaultSpec) -> None:
     faults.apply(spec)
 
 
+class TextSink(Protocol):
+    """Where announcements are printed: a text file or the live view's announcements."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+class _Announcements:
+    """A text stream into the ``--live`` view's announcements: written to stderr while the view
+    redraws stdout, a fault announcement would shift the redrawn area (and be overwritten)."""
+
+    def __init__(self, state: LiveState) -> None:
+        self._state = state
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self._state.announce(line)
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+
 @asynccontextmanager
 async def demo_exchange(
-    config: FeedConfig, demo: DemoOptions, err: IO[str], *, label: str = "demo"
+    config: FeedConfig,
+    demo: DemoOptions,
+    err: IO[str],
+    *,
+    label: str = "demo",
+    report: TextSink | None = None,
 ) -> AsyncIterator[tuple[FeedConfig, Callable[[], float]]]:
     """The embedded simulator with ``demo``'s fault schedule running.
 
     Yields the config pointed at it and the simulator's clock in seconds (so lag reads true).
+    Fault announcements go to ``report`` (default ``err``).
     """
     specs = [parse_fault_spec(text) for text in demo.fault_specs]
     # Every built-in market is listed, so an unknown symbol gets the feed's own suggestions.
@@ -136,7 +168,7 @@ async def demo_exchange(
                         interval=demo.fault_interval,
                         cycle=demo.faults,
                         specs=specs,
-                        report=err,
+                        report=report if report is not None else err,
                     )
                 )
             yield cfg, lambda: exchange.now_us() / 1_000_000
@@ -158,7 +190,9 @@ async def run_demo(
 ) -> RunSummary:
     """Start the simulator on 127.0.0.1 (any free port) and run ``config`` against it."""
     err = stderr if stderr is not None else sys.stderr
-    async with demo_exchange(config, demo, err) as (cfg, clock):
+    live = LiveState(config.symbols, levels=options.live_levels) if options.live else None
+    report = _Announcements(live) if live is not None else None
+    async with demo_exchange(config, demo, err, report=report) as (cfg, clock):
         return await run_feed(
             cfg,
             options,
@@ -167,4 +201,5 @@ async def run_demo(
             console=console,
             wall_clock=clock,
             on_started=on_started,
+            live_state=live,
         )

@@ -4,6 +4,11 @@
 shows; :func:`render_live` turns it into a rich renderable (tests print it to a recording
 ``Console``); :class:`LiveView` redraws it at most ``max_fps`` times a second, or prints plain
 lines once a second when stdout is not a terminal.
+
+Announcements (the demo's fault injections, :meth:`LiveState.announce`) are printed once above the
+redrawn area and the latest few stay in the view; while the view is up, anything else written to
+``sys.stderr`` (log lines) is printed above it too, so no foreign write can shift the area rich
+redraws and leave stale copies of its lines behind.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from backpack_actors.core.symbols import normalize
 __all__ = ["LiveState", "LiveView", "SymbolView", "plain_lines", "render_live"]
 
 _LAG_WINDOW = 200
+_NOTICES = 3
 
 
 @dataclass
@@ -52,11 +58,17 @@ class SymbolView:
     lags: deque[float] = field(default_factory=lambda: deque(maxlen=_LAG_WINDOW))
     frames: int = 0
     frames_per_s: float = 0.0
-    gaps: int = 0
+    book_gaps: int = 0
+    trade_gaps: int = 0
     resyncs: int = 0
     reconnects: int = 0
     decode_errors: int = 0
     last_status: str = ""
+
+    @property
+    def gaps(self) -> int:
+        """Book and trade gaps together (each is shown on its own)."""
+        return self.book_gaps + self.trade_gaps
 
     @property
     def lag_ms(self) -> float | None:
@@ -77,6 +89,8 @@ class LiveState:
         self.started_at: float | None = None
         self.now: float | None = None
         self._frames_at: dict[str, tuple[float, int]] = {}
+        self.notices: deque[str] = deque(maxlen=_NOTICES)
+        self.unprinted: list[str] = []
         for symbol in symbols:
             self.view(symbol)
 
@@ -87,6 +101,16 @@ class LiveState:
         if state is None:
             state = self.symbols[key] = SymbolView(key)
         return state
+
+    def announce(self, text: str) -> None:
+        """A line of news (e.g. an injected fault): printed once above the view, and kept."""
+        self.notices.append(text)
+        self.unprinted.append(text)
+
+    def take_unprinted(self) -> list[str]:
+        """The announcements not printed yet (and forget them)."""
+        taken, self.unprinted = self.unprinted, []
+        return taken
 
     def observe(self, event: Event) -> None:
         """Account one event."""
@@ -136,7 +160,8 @@ class LiveState:
         for exchange_id, sync in symbols.items():
             view = self.view(exchange_id)
             book = sync.get("book", {})
-            view.gaps = int(book.get("gaps", 0)) + int(sync.get("trades", {}).get("gaps", 0))
+            view.book_gaps = int(book.get("gaps", 0))
+            view.trade_gaps = int(sync.get("trades", {}).get("gaps", 0))
             view.resyncs = int(book.get("resyncs", 0))
             view.ready = sync.get("state") == "live"
 
@@ -185,8 +210,9 @@ def _health_line(view: SymbolView) -> Text:
     lag = view.lag_ms
     lag_text = "-" if lag is None else f"{lag:.1f} ms"
     return Text(
-        f"frames/s {view.frames_per_s:.1f}  lag {lag_text}  gaps {view.gaps}  "
-        f"resyncs {view.resyncs}  reconnects {view.reconnects}  decode errors {view.decode_errors}"
+        f"frames/s {view.frames_per_s:.1f}  lag {lag_text}  book gaps {view.book_gaps}  "
+        f"trade gaps {view.trade_gaps}  resyncs {view.resyncs}  reconnects {view.reconnects}  "
+        f"decode errors {view.decode_errors}"
     )
 
 
@@ -210,7 +236,9 @@ def render_live(state: LiveState) -> RenderableType:
     if state.started_at is not None and state.now is not None:
         uptime = state.now - state.started_at
     header = Text(f"backpack_actors  events {state.events}  uptime {uptime:.0f} s", style="bold")
-    return Group(header, *(_symbol_panel(v, state.levels) for v in state.symbols.values()))
+    notices = [Text(notice, style="yellow") for notice in state.notices]
+    panels = [_symbol_panel(view, state.levels) for view in state.symbols.values()]
+    return Group(header, *notices, *panels)
 
 
 def plain_lines(state: LiveState) -> list[str]:
@@ -225,7 +253,8 @@ def plain_lines(state: LiveState) -> list[str]:
         lines.append(
             f"{view.symbol} {view.mode} {'ready' if view.ready else 'syncing'} "
             f"bid {bid} ask {ask} frames/s {view.frames_per_s:.1f} "
-            f"lag {'-' if lag is None else f'{lag:.1f}ms'} gaps {view.gaps} "
+            f"lag {'-' if lag is None else f'{lag:.1f}ms'} book gaps {view.book_gaps} "
+            f"trade gaps {view.trade_gaps} "
             f"resyncs {view.resyncs} reconnects {view.reconnects}"
         )
     return lines
@@ -263,12 +292,14 @@ class LiveView:
             console=self.console,
             auto_refresh=False,
             transient=False,
-            redirect_stderr=False,
+            redirect_stderr=True,
             redirect_stdout=False,
         ) as live:
             while True:
                 if refresh_stats is not None:
                     refresh_stats()
+                for notice in self.state.take_unprinted():
+                    live.console.print(notice, markup=False, highlight=False, soft_wrap=True)
                 live.update(render_live(self.state), refresh=True)
                 self.redraws += 1
                 await trio.sleep(self.interval)
@@ -279,6 +310,8 @@ class LiveView:
             if refresh_stats is not None:
                 refresh_stats()
             stamp = time.strftime("%H:%M:%S")
+            for notice in self.state.take_unprinted():
+                self.console.print(f"{stamp} {notice}", markup=False, highlight=False)
             for line in plain_lines(self.state):
                 self.console.print(f"{stamp} {line}", markup=False, highlight=False, soft_wrap=True)
             self.redraws += 1

@@ -27,9 +27,10 @@ from prometheus_client.registry import Collector
 
 from backpack_actors.core.events import BookDelta, Event, Trade
 from backpack_actors.core.symbols import normalize
+from backpack_actors.errors import BackpackActorsError
 from backpack_actors.runner.jsonl import EVENT_TYPES
 
-__all__ = ["LAG_BUCKETS", "FeedMetrics", "MetricsSnapshot"]
+__all__ = ["LAG_BUCKETS", "FeedMetrics", "MetricsListenError", "MetricsSnapshot"]
 
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Lag histogram buckets in seconds: sub-millisecond loopback up to a badly stalled stream."""
@@ -44,6 +45,16 @@ _PER_SYMBOL_COUNTERS = {
     "rest_only_degradations": ("degradations", "switches to REST-only mode"),
     "books_conflated": ("conflated", "book events absorbed by conflation for a slow consumer"),
 }
+
+
+class MetricsListenError(BackpackActorsError):
+    """The metrics server could not listen on ``host:port`` (``error`` says why: in use, ...)."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        self.host = host
+        self.port = port
+        self.error = error
+        super().__init__(f"cannot serve metrics on {host}:{port}: {error.strerror or error}")
 
 
 @dataclass(frozen=True)
@@ -77,8 +88,21 @@ class MetricsSnapshot:
             values["trade_gaps"] = int(sync.get("trades", {}).get("gaps", 0))
             values["book_ready"] = int(sync.get("state") == "live")
         queue = stats.get("queue", {})
-        for symbol, count in dict(queue.get("conflated", {})).items():
-            row(symbol)["conflated"] = int(count)
+        # Every subscriber (the consumer, each sink, the CLI's observer) conflates on its own;
+        # the counter is their sum, and every known symbol has a series from the first scrape
+        # (a rate() over a series that appears only at the first conflation misses that one).
+        conflated: dict[str, int] = {}
+        sources = [sub.get("conflated", {}) for sub in stats.get("subscriptions", [])]
+        if not sources:
+            sources = [queue.get("conflated", {})]
+        for counts in sources:
+            for symbol, count in dict(counts).items():
+                key = normalize(symbol)
+                conflated[key] = conflated.get(key, 0) + int(count)
+        for symbol, count in conflated.items():
+            row(symbol)["conflated"] = count
+        for values in per_symbol.values():
+            values.setdefault("conflated", 0)
         rest = {key: int(value) for key, value in stats.get("rest", {}).items()}
         return cls(
             per_symbol=per_symbol,
@@ -169,7 +193,10 @@ class FeedMetrics:
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` on ``addr:port`` (0 = any free port) in a daemon thread; the port."""
-        server, thread = start_http_server(port, addr=addr, registry=self.registry)
+        try:
+            server, thread = start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as exc:
+            raise MetricsListenError(addr, port, exc) from exc
         self._server, self._thread = server, thread
         self.port = int(server.server_port)
         return self.port

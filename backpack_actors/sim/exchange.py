@@ -49,7 +49,7 @@ from backpack_actors.sim.orders import OrderEngine
 __all__ = ["EPOCH_BASE_US", "HttpResponse", "SimConfig", "SimExchange"]
 
 EPOCH_BASE_US = 1_767_225_600_000_000
-"""2026-01-01T00:00:00Z in µs; exchange time = this + trio time."""
+"""2026-01-01T00:00:00Z in µs: the default start of an in-process exchange's clock."""
 
 DEPTH_WINDOWS = {"200ms": 0.2, "600ms": 0.6, "1000ms": 1.0}
 DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
@@ -87,6 +87,11 @@ class SimConfig:
     merge_probability: float = 0.05
     checkpoint_interval: int = 1000
     max_history: int = 500_000
+    epoch_us: int | None = EPOCH_BASE_US
+    """Exchange time at start, µs; None = the wall clock when the exchange is built. In-process
+    exchanges (virtual time) keep a fixed start so their frames are reproducible;
+    ``open_simulator`` (real sockets: the ``sim`` and ``demo`` commands) starts at the wall clock,
+    so receipt − ``T`` is a real lag."""
     api_keys: tuple[str, ...] = ()
     """Base64 public keys the account accepts (``sim --api-key``); none = every private request
     is refused as an unknown key."""
@@ -318,16 +323,18 @@ class SimExchange:
         # The account side (sim/orders.py): private REST routes, order engine, private streams.
         self.engine = OrderEngine(self, frozenset(self.config.api_keys))
         self._origin: float | None = None
+        epoch = self.config.epoch_us
+        self._epoch_us = round(time.time() * 1_000_000) if epoch is None else epoch
 
     def now_us(self) -> int:
-        """Exchange time in µs: a fixed 2026 epoch plus trio time since this exchange started."""
+        """Exchange time in µs: ``config.epoch_us`` plus trio time since this exchange started."""
         return self._clock_us(trio.current_time())
 
     def _clock_us(self, now: float) -> int:
         # Relative to the first reading, so equal seeds give equal frames whatever the clock start.
         if self._origin is None:
             self._origin = now
-        return EPOCH_BASE_US + round((now - self._origin) * 1_000_000)
+        return self._epoch_us + round((now - self._origin) * 1_000_000)
 
     # ------------------------------------------------------------------ ground truth
     def book_at(self, symbol: str, update_id: int) -> BookLevels:
@@ -466,6 +473,9 @@ class SimExchange:
             sessions = tuple(self._subs.get(stream, {}))
             self._held.setdefault(sym, []).append((stream, frame, sessions))
             return
+        if sym in self._held:
+            # The stall ended between two generator ticks: its held frames go out first.
+            self._release_stalls(trio.current_time())
         if faults.malformed and Faults.take(faults.malformed, sym):
             faults.injected["malformed"] += 1
             self._broadcast(stream, frame[: max(1, len(frame) // 2)])

@@ -145,8 +145,11 @@ async def open_simulator(
     markets: Sequence[MarketSpec | str] | None = None,
     **config: Any,
 ) -> AsyncIterator[SimServer]:
-    """Run a simulator on ``host:port`` (0 = any free port) for the duration of the block."""
-    sim_config = SimConfig(**config)
+    """Run a simulator on ``host:port`` (0 = any free port) for the duration of the block.
+
+    Its exchange clock starts at the wall clock unless ``epoch_us`` is given.
+    """
+    sim_config = SimConfig(**{"epoch_us": None, **config})
     exchange = SimExchange(seed=seed, markets=markets, config=sim_config)
     hconfig = HypercornConfig()
     hconfig.bind = [f"{host}:{port}"]

@@ -34,7 +34,7 @@ async def test_each_error_gives_its_exit_code_and_one_line(tmp_path: Path) -> No
     bad_yaml.write_text("exchanges:\n  x:\n    symbols: [BTC-USDC\n    channels: [TRADES]\n")
     unknown_key = tmp_path / "unknown.yaml"
     unknown_key.write_text("exchanges:\n  x:\n    symbols: [BTC-USDC]\n    snapshot_intervall: 5\n")
-    seed_yaml = str(ROOT / "examples" / "backpack.yaml")
+    seed_yaml = str(ROOT / "examples" / "seed.yaml")
     dead = f"127.0.0.1:{_closed_port()}"
     results: dict[str, subprocess.CompletedProcess[bytes]] = {}
 

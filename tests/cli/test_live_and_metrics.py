@@ -124,7 +124,10 @@ def test_live_view_shows_books_trades_rates_and_health() -> None:
     assert btc.index("sell") < btc.index("buy")
     assert "12" in btc
     # 50 frames over 2 s, median lag of 3 ms and 3 ms = 3.0, counters from statistics.
-    assert "frames/s 25.0  lag 3.0 ms  gaps 4  resyncs 4  reconnects 2  decode errors 1" in btc
+    assert (
+        "frames/s 25.0  lag 3.0 ms  book gaps 3  trade gaps 1  resyncs 4  reconnects 2  "
+        "decode errors 1"
+    ) in btc
     eth = text[text.index("ETH-USDC  [REST-only]") :]
     assert "waiting for the ETH-USDC book" in eth
 
@@ -132,8 +135,8 @@ def test_live_view_shows_books_trades_rates_and_health() -> None:
 def test_plain_lines_when_not_a_terminal() -> None:
     lines = plain_lines(_state())
     assert lines[0] == (
-        "BTC-USDC ws ready bid 0.75@100.6 ask 0.5@100.7 frames/s 25.0 lag 3.0ms gaps 4 "
-        "resyncs 4 reconnects 2"
+        "BTC-USDC ws ready bid 0.75@100.6 ask 0.5@100.7 frames/s 25.0 lag 3.0ms book gaps 3 "
+        "trade gaps 1 resyncs 4 reconnects 2"
     )
     assert lines[1].startswith("ETH-USDC rest syncing bid - ask -")
 

@@ -114,7 +114,7 @@ async def test_seed_yaml_runs_against_the_simulator() -> None:
     with trio.fail_after(60):
         async with open_simulator(port=0, seed=2, rate=300) as sim:
             feed = CcxtBackpackFeed.from_yaml(
-                EXAMPLES / "backpack.yaml",
+                EXAMPLES / "seed.yaml",
                 callbacks={TRADES: lambda t, r: trades.append(t), L2_BOOK: on_book},
                 env={"BACKPACK_KEY": "", "BACKPACK_SECRET": ""},
                 rest_url=sim.rest_url,

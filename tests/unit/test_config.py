@@ -23,7 +23,7 @@ from backpack_actors.config import (
 from backpack_actors.core.restart import Backoff
 from backpack_actors.errors import ConfigError
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "backpack.yaml"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "seed.yaml"
 KEY = "key-4f1c9e7a-visible-only-via-reveal"
 SECRET = "c2VjcmV0LXNpZ25pbmcta2V5LWRvLW5vdC1wcmludA=="
 ENV = {"BACKPACK_KEY": KEY, "BACKPACK_SECRET": SECRET}
