@@ -104,3 +104,22 @@ def test_invalid_utf8_text_comes_back_as_bytes_for_the_decoder_to_report() -> No
 def test_framing_violations_are_refused(frame: bytes, problem: str) -> None:
     with pytest.raises(WsProtocolError, match=problem):
         FrameReader(1 << 20).feed(frame)
+
+
+def test_the_single_frame_fast_path_keeps_the_message_bound() -> None:
+    # A whole text frame in the 16-bit length form, larger than the bound: refused, not passed.
+    payload = b"x" * 300
+    frame = bytes([0x81, 126]) + len(payload).to_bytes(2, "big") + payload
+    with pytest.raises(WsProtocolError, match="exceeds 200"):
+        FrameReader(max_message=200).feed(frame)
+    assert FrameReader(max_message=300).feed(frame)[0] == ["x" * 300]
+
+
+def test_a_large_frame_arriving_in_pieces_comes_out_once_whole() -> None:
+    payload = ("y" * 100_000).encode()
+    frame = bytes([0x81, 127]) + len(payload).to_bytes(8, "big") + payload
+    reader = FrameReader(max_message=1 << 20)
+    outputs = [reader.feed(frame[i : i + 1000]) for i in range(0, len(frame), 1000)]
+    assert [m for messages, _, _ in outputs for m in messages] == ["y" * 100_000]
+    # Only the read completing the frame produced it; the ones before returned nothing.
+    assert all(not messages for messages, _, _ in outputs[:-1])
