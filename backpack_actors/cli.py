@@ -49,6 +49,14 @@ def _add_output_arguments(parser: argparse.ArgumentParser, *, book_depth: int) -
     out.add_argument(
         "-o", "--output", metavar="FILE", help="append JSON Lines to FILE (default: stdout)"
     )
+    out.add_argument(
+        "--sink",
+        action="append",
+        default=[],
+        metavar="KIND:TARGET",
+        help="another output, repeatable: parquet:DIR[?rows=N&flush=SECONDS] (hourly Parquet "
+        "files; needs the [parquet] extra)",
+    )
     out.add_argument("--duration", type=_positive, metavar="SECONDS", help="stop after SECONDS")
     out.add_argument("--max-events", type=_count, metavar="N", help="stop after N events")
     out.add_argument(
@@ -536,6 +544,7 @@ def _run_options(args: argparse.Namespace, config: Any) -> Any:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         connect_timeout=getattr(args, "connect_timeout", 15.0),
+        sinks=tuple(args.sink),
     )
 
 

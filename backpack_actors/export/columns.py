@@ -9,7 +9,7 @@ scale (else the row keeps it in the ``*_text`` column instead).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Final
 
@@ -237,7 +237,15 @@ def partition_of(event: Event) -> PartitionKey | None:
 class Partitioner:
     """Routes events to per-partition :class:`Columns`, numbering them in order (``seq``)."""
 
-    def __init__(self, price_scale: int, size_scale: int, *, first_seq: int = 0) -> None:
+    def __init__(
+        self,
+        price_scale: int,
+        size_scale: int,
+        *,
+        first_seq: int = 0,
+        key: Callable[[Event], PartitionKey | None] | None = None,
+    ) -> None:
+        self._key = key if key is not None else partition_of
         self.price_scale = price_scale
         self.size_scale = size_scale
         self.seq = first_seq
@@ -255,7 +263,7 @@ class Partitioner:
         """Add events; returns the partitions that received rows (in first-touched order)."""
         touched: dict[PartitionKey, None] = {}
         for event in events:
-            key = partition_of(event)
+            key = self._key(event)
             if key is None:
                 self.skipped += 1
                 self.seq += 1

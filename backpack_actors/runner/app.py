@@ -29,7 +29,7 @@ from backpack_actors.feed import Feed
 from backpack_actors.runner.jsonl import EVENT_TYPES, JsonlSink
 from backpack_actors.runner.live import LiveState, LiveView
 from backpack_actors.runner.metrics import FeedMetrics
-from backpack_actors.sinks import SinkStats, run_sink
+from backpack_actors.sinks import Sink, SinkStats, run_sink
 from backpack_actors.testing import unwrap_group
 
 __all__ = [
@@ -101,6 +101,8 @@ class RunOptions:
     metrics_host: str = "127.0.0.1"
     connect_timeout: float = 15.0
     install_signal_handlers: bool = True
+    sinks: tuple[str, ...] = ()
+    """More sinks as ``KIND:TARGET`` specs (``parquet:DIR``), each its own subscriber."""
 
 
 @dataclass
@@ -210,6 +212,7 @@ async def run_feed(
     if live is None and options.live:
         live = LiveState(config.symbols, levels=options.live_levels)
     observer = feed.subscribe_events("observer") if sink is None or metrics or live else None
+    extra_sinks = [(_open_sink(spec), feed.subscribe_events(spec)) for spec in options.sinks]
     observed: dict[str, int] = dict.fromkeys(EVENT_TYPES.values(), 0)
     started = trio.current_time()
     last_stats = -math.inf
@@ -273,6 +276,11 @@ async def run_feed(
                     )
                 if observer is not None:
                     nursery.start_soon(observe, observer)
+                for extra, extra_sub in extra_sinks:
+                    # A Parquet sink merges its open hours on close: give it time for that.
+                    nursery.start_soon(
+                        partial(run_sink, extra, extra_sub, flush_timeout=30.0, stderr=err)
+                    )
                 with trio.move_on_after(options.connect_timeout) as startup:
                     await nursery.start(feed.run)
                 if startup.cancelled_caught:
@@ -344,6 +352,16 @@ def _last_ws_error(feed: Feed) -> str | None:
     if connections is None:
         return None
     return next((a.health.last_error for a in connections.actors if a.health.last_error), None)
+
+
+def _open_sink(spec: str) -> Sink:
+    """A sink from its ``--sink`` spec; ValueError names the kinds known."""
+    kind = spec.partition(":")[0]
+    if kind == "parquet":
+        from backpack_actors.sinks.parquet import ParquetSink
+
+        return ParquetSink.from_spec(spec)
+    raise ValueError(f"--sink {spec!r}: unknown sink kind {kind!r}; known: parquet:DIR")
 
 
 async def _batches(subscription: Subscription) -> AsyncIterator[list[Event]]:
