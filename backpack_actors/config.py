@@ -68,6 +68,7 @@ _BOOK_POLICIES = ("conflate", "block")
 _POLICY_ALIASES = {"trade_policy": {"block": "drop_newest"}, "book_policy": {"block": "conflate"}}
 MARKET_TYPES = ("spot", "perp")
 ALL_SYMBOLS = ("all",)
+DEPTH_STREAMS = ("realtime", "200ms", "600ms", "1000ms")
 """``symbols: all``: every listed market (filtered by ``market_types`` and ``quotes``)."""
 # Keys of the cryptofeed format that only identify the feed; checked, not stored.
 _IDENTITY_KEYS = ("class", "exchange")
@@ -124,6 +125,10 @@ class FeedConfig:
     quotes: tuple[str, ...] = ()
     # Both channels: a book without trades (or the reverse) is rarely what a market-data user wants.
     channels: tuple[str, ...] = CHANNELS
+    # The real-time depth stream carries every update; the aggregated ones (200ms, 600ms, 1000ms)
+    # shed load, and whether they keep the update-id chain is not documented: the book sync
+    # detects a broken chain like any gap (docs/protocol.md §4.3).
+    depth_stream: str = "realtime"
     # 30 s bounds how long a silently wrong book could survive; 0 disables periodic snapshots
     # (books are still resynced on every gap or reconnect).
     snapshot_interval: float = 30.0
@@ -578,16 +583,21 @@ def _symbols(value: object, path: str) -> tuple[str, ...]:
 
 
 def _channels(value: object, path: str) -> tuple[str, ...]:
-    expected = "a non-empty list of channels: TRADES, L2_BOOK"
+    # The registry knows the names (backpack_actors.channels); imported here because it imports
+    # the event and wire modules, which config users need not load.
+    from backpack_actors.channels import ChannelError, parse_channel
+
+    expected = "a non-empty list of channels, e.g. [trades, l2_book]"
     if isinstance(value, str) or not isinstance(value, list | tuple) or not value:
         raise ConfigError(path, expected, value)
     channels: list[str] = []
     for i, item in enumerate(value):
-        name = item.lower() if isinstance(item, str) else None
-        if name not in CHANNELS:
-            hint = _suggest(item.upper(), ("TRADES", "L2_BOOK")) if isinstance(item, str) else ""
-            raise ConfigError(f"{path}[{i}]", f"TRADES or L2_BOOK{hint}", item)
-        assert name is not None
+        if not isinstance(item, str):
+            raise ConfigError(f"{path}[{i}]", "a channel name such as 'trades'", item)
+        try:
+            name = parse_channel(item)
+        except ChannelError as exc:
+            raise ConfigError(f"{path}[{i}]", exc.expected, item) from None
         if name not in channels:  # a repeated channel subscribes once
             channels.append(name)
     return tuple(channels)
@@ -664,6 +674,7 @@ _PARSERS: dict[str, Any] = {
     "snapshot_retry_slow": _seconds(allow_zero=False),
     "rest_poll_interval": _seconds(allow_zero=False),
     "channels": _channels,
+    "depth_stream": lambda value, path: _choice(DEPTH_STREAMS)(value, path),
     "snapshot_interval": _seconds(allow_zero=True, meaning=" (0 disables periodic snapshots)"),
     "websocket": _boolean,
     "rest_only": _boolean,

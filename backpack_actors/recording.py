@@ -45,7 +45,7 @@ from backpack_actors.actors.messages import (
 from backpack_actors.actors.reconciler import Reconciler
 from backpack_actors.core.events import Event, StatusKind
 from backpack_actors.core.symbols import MarketInfo
-from backpack_actors.core.wire import DepthEvent, DepthSnapshot, RestTrade, TradeEvent
+from backpack_actors.core.wire import DepthSnapshot, MarketData, RestTrade
 from backpack_actors.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -96,6 +96,8 @@ class ReconcilerSettings(msgspec.Struct, frozen=True):
     book_depth: int
     trades: bool
     books: bool
+    # The stateless channels published (backpack_actors.channels); older recordings had none.
+    channels: tuple[str, ...] = ()
 
 
 class RecordingHeader(msgspec.Struct, frozen=True, tag="header", tag_field="kind"):
@@ -340,6 +342,7 @@ class Recorder:
                 book_depth=config.book_depth,
                 trades=TRADES in config.channels,
                 books=L2_BOOK in config.channels,
+                channels=tuple(config.channels),
             )
             source = {"rest_url": config.rest_url, "ws_url": config.ws_url}
             symbols = list(config.symbols)
@@ -419,7 +422,7 @@ def _raw_text(item: str | BinaryFrame) -> str | bytes:
 
 def _decode_batch(
     symbol: str, raw: list[str | BinaryFrame]
-) -> tuple[list[DepthEvent | TradeEvent], tuple[str | bytes, ...]]:
+) -> tuple[list[MarketData], tuple[str | bytes, ...]]:
     """The frames the stream actor decoded from this read (its frame errors are their own lines)."""
     texts = tuple(_raw_text(item) for item in raw)
     frames, _errors = decode_read(symbol, texts)
@@ -469,6 +472,7 @@ class _Replayer:
             book_depth=settings.book_depth,
             trades=settings.trades,
             books=settings.books,
+            channels=settings.channels,
         )
 
     def feed(self, line: RecordLine) -> list[Event]:

@@ -147,11 +147,12 @@ class ActorTree:
             book_depth=cfg.book_depth,
             trades=TRADES in cfg.channels,
             books=L2_BOOK in cfg.channels,
+            channels=cfg.channels,
             recorder=record,
         )
         settings = ConnectionSettings(
-            trades=TRADES in cfg.channels,
-            book=L2_BOOK in cfg.channels,
+            channels=cfg.channels,
+            depth_stream=cfg.depth_stream,
             group_size=cfg.connection_group_size,
             stale_timeout=cfg.stale_timeout,
             max_ws_failures=cfg.max_ws_failures,

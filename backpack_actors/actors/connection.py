@@ -40,12 +40,15 @@ from backpack_actors.actors.messages import (
 )
 from backpack_actors.actors.reconciler import Reconciler
 from backpack_actors.actors.rest import RestActor
+from backpack_actors.channels import CHANNELS, global_streams, streams_for
 from backpack_actors.core.budget import TokenBucket
 from backpack_actors.core.events import StatusKind
 from backpack_actors.core.restart import Backoff
 from backpack_actors.core.wire import (
     MARKET_DATA_DECODER,
     DepthEvent,
+    LiquidationEvent,
+    MarketData,
     TradeEvent,
     decode_ws_frame,
 )
@@ -80,8 +83,9 @@ _SYMBOL_KEY = re.compile(r'"(?:s|stream)":"(?:[A-Za-z]+\.)?(?:\d+ms\.)?([A-Z0-9_
 class ConnectionSettings:
     """Tunables of the connection actors (from FeedConfig; reasons beside its defaults)."""
 
-    trades: bool = True
-    book: bool = True
+    channels: tuple[str, ...] = ("trades", "l2_book")
+    """Canonical channel names (``backpack_actors.channels``)."""
+    depth_stream: str = "realtime"
     group_size: int = 50
     stale_timeout: float = 30.0
     max_ws_failures: int = 5
@@ -93,6 +97,14 @@ class ConnectionSettings:
     record_raw: bool = False
     subscribe_rate_per_s: float = 5.0
     subscribe_burst: int = 10
+
+    @property
+    def trades(self) -> bool:
+        return "trades" in self.channels
+
+    @property
+    def book(self) -> bool:
+        return "l2_book" in self.channels
 
 
 @attrs.define
@@ -115,17 +127,15 @@ class ConnectionHealth:
     last_error: str | None = None
 
 
-def subscribe_frame(
-    symbols: Iterable[str], *, trades: bool, book: bool, method: str = "SUBSCRIBE"
-) -> str:
-    """One SUBSCRIBE (or UNSUBSCRIBE) frame naming every stream of ``symbols``."""
-    streams = []
-    for symbol in symbols:
-        if book:
-            streams.append(f"depth.{symbol}")
-        if trades:
-            streams.append(f"trade.{symbol}")
-    return msgspec.json.encode({"method": method, "params": streams}).decode()
+def subscribe_frame(streams: Iterable[str], *, method: str = "SUBSCRIBE") -> str:
+    """One SUBSCRIBE (or UNSUBSCRIBE) frame naming every stream in ``streams``."""
+    return msgspec.json.encode({"method": method, "params": list(streams)}).decode()
+
+
+# A wire type's stream prefix, to name a misrouted frame's stream in its report.
+_STREAM_OF: dict[type, str] = {DepthEvent: "depth", TradeEvent: "trade"} | {
+    c.wire_type: c.stream for c in CHANNELS.values() if c.wire_type is not None
+}
 
 
 def _symbol_of_stream(stream: str | None) -> str | None:
@@ -136,13 +146,13 @@ def _symbol_of_stream(stream: str | None) -> str | None:
 
 def decode_read(
     symbol: str, batch: Sequence[str | bytes]
-) -> tuple[list[DepthEvent | TradeEvent], list[FrameError]]:
-    """The depth/trade frames of ``symbol`` in one read, and a FrameError per undecodable frame.
+) -> tuple[list[MarketData], list[FrameError]]:
+    """The market-data frames of ``symbol`` in one read, and a FrameError per undecodable frame.
 
     Replay uses this to re-decode a recorded read exactly as the connection actor did (a
     recording keeps, per symbol, only the frames that decoded as that symbol's).
     """
-    frames: list[DepthEvent | TradeEvent] = []
+    frames: list[MarketData] = []
     errors: list[FrameError] = []
     decode = MARKET_DATA_DECODER.decode
     for raw in batch:
@@ -211,6 +221,10 @@ class ConnectionActor:
         self._gone: set[str] = set()
         self._mode_changed = trio.Event()
         self.cancel_scope = trio.CancelScope()
+        # Whether this connection carries the streams of every market (``liquidation``): one
+        # connection of the feed does (the Connections manager decides which).
+        self.carries_global = False
+        self._global_pending = False
 
     def __repr__(self) -> str:
         return f"ConnectionActor({self.id!r}, symbols={len(self._symbols)})"
@@ -248,6 +262,30 @@ class ConnectionActor:
         if self._session is not None and not self.health.rest_only:
             self._to_unsubscribe.add(symbol)
             self._session.control.set()
+
+    def carry_global(self) -> None:
+        """Carry the feed-wide streams from now on (the previous carrier left)."""
+        if self.carries_global:
+            return
+        self.carries_global = True
+        if self._session is not None and not self.health.rest_only:
+            self._global_pending = True
+            self._session.control.set()
+
+    def _streams(self, symbols: Iterable[str], *, with_global: bool = False) -> list[str]:
+        """Every stream of ``symbols`` for the configured channels (registry order)."""
+        settings = self.settings
+        market = self._reconciler.market
+        streams: list[str] = []
+        for symbol in symbols:
+            info = market(symbol)
+            if info is not None:
+                streams.extend(
+                    streams_for(settings.channels, info, depth_stream=settings.depth_stream)
+                )
+        if with_global:
+            streams.extend(global_streams(settings.channels))
+        return streams
 
     def _start_symbol(self, symbol: str, mode: str) -> None:
         epoch = next(self._epochs)
@@ -337,7 +375,6 @@ class ConnectionActor:
         await trio.sleep(delay)
 
     async def _ws_session(self, mark_started: Callable[[], None]) -> None:
-        settings = self.settings
         health = self.health
         await _take_token(self._subscribe_budget)
         try:
@@ -352,8 +389,9 @@ class ConnectionActor:
                 for symbol in list(self._symbols):
                     self._start_symbol(symbol, "ws")
                     self._seen[symbol] = health.reads
+                self._global_pending = False
                 await conn.send(
-                    subscribe_frame(self._symbols, trades=settings.trades, book=settings.book)
+                    subscribe_frame(self._streams(self._symbols, with_global=self.carries_global))
                 )
                 mark_started()
                 async with trio.open_nursery() as nursery:
@@ -365,17 +403,15 @@ class ConnectionActor:
 
     async def _control(self, session: _Session) -> None:
         # Runtime subscribe/unsubscribe on the live connection (paced like connects).
-        settings = self.settings
         while True:
             await session.control.wait()
             session.control = trio.Event()
+            if self._global_pending:
+                self._global_pending = False
+                await session.conn.send(subscribe_frame(global_streams(self.settings.channels)))
             if self._to_unsubscribe:
                 gone, self._to_unsubscribe = sorted(self._to_unsubscribe), set()
-                await session.conn.send(
-                    subscribe_frame(
-                        gone, trades=settings.trades, book=settings.book, method="UNSUBSCRIBE"
-                    )
-                )
+                await session.conn.send(subscribe_frame(self._streams(gone), method="UNSUBSCRIBE"))
             if self._to_subscribe:
                 new, self._to_subscribe = sorted(self._to_subscribe), set()
                 await _take_token(self._subscribe_budget)
@@ -383,9 +419,7 @@ class ConnectionActor:
                     if symbol in self._symbols:
                         self._start_symbol(symbol, "ws")
                         self._seen[symbol] = self.health.reads
-                await session.conn.send(
-                    subscribe_frame(new, trades=settings.trades, book=settings.book)
-                )
+                await session.conn.send(subscribe_frame(self._streams(new)))
 
     async def _read_loop(self, session: _Session) -> None:
         # The hot path: one await per socket read, everything after it synchronous.
@@ -405,7 +439,7 @@ class ConnectionActor:
             received_at = wall_clock()
             if session.first_data_at is None:
                 session.first_data_at = trio.current_time()
-            run: list[DepthEvent | TradeEvent] = []
+            run: list[MarketData] = []
             raw_run: list[str | bytes] = []
             current = ""
             epoch = 0
@@ -444,20 +478,27 @@ class ConnectionActor:
                 seen[current] = reads
             health.frames += count
 
-    def _other(self, raw: str | bytes, data: DepthEvent | TradeEvent | None) -> None:
+    def _other(self, raw: str | bytes, data: MarketData | None) -> None:
         # Everything but our symbols' depth/trade frames: errors are reported, a refused
         # subscription is reported (never fatal: other markets on this connection are fine),
         # other events and other markets' frames are ignored.
         if data is not None:
             if data.symbol in self._gone:
                 return  # in flight when it was unsubscribed: expected, nothing to report
+            if type(data) is LiquidationEvent:
+                # One stream carries every market's liquidations: the feed's markets on other
+                # connections get theirs from here, the rest are not ours (expected).
+                if data.symbol in self._reconciler:
+                    raw_run = (raw,) if self.settings.record_raw else ()
+                    self._reconciler.on_frames(data.symbol, 0, [data], self._wall_clock(), raw_run)
+                return
             # Ids are per market: another market's frame must never touch a book, and a
             # connection that delivers what it did not subscribe is worth a report.
             self.health.decode_errors += 1
             self._reconciler.handle(
                 FrameError(
                     self._sole_symbol(),
-                    f"{'trade' if type(data) is TradeEvent else 'depth'}.{data.symbol}",
+                    f"{_STREAM_OF.get(type(data), 'ws')}.{data.symbol}",
                     f"frame for {data.symbol!r} on connection {self.id}, which does not carry it",
                     excerpt(raw),
                 )
@@ -655,7 +696,7 @@ class ConnectionActor:
             await _take_token(self._subscribe_budget)
             async with self._connector() as conn:
                 await conn.send(
-                    subscribe_frame(self._symbols, trades=settings.trades, book=settings.book)
+                    subscribe_frame(self._streams(self._symbols, with_global=self.carries_global))
                 )
                 with trio.move_on_after(settings.promote_healthy_after):
                     while True:
@@ -739,6 +780,8 @@ class Connections:
 
     def _new_actor(self, symbols: list[str]) -> ConnectionActor:
         actor = self._make_actor(f"c{next(self._ids)}", symbols)
+        if not self.actors:
+            actor.carries_global = True
         self.actors.append(actor)
         self._pending.append(actor)
         return actor
@@ -771,6 +814,8 @@ class Connections:
             # An empty group holds a connection for nothing.
             actor.cancel_scope.cancel()
             self.actors.remove(actor)
+            if actor.carries_global and self.actors:
+                self.actors[0].carry_global()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start every group (concurrently) and run them; ready once each has started."""

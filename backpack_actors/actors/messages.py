@@ -9,7 +9,7 @@ import msgspec
 
 from backpack_actors.core.events import StatusKind
 from backpack_actors.core.symbols import MarketInfo
-from backpack_actors.core.wire import DepthEvent, DepthSnapshot, RestTrade, TradeEvent
+from backpack_actors.core.wire import DepthSnapshot, MarketData, RestTrade
 
 __all__ = [
     "BackfillDone",
@@ -51,7 +51,7 @@ class FrameBatch(msgspec.Struct, frozen=True):
 
     symbol: str
     epoch: int
-    frames: list[DepthEvent | TradeEvent]
+    frames: list[MarketData]
     received_at: float
     raw: tuple[str | bytes, ...] = ()
 

@@ -35,6 +35,7 @@ from backpack_actors.actors.messages import (
     SymbolAdded,
     SymbolRemoved,
 )
+from backpack_actors.channels import builders_for
 from backpack_actors.core import sync as bsync
 from backpack_actors.core import trades as tsync
 from backpack_actors.core.events import (
@@ -49,7 +50,7 @@ from backpack_actors.core.events import (
 )
 from backpack_actors.core.symbols import MarketInfo
 from backpack_actors.core.sync import Status as BookStatus
-from backpack_actors.core.wire import DepthEvent, TradeEvent
+from backpack_actors.core.wire import DepthEvent, MarketData, TradeEvent
 from backpack_actors.errors import excerpt
 
 __all__ = ["Reconciler"]
@@ -89,6 +90,7 @@ class Reconciler:
         book_depth: int = 0,
         trades: bool = True,
         books: bool = True,
+        channels: Sequence[str] = (),
         recorder: Callable[[InboxMessage, float], None] | None = None,
     ) -> None:
         self._recorder = recorder
@@ -103,6 +105,8 @@ class Reconciler:
         self._depth = book_depth or None
         self._want_trades = trades
         self._want_books = books
+        # Stateless channels (``backpack_actors.channels``): wire type -> public event builder.
+        self._builders = builders_for(channels)
         self.protocol_errors: dict[str, int] = {}
         self.frames = 0
         self._out: list[Event] = []
@@ -128,6 +132,11 @@ class Reconciler:
 
     def __contains__(self, symbol: object) -> bool:
         return symbol in self._symbols
+
+    def market(self, symbol: str) -> MarketInfo | None:
+        """The market of a tracked symbol (exchange id), or None."""
+        state = self._symbols.get(symbol)
+        return None if state is None else state.info
 
     @property
     def symbols(self) -> list[str]:
@@ -232,7 +241,7 @@ class Reconciler:
         self,
         symbol: str,
         epoch: int,
-        frames: list[DepthEvent | TradeEvent],
+        frames: list[MarketData],
         received_at: float,
         raw: Sequence[str | bytes] = (),
     ) -> None:
@@ -257,7 +266,7 @@ class Reconciler:
         self,
         state: _Symbol,
         epoch: int,
-        frames: list[DepthEvent | TradeEvent],
+        frames: list[MarketData],
         received_at: float,
     ) -> None:
         # The hot path: events are built positionally into the one output list.
@@ -309,6 +318,11 @@ class Reconciler:
                         )
                     continue
                 self._trade_actions(state, trades.on_trade(epoch, frame), received_at)
+            else:
+                # A stateless channel's frame: one event each (unless not asked for).
+                build = self._builders.get(type(frame))
+                if build is not None:
+                    append(build(frame, info, received_at))
 
     def _on_stream_started(self, state: _Symbol, message: StreamStarted) -> None:
         state.mode = message.mode

@@ -20,6 +20,12 @@ waits and never fails; what a full queue does instead is the written policy belo
   ``StatusEvent(kind="consumer_overflow")`` whose ``counts`` give ``dropped_trades``,
   ``first_dropped_trade_id`` and ``last_dropped_trade_id`` (and ``dropped_status`` when status
   events were lost too) of every drop up to the moment the reader reaches it.
+- **Latest-value channels** (book ticker, ticker, mark price, open interest, candles) conflate
+  like books, keyed by symbol and type (candles also by interval and start time, so every
+  candle's final update survives): past half the bound, the first event of a key queues a marker
+  that holds the newest event of that key until the reader reaches it.
+- **Liquidations** are discrete like trades: lossless up to the bound, then dropped and counted
+  (``dropped_liquidations``) in the symbol's overflow report.
 - **Status and protocol-error events** are rare and small: they may use ``status_slack`` slots
   beyond the bound; past that they are dropped and counted in the same overflow report.
 
@@ -36,15 +42,22 @@ from typing import Literal
 from backpack_actors.core.events import (
     BookDelta,
     BookSnapshot,
+    BookTicker,
+    Candle,
     Event,
+    Liquidation,
+    MarkPrice,
+    OpenInterest,
     StatusEvent,
     StatusKind,
+    Ticker,
     Trade,
 )
 
 __all__ = [
     "ConflatedMarker",
     "ConflatingQueue",
+    "LatestMarker",
     "OverflowMarker",
     "SubscriberQueue",
     "TradePolicy",
@@ -66,15 +79,46 @@ class ConflatedMarker:
         return f"ConflatedMarker({self.symbol!r}, absorbed={self.absorbed})"
 
 
+_LATEST_KINDS = frozenset({BookTicker, Ticker, MarkPrice, OpenInterest, Candle})
+
+
+def _latest_key(event: Event) -> tuple[object, ...]:
+    if type(event) is Candle:
+        return (Candle, event.symbol, event.interval, event.start_us)
+    return (type(event), event.symbol)
+
+
+class LatestMarker:
+    """Stands in the queue for a latest-value channel's key; holds the newest event of it."""
+
+    __slots__ = ("absorbed", "event", "key")
+
+    def __init__(self, key: tuple[object, ...], event: Event) -> None:
+        self.key = key
+        self.event = event
+        self.absorbed = 0
+
+    def __repr__(self) -> str:
+        return f"LatestMarker({self.key!r}, absorbed={self.absorbed})"
+
+
 class OverflowMarker:
     """Stands in the queue for the trades (and status events) of ``symbol`` dropped since."""
 
-    __slots__ = ("dropped_status", "dropped_trades", "first_id", "last_id", "symbol")
+    __slots__ = (
+        "dropped_liquidations",
+        "dropped_status",
+        "dropped_trades",
+        "first_id",
+        "last_id",
+        "symbol",
+    )
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         self.dropped_trades = 0
         self.dropped_status = 0
+        self.dropped_liquidations = 0
         self.first_id: int | None = None
         self.last_id: int | None = None
 
@@ -92,7 +136,7 @@ class OverflowMarker:
         )
 
 
-_Item = Event | ConflatedMarker | OverflowMarker
+_Item = Event | ConflatedMarker | OverflowMarker | LatestMarker
 
 
 class SubscriberQueue:
@@ -124,6 +168,7 @@ class SubscriberQueue:
         self._items: deque[_Item] = deque()
         self._conflating: dict[str, ConflatedMarker] = {}
         self._overflow: dict[str, OverflowMarker] = {}
+        self._latest: dict[tuple[object, ...], LatestMarker] = {}
         # drop_oldest only: the queued trades in order, and the ids of those dropped in place
         # (skipped when popped), so dropping the oldest trade is O(1) whatever is queued.
         self._trades: deque[Trade] = deque()
@@ -131,6 +176,8 @@ class SubscriberQueue:
         self.conflated: dict[str, int] = {}
         self.dropped_trades: dict[str, int] = {}
         self.dropped_status = 0
+        self.dropped_liquidations = 0
+        self.conflated_latest = 0
         self.max_depth = 0
 
     def __len__(self) -> int:
@@ -144,6 +191,7 @@ class SubscriberQueue:
         if (
             not self._conflating
             and not self._overflow
+            and not self._latest
             and len(items) + len(events) <= self.book_limit
             and self.trade_policy == "drop_newest"
         ):
@@ -184,6 +232,24 @@ class SubscriberQueue:
                 return
             if self.trade_policy == "drop_oldest":
                 self._trades.append(event)
+        elif kind in _LATEST_KINDS:
+            key = _latest_key(event)
+            latest = self._latest.get(key)
+            if latest is not None:
+                latest.event = event
+                latest.absorbed += 1
+                self.conflated_latest += 1
+                return
+            if len(items) - len(self._dead) >= self.book_limit:
+                self._latest[key] = LatestMarker(key, event)
+                items.append(self._latest[key])
+                self._note_depth()
+                return
+        elif kind is Liquidation:
+            if len(items) - len(self._dead) >= self.capacity:
+                self._overflow_marker(event.symbol, front=False).dropped_liquidations += 1
+                self.dropped_liquidations += 1
+                return
         elif len(items) - len(self._dead) >= self.status_limit:
             self._overflow_marker(event.symbol, front=False).dropped_status += 1
             self.dropped_status += 1
@@ -252,6 +318,7 @@ class SubscriberQueue:
         if (
             not self._conflating
             and not self._overflow
+            and not self._latest
             and not self._dead
             and not self._trades
             and len(items) <= limit
@@ -272,6 +339,10 @@ class SubscriberQueue:
             assert isinstance(item, ConflatedMarker)
             del self._conflating[item.symbol]
             return self._snapshot_of(item.symbol)
+        if kind is LatestMarker:
+            assert isinstance(item, LatestMarker)
+            del self._latest[item.key]
+            return item.event
         if kind is OverflowMarker:
             assert isinstance(item, OverflowMarker)
             del self._overflow[item.symbol]
@@ -287,6 +358,8 @@ class SubscriberQueue:
 
 def _overflow_event(marker: OverflowMarker, now: float) -> StatusEvent:
     counts = {"dropped_trades": marker.dropped_trades, "dropped_status": marker.dropped_status}
+    if marker.dropped_liquidations:
+        counts["dropped_liquidations"] = marker.dropped_liquidations
     if marker.first_id is not None and marker.last_id is not None:
         counts["first_dropped_trade_id"] = marker.first_id
         counts["last_dropped_trade_id"] = marker.last_id
@@ -300,6 +373,8 @@ def _overflow_event(marker: OverflowMarker, now: float) -> StatusEvent:
         reason = "this subscriber fell behind"
     if marker.dropped_status:
         reason += f", {marker.dropped_status} status events dropped"
+    if marker.dropped_liquidations:
+        reason += f", {marker.dropped_liquidations} liquidations dropped"
     return StatusEvent(
         symbol=marker.symbol,
         kind=StatusKind.CONSUMER_OVERFLOW,

@@ -19,13 +19,20 @@ import msgspec
 __all__ = [
     "BookDelta",
     "BookSnapshot",
+    "BookTicker",
+    "Candle",
     "Event",
     "Level",
+    "Liquidation",
+    "MarkPrice",
+    "MarketEvent",
+    "OpenInterest",
     "ProtocolErrorEvent",
     "RawLevel",
     "Side",
     "StatusEvent",
     "StatusKind",
+    "Ticker",
     "Trade",
 ]
 
@@ -195,4 +202,199 @@ class ProtocolErrorEvent(msgspec.Struct, frozen=True, kw_only=True):
     at: float = 0.0
 
 
-Event = Trade | BookSnapshot | BookDelta | StatusEvent | ProtocolErrorEvent
+def _dec(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+class BookTicker(msgspec.Struct, frozen=True, gc=False):
+    """``book_ticker``: the best bid and ask with their sizes; ``update_id`` is the book's ``u``."""
+
+    symbol: str
+    exchange_symbol: str
+    update_id: int
+    raw_bid_price: str
+    raw_bid_size: str
+    raw_ask_price: str
+    raw_ask_size: str
+    event_time_us: int
+    engine_time_us: int
+    received_at: float
+
+    @property
+    def bid_price(self) -> Decimal:
+        return Decimal(self.raw_bid_price)
+
+    @property
+    def bid_size(self) -> Decimal:
+        return Decimal(self.raw_bid_size)
+
+    @property
+    def ask_price(self) -> Decimal:
+        return Decimal(self.raw_ask_price)
+
+    @property
+    def ask_size(self) -> Decimal:
+        return Decimal(self.raw_ask_size)
+
+
+class Ticker(msgspec.Struct, frozen=True, gc=False):
+    """``ticker``: 24 h rolling statistics (Backpack pushes one a second; no engine time)."""
+
+    symbol: str
+    exchange_symbol: str
+    raw_open: str
+    raw_high: str
+    raw_low: str
+    raw_last: str
+    raw_volume: str
+    raw_quote_volume: str
+    trade_count: int
+    event_time_us: int
+    received_at: float
+
+    @property
+    def open(self) -> Decimal:
+        return Decimal(self.raw_open)
+
+    @property
+    def high(self) -> Decimal:
+        return Decimal(self.raw_high)
+
+    @property
+    def low(self) -> Decimal:
+        return Decimal(self.raw_low)
+
+    @property
+    def last(self) -> Decimal:
+        return Decimal(self.raw_last)
+
+    @property
+    def volume(self) -> Decimal:
+        """Base-asset volume."""
+        return Decimal(self.raw_volume)
+
+    @property
+    def quote_volume(self) -> Decimal:
+        return Decimal(self.raw_quote_volume)
+
+
+class Candle(msgspec.Struct, frozen=True, gc=False):
+    """``candles:<interval>``: one OHLCV candle; sent on every change, ``closed`` on the last."""
+
+    symbol: str
+    exchange_symbol: str
+    interval: str
+    start_us: int
+    end_us: int
+    raw_open: str
+    raw_high: str
+    raw_low: str
+    raw_close: str
+    raw_volume: str
+    trade_count: int
+    closed: bool
+    event_time_us: int
+    received_at: float
+
+    @property
+    def open(self) -> Decimal:
+        return Decimal(self.raw_open)
+
+    @property
+    def high(self) -> Decimal:
+        return Decimal(self.raw_high)
+
+    @property
+    def low(self) -> Decimal:
+        return Decimal(self.raw_low)
+
+    @property
+    def close(self) -> Decimal:
+        return Decimal(self.raw_close)
+
+    @property
+    def volume(self) -> Decimal:
+        return Decimal(self.raw_volume)
+
+
+class MarkPrice(msgspec.Struct, frozen=True, gc=False):
+    """``mark_price`` (perps): mark and index price, estimated funding rate, next funding time.
+
+    ``index_price``, ``funding_rate`` and ``next_funding_time_us`` are None where the exchange
+    leaves them out (prediction markets).
+    """
+
+    symbol: str
+    exchange_symbol: str
+    raw_mark_price: str
+    raw_index_price: str | None
+    raw_funding_rate: str | None
+    next_funding_time_us: int | None
+    event_time_us: int
+    engine_time_us: int
+    received_at: float
+
+    @property
+    def mark_price(self) -> Decimal:
+        return Decimal(self.raw_mark_price)
+
+    @property
+    def index_price(self) -> Decimal | None:
+        return _dec(self.raw_index_price)
+
+    @property
+    def funding_rate(self) -> Decimal | None:
+        return _dec(self.raw_funding_rate)
+
+
+class OpenInterest(msgspec.Struct, frozen=True, gc=False):
+    """``open_interest`` (perps): open interest in contracts, every 60 s."""
+
+    symbol: str
+    exchange_symbol: str
+    raw_open_interest: str
+    event_time_us: int
+    received_at: float
+
+    @property
+    def open_interest(self) -> Decimal:
+        return Decimal(self.raw_open_interest)
+
+
+class Liquidation(msgspec.Struct, frozen=True, gc=False):
+    """``liquidations``: one liquidation; ``side`` is the liquidation order's side."""
+
+    symbol: str
+    exchange_symbol: str
+    raw_price: str
+    raw_amount: str
+    side: Side
+    event_time_us: int
+    engine_time_us: int
+    received_at: float
+
+    @property
+    def price(self) -> Decimal:
+        return Decimal(self.raw_price)
+
+    @property
+    def amount(self) -> Decimal:
+        return Decimal(self.raw_amount)
+
+
+MarketEvent = BookTicker | Ticker | Candle | MarkPrice | OpenInterest | Liquidation
+"""The stateless channels' events (one per frame; see ``backpack_actors.channels``)."""
+
+Event = (
+    Trade
+    | BookSnapshot
+    | BookDelta
+    | StatusEvent
+    | ProtocolErrorEvent
+    | BookTicker
+    | Ticker
+    | Candle
+    | MarkPrice
+    | OpenInterest
+    | Liquidation
+)

@@ -44,6 +44,7 @@ __all__ = [
     "MarkPrice",
     "MarkPriceEvent",
     "Market",
+    "MarketData",
     "MarketDataFrame",
     "MarketFilters",
     "MultiplierBand",
@@ -831,14 +832,27 @@ _T = TypeVar("_T")
 _FRAME_DECODER: Final = msgspec.json.Decoder(WsFrame, strict=False)
 
 
-class MarketDataFrame(Struct, frozen=True, gc=False):
-    """The envelope of a depth or trade frame, ``stream`` skipped: the hot path's first try."""
+MarketData = (
+    DepthEvent
+    | TradeEvent
+    | BookTickerEvent
+    | TickerEvent
+    | KlineEvent
+    | MarkPriceEvent
+    | OpenInterestEvent
+    | LiquidationEvent
+)
+"""The public market-data events: what the connection actors route by symbol."""
 
-    data: DepthEvent | TradeEvent
+
+class MarketDataFrame(Struct, frozen=True, gc=False):
+    """The envelope of a public market-data frame, ``stream`` skipped: the hot path's first try."""
+
+    data: MarketData
 
 
 MARKET_DATA_DECODER: Final = msgspec.json.Decoder(MarketDataFrame, strict=False)
-"""Decodes depth and trade frames only (cheaper than the full union); anything it rejects (a
+"""Decodes public market-data frames only (cheaper than the full union); anything it rejects (a
 msgspec error) must go through :func:`decode_ws_frame`, which tolerates or names the problem."""
 
 

@@ -33,6 +33,7 @@ import trio
 import trio.testing
 import trio_websocket
 
+from backpack_actors.sim.derived import DerivedStreams, derived_stream_names, mark_price_fields
 from backpack_actors.sim.faults import Faults
 from backpack_actors.sim.market import (
     DEFAULT_MARKETS,
@@ -87,14 +88,14 @@ class SimConfig:
     merge_probability: float = 0.05
     checkpoint_interval: int = 1000
     max_history: int = 500_000
+    api_keys: tuple[str, ...] = ()
+    """Base64 public keys the account accepts (``sim --api-key``); none = every private request
+    is refused as an unknown key."""
     epoch_us: int | None = EPOCH_BASE_US
     """Exchange time at start, µs; None = the wall clock when the exchange is built. In-process
     exchanges (virtual time) keep a fixed start so their frames are reproducible;
     ``open_simulator`` (real sockets: the ``sim`` and ``demo`` commands) starts at the wall clock,
     so receipt − ``T`` is a real lag."""
-    api_keys: tuple[str, ...] = ()
-    """Base64 public keys the account accepts (``sim --api-key``); none = every private request
-    is refused as an unknown key."""
 
     def model_params(self) -> ModelParams:
         """The market-model part of the config."""
@@ -319,6 +320,11 @@ class SimExchange:
         self._last_gen: float | None = None
         self._carry: dict[str, int] = dict.fromkeys(self.models, 0)
         self._next_ticker = 0.0
+        self.derived = DerivedStreams(
+            self.models,
+            lambda stream: bool(self._subs.get(stream)),
+            lambda sym, stream, data: self._emit(sym, stream, _frame(stream, data)),
+        )
         self._valid_streams = self._build_valid_streams()
         # The account side (sim/orders.py): private REST routes, order engine, private streams.
         self.engine = OrderEngine(self, frozenset(self.config.api_keys))
@@ -400,6 +406,7 @@ class SimExchange:
             if now >= self._next_ticker:
                 self._next_ticker = now + cfg.ticker_interval
                 self._publish_tickers()
+                self.derived.tick(self.now_us())
 
     def _generate_batch(self, now: float) -> None:
         last = self._last_gen
@@ -432,6 +439,8 @@ class SimExchange:
                     "q": t.quantity_str, "s": sym, "t": t.id,
                 }  # fmt: skip
                 self._emit(sym, trade_stream, _frame(trade_stream, data))
+        if msg.trades:
+            self.derived.on_trades(sym, msg.trades)
         depth_stream = f"depth.{sym}"
         if subs.get(depth_stream):
             self._emit_depth(sym, depth_stream, _frame(depth_stream, _depth_data(msg)))
@@ -595,6 +604,8 @@ class SimExchange:
                 {f"trade.{sym}", f"depth.{sym}", f"bookTicker.{sym}", f"ticker.{sym}"}
                 | {f"depth.{w}.{sym}" for w in DEPTH_WINDOWS}
             )
+        perps = [s for s, m in self.models.items() if m.spec.market_type == "PERP"]
+        names |= derived_stream_names(self.models, perps)
         return frozenset(names)
 
     def _handle_ws_request(self, session: _Session, message: str | bytes) -> None:
@@ -937,6 +948,41 @@ class SimExchange:
         end = _int_param(params, "endTime", self.now_us() // 1_000_000 + 1, "i64")
         return _json_response(200, _klines(model, seconds, start, end))
 
+    def _perps(self, params: dict[str, list[str]]) -> list[MarketModel]:
+        if params.get("symbol"):
+            models = [self._symbol(params)]
+        else:
+            models = sorted(self.models.values(), key=lambda m: m.spec.symbol)
+        return [m for m in models if m.spec.market_type == "PERP"]
+
+    def _get_mark_prices(self, params: dict[str, list[str]]) -> HttpResponse:
+        now_us = self.now_us()
+        out = []
+        for model in self._perps(params):
+            f = mark_price_fields(model, now_us)
+            out.append(
+                {
+                    "fundingRate": f["f"],
+                    "indexPrice": f["i"],
+                    "markPrice": f["p"],
+                    "nextFundingTimestamp": f["n"],
+                    "symbol": model.spec.symbol,
+                }
+            )
+        return _json_response(200, out)
+
+    def _get_open_interest(self, params: dict[str, list[str]]) -> HttpResponse:
+        now_ms = self.now_us() // 1000
+        out = [
+            {
+                "openInterest": format_stripped(m.volume, m.size_decimals),
+                "symbol": m.spec.symbol,
+                "timestamp": now_ms,
+            }
+            for m in self._perps(params)
+        ]
+        return _json_response(200, out)
+
     def _get_time(self, params: dict[str, list[str]]) -> HttpResponse:
         return _text_response(200, str(self.now_us() // 1000))
 
@@ -961,6 +1007,8 @@ _ROUTES = {
     "/api/v1/ticker": SimExchange._get_ticker,
     "/api/v1/tickers": SimExchange._get_tickers,
     "/api/v1/klines": SimExchange._get_klines,
+    "/api/v1/markPrices": SimExchange._get_mark_prices,
+    "/api/v1/openInterest": SimExchange._get_open_interest,
     "/api/v1/time": SimExchange._get_time,
     "/api/v1/ping": SimExchange._get_ping,
     "/api/v1/status": SimExchange._get_status,

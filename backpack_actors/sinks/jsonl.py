@@ -10,6 +10,18 @@ Schema (every event type's fields, as msgspec encodes them)::
      "bids", "asks", "event_time_us", "engine_time_us", "received_at"}
     {"type": "status", "symbol", "kind", "reason", "counts", "at"}
     {"type": "protocol_error", "symbol", "stream", "reason", "excerpt", "count", "at"}
+    {"type": "book_ticker", "symbol", "exchange_symbol", "update_id", "bid_price", "bid_size",
+     "ask_price", "ask_size", "event_time_us", "engine_time_us", "received_at"}
+    {"type": "ticker", "symbol", "exchange_symbol", "open", "high", "low", "last", "volume",
+     "quote_volume", "trade_count", "event_time_us", "received_at"}
+    {"type": "candle", "symbol", "exchange_symbol", "interval", "start_us", "end_us", "open",
+     "high", "low", "close", "volume", "trade_count", "closed", "event_time_us", "received_at"}
+    {"type": "mark_price", "symbol", "exchange_symbol", "mark_price", "index_price",
+     "funding_rate", "next_funding_time_us", "event_time_us", "engine_time_us", "received_at"}
+    {"type": "open_interest", "symbol", "exchange_symbol", "open_interest", "event_time_us",
+     "received_at"}
+    {"type": "liquidation", "symbol", "exchange_symbol", "price", "amount", "side",
+     "event_time_us", "engine_time_us", "received_at"}
 
 Prices and sizes are decimal strings (``"106815.5"``), levels ``[price, size]`` pairs best first;
 ``*_us`` fields are integer microseconds; ``received_at``/``at`` are local float seconds.
@@ -26,9 +38,15 @@ import msgspec
 from backpack_actors.core.events import (
     BookDelta,
     BookSnapshot,
+    BookTicker,
+    Candle,
     Event,
+    Liquidation,
+    MarkPrice,
+    OpenInterest,
     ProtocolErrorEvent,
     StatusEvent,
+    Ticker,
     Trade,
 )
 
@@ -40,6 +58,12 @@ EVENT_TYPES: dict[type, str] = {
     BookDelta: "book_delta",
     StatusEvent: "status",
     ProtocolErrorEvent: "protocol_error",
+    BookTicker: "book_ticker",
+    Ticker: "ticker",
+    Candle: "candle",
+    MarkPrice: "mark_price",
+    OpenInterest: "open_interest",
+    Liquidation: "liquidation",
 }
 """The ``"type"`` value of each event class."""
 
@@ -60,7 +84,7 @@ def event_to_dict(event: Event, *, book_depth: int = 0) -> dict[str, Any]:
     body: dict[str, Any] = {"type": EVENT_TYPES[type(event)]}
     # to_builtins renders enums as their values; the rename keeps the fields' order.
     for key, value in msgspec.to_builtins(event).items():
-        body[_SCHEMA_NAMES.get(key, key)] = value
+        body[_SCHEMA_NAMES.get(key) or (key[4:] if key.startswith("raw_") else key)] = value
     if book_depth > 0 and isinstance(event, BookSnapshot):
         body["bids"] = body["bids"][:book_depth]
         body["asks"] = body["asks"][:book_depth]
