@@ -159,6 +159,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a feed; events as JSON Lines")
     _add_feed_arguments(run, urls=True)
     _add_output_arguments(run, book_depth=0)
+    from backpack_actors.bus.cli import add_bus_arguments, add_bus_parser
+
+    add_bus_arguments(run)
 
     demo = sub.add_parser("demo", help="run a feed against the embedded simulator (offline)")
     _add_feed_arguments(demo, urls=False)
@@ -260,6 +263,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     from backpack_actors.sim.server import add_sim_arguments
 
+    add_bus_parser(sub)
     sim = sub.add_parser("sim", help="run the Backpack exchange simulator (REST + WebSocket)")
     add_sim_arguments(sim)
 
@@ -531,6 +535,12 @@ def _one_line(text: str) -> str:
 # --- commands ----------------------------------------------------------------------------------
 
 
+def _bus_options(args: argparse.Namespace) -> Any:
+    from backpack_actors.bus.cli import bus_options
+
+    return bus_options(args)
+
+
 def _run_options(args: argparse.Namespace, config: Any) -> Any:
     from backpack_actors.runner.app import RunOptions
 
@@ -544,6 +554,7 @@ def _run_options(args: argparse.Namespace, config: Any) -> Any:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         connect_timeout=getattr(args, "connect_timeout", 15.0),
+        bus=_bus_options(args),
         sinks=tuple(args.sink),
     )
 
@@ -572,6 +583,11 @@ def _command(args: argparse.Namespace, handler: _HoldingHandler) -> int:
         exported = trio.run(lambda: export_recording(args.recording, args.out, format=args.format))
         print(exported.line(args.out), file=sys.stderr, flush=True)
         return 0
+    if args.command == "bus":
+        from backpack_actors.bus.cli import run_bus_command
+
+        handler.started()
+        return run_bus_command(args)
     if args.command == "record":
         return _record_command(args, handler)
     if args.command == "demo":

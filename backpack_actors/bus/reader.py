@@ -31,6 +31,7 @@ from typing import cast
 
 import coredis
 import msgspec
+import trio
 
 from backpack_actors.bus.schema import Keys, decode_payload, is_resync_point
 from backpack_actors.core.events import (
@@ -85,6 +86,7 @@ class BusStats(msgspec.Struct):
     skipped_unsynced: int = 0
     undecodable: int = 0
     unannounced_trade_jumps: int = 0
+    reconnects: int = 0
 
 
 class _Book:
@@ -143,6 +145,7 @@ class BusFeed:
         for s in self.symbols:
             self._kind[self.keys.book(s)] = ("book", s)
             self._kind[self.keys.trades(s)] = ("trades", s)
+        self.last_error: str | None = None
         self.last_entry_us: dict[str, int] = {}
         """Per stream, the publisher's write time of the newest entry read (µs)."""
 
@@ -205,9 +208,21 @@ class BusFeed:
         return out
 
     async def batches(self) -> AsyncIterator[list[Event]]:
-        """Lists of events as they come (never empty)."""
+        """Lists of events as they come (never empty); rides out Redis outages, retrying with
+        capped backoff (what was lost meanwhile is reported as holes once Redis answers)."""
+        from backpack_actors.sinks.redis import REDIS_ERRORS
+
+        failures = 0
         while True:
-            events = await self.read_batch()
+            try:
+                events = await self.read_batch()
+            except REDIS_ERRORS as exc:
+                failures += 1
+                self.stats.reconnects += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                await trio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)))
+                continue
+            failures = 0
             if events:
                 yield events
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import trio
 from rich.console import Console
@@ -31,6 +31,9 @@ from backpack_actors.runner.live import LiveState, LiveView
 from backpack_actors.runner.metrics import FeedMetrics
 from backpack_actors.sinks import Sink, SinkStats, run_sink
 from backpack_actors.testing import unwrap_group
+
+if TYPE_CHECKING:
+    from backpack_actors.bus.publisher import BusOptions
 
 __all__ = [
     "ExchangeUnreachableError",
@@ -101,6 +104,8 @@ class RunOptions:
     metrics_host: str = "127.0.0.1"
     connect_timeout: float = 15.0
     install_signal_handlers: bool = True
+    bus: BusOptions | None = None
+    """Also publish to the Redis Streams bus (``run --bus``); JSONL then only goes to ``output``."""
     sinks: tuple[str, ...] = ()
     """More sinks as ``KIND:TARGET`` specs (``parquet:DIR``), each its own subscriber."""
 
@@ -199,7 +204,7 @@ async def run_feed(
     sink: JsonlSink | None = None
     if options.output is not None:
         sink = JsonlSink.open(options.output, book_depth=options.book_depth)
-    elif not options.live:
+    elif not options.live and options.bus is None:
         sink = (
             JsonlSink(stdout, book_depth=options.book_depth)
             if stdout is not None
@@ -207,6 +212,7 @@ async def run_feed(
         )
     sink_stats = SinkStats()
     sink_sub = feed.subscribe_events("jsonl") if sink is not None else None
+    bus_sub = feed.subscribe_events("redis") if options.bus is not None else None
     metrics = FeedMetrics() if options.metrics_port is not None else None
     live = live_state
     if live is None and options.live:
@@ -285,6 +291,8 @@ async def run_feed(
                     await nursery.start(feed.run)
                 if startup.cancelled_caught:
                     raise _unreachable(feed, config, options.connect_timeout)
+                if bus_sub is not None and options.bus is not None:
+                    await _start_bus(nursery, feed, bus_sub, options.bus)
                 if on_started is not None:
                     on_started(feed)
                 refresh_stats()
@@ -322,6 +330,17 @@ async def run_feed(
                 if metrics is not None:
                     metrics.close()
     return summary
+
+
+async def _start_bus(
+    nursery: trio.Nursery, feed: Feed, subscription: Subscription, bus: BusOptions
+) -> None:
+    """The bus publisher (imported here: it needs the ``redis`` extra) for the feed's symbols."""
+    from backpack_actors.bus.publisher import run_bus_publisher
+    from backpack_actors.core.symbols import normalize
+
+    symbols = [normalize(symbol) for symbol in feed.symbols]
+    await nursery.start(run_bus_publisher, subscription, bus, symbols)
 
 
 def _unreachable(feed: Feed, config: FeedConfig, timeout: float) -> ExchangeUnreachableError:

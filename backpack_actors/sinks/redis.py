@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
+import anyio
 import coredis
 import coredis.exceptions
 import trio
@@ -59,6 +60,9 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     OSError,
     trio.TooSlowError,
+    # A connection that closed under a command (Redis restarted, the socket reset).
+    anyio.ClosedResourceError,
+    anyio.BrokenResourceError,
 )
 
 
