@@ -40,6 +40,7 @@ from backpack_actors.sim.market import DepthMessage, MarketModel, SimTrade
 __all__ = [
     "INSTRUCTIONS",
     "OrderEngine",
+    "OrderRejected",
     "PrivateHost",
     "SimFill",
     "SimOrder",
@@ -106,14 +107,16 @@ def _error(status: int, code: str, message: str) -> Reply:
     return status, {"code": code, "message": message}
 
 
-class _Reject(Exception):
+class OrderRejected(Exception):
+    """An order or cancel the exchange refuses; ``reply`` is its HTTP status and error body."""
+
     def __init__(self, reply: Reply) -> None:
         super().__init__(reply[0])
         self.reply = reply
 
 
-def _reject(status: int, code: str, message: str) -> _Reject:
-    return _Reject(_error(status, code, message))
+def _reject(status: int, code: str, message: str) -> OrderRejected:
+    return OrderRejected(_error(status, code, message))
 
 
 @dataclass(slots=True)
@@ -375,7 +378,7 @@ class OrderEngine:
             return failure
         try:
             return self._route(instruction, params)
-        except _Reject as exc:
+        except OrderRejected as exc:
             return exc.reply
 
     def _route(self, instruction: str, params: dict[str, Any]) -> Reply:
@@ -473,7 +476,7 @@ class OrderEngine:
 
     # ------------------------------------------------------------------ orders
     def execute(self, params: Mapping[str, Any]) -> SimOrder:
-        """Place an order (``POST /api/v1/order`` parameters); raises ``_Reject`` when refused."""
+        """Place an order (``POST /api/v1/order`` parameters); refusals raise ``OrderRejected``."""
         model = self._market(params)
         spec = model.spec
         side = params.get("side")
