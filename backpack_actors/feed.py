@@ -3,7 +3,9 @@
 :class:`Feed` is the consumer API over the actor tree that :mod:`backpack_actors.tree` builds:
 iterate it (``async for event in feed`` or ``feed.batches()``), ask for more subscriptions
 (``feed.subscribe_events()``, one bounded queue each, e.g. for a sink), read a live book
-(``feed.book(symbol)``), add or remove markets at runtime (``await feed.subscribe(...)`` /
+(``feed.book(symbol)``, ``Decimal`` answers), watch it the ccxt.pro way
+(``await feed.watch_order_book(symbol)``, ``watch_trades``, ``watch_ticker``:
+:mod:`backpack_actors.ccxt_api`), add or remove markets at runtime (``await feed.subscribe(...)`` /
 ``await feed.unsubscribe(...)``), and read counters (``feed.statistics()``).
 """
 
@@ -22,8 +24,8 @@ import attrs
 import trio
 
 from backpack_actors.actors.emitter import Subscription
+from backpack_actors.ccxt_api import BookView, CcxtWatcher
 from backpack_actors.config import L2_BOOK, TRADES, FeedConfig, load_config
-from backpack_actors.core.book import OrderBook
 from backpack_actors.core.conflation import TradePolicy
 from backpack_actors.core.events import (
     BookDelta,
@@ -88,6 +90,7 @@ class Feed:
             if consume
             else None
         )
+        self._watcher: CcxtWatcher | None = None
 
     def __repr__(self) -> str:
         return f"Feed(symbols={self.symbols!r})"
@@ -114,15 +117,10 @@ class Feed:
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
 
-    async def batches(self, limit: int = 4096) -> AsyncIterator[list[Event]]:
+    def batches(self, limit: int = 4096) -> AsyncIterator[list[Event]]:
         """The same events as ``async for event in feed``, a list at a time (every event queued
         when the consumer asks, up to ``limit``): one queue call per list instead of per event."""
-        queue = self._queue()
-        while True:
-            try:
-                yield await queue.get_batch(limit)
-            except trio.EndOfChannel:
-                return
+        return self._queue().batches(limit)
 
     def subscribe_events(
         self,
@@ -162,10 +160,33 @@ class Feed:
             raise RuntimeError("the feed is not running")
         return self.tree.reconciler
 
-    def book(self, symbol: str) -> OrderBook:
-        """The current :class:`~backpack_actors.core.book.OrderBook` of ``symbol`` (any form)."""
+    def book(self, symbol: str) -> BookView:
+        """The live book of ``symbol`` (any form): ``best_bid()``, ``best_ask()``, ``depth(n)``,
+        ``spread()``, ``mid()`` as ``Decimal``s; ``.text`` is the
+        :class:`~backpack_actors.core.book.OrderBook` of exchange text."""
         info = self._resolve(symbol)
-        return self.reconciler.book_sync(info.exchange_id).book  # type: ignore[no-any-return]
+        return BookView(self.reconciler.book_sync(info.exchange_id).book, info)
+
+    # -- ccxt.pro-shaped (backpack_actors.ccxt_api) --------------------------------------------
+
+    def _watch(self) -> CcxtWatcher:
+        if self._watcher is None:
+            self._watcher = CcxtWatcher(self)
+        return self._watcher
+
+    async def watch_order_book(self, symbol: str, limit: int | None = None) -> dict[str, Any]:
+        """ccxt.pro's ``watch_order_book``: the next in-sync book, ``Decimal`` levels."""
+        return await self._watch().order_book(symbol, limit)
+
+    async def watch_trades(
+        self, symbol: str, since: int | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """ccxt.pro's ``watch_trades``: the trades since the previous call, ``Decimal``s."""
+        return await self._watch().trades(symbol, since, limit)
+
+    async def watch_ticker(self, symbol: str) -> dict[str, Any]:
+        """ccxt.pro's ``watch_ticker``, from the book's best levels and the last trade."""
+        return await self._watch().ticker(symbol)
 
     def _resolve(self, symbol: str) -> MarketInfo:
         table = self.table
