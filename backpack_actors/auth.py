@@ -189,7 +189,8 @@ class Signer:
         self.offset = offset if offset is not None else ClockOffset()
 
     def __repr__(self) -> str:
-        return f"Signer(api_key={self.api_key!r}, api_secret=***, window_ms={self.window_ms})"
+        # Neither credential: logs and errors that show a signer name nothing to an attacker.
+        return f"Signer(api_key=***, api_secret=***, window_ms={self.window_ms})"
 
     def now_ms(self) -> int:
         """Server time by the local clock and the measured offset."""

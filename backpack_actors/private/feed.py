@@ -46,7 +46,13 @@ from backpack_actors.errors import (
 from backpack_actors.private.events import PrivateEvent
 from backpack_actors.private.rest import HttpPrivateRest, PrivateRest, measure_offset
 from backpack_actors.private.state import PrivateState, parse_time_ms
-from backpack_actors.supervisor import ChildSpec, Supervisor, SupervisorEvent, SupervisorEventKind
+from backpack_actors.supervisor import (
+    ChildSpec,
+    Supervisor,
+    SupervisorEvent,
+    SupervisorEventKind,
+    leaf_exceptions,
+)
 from backpack_actors.transport.ws import WsConnector, ws_connector
 
 __all__ = [
@@ -209,14 +215,17 @@ class PrivateFeed:
     # ------------------------------------------------------------------ running
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the tree until cancelled; an :class:`AuthError` ends it (see ``on_auth_error``)."""
+        status = _OnceStatus(task_status)
         try:
-            await self.supervisor.run(task_status=task_status)
+            await self.supervisor.run(task_status=status)
         except AuthError as exc:
             self.auth_error = exc
             log.error("private feed stopped: %s", exc)
             if self.config.on_auth_error == "raise":
                 raise
             self._status(StatusKind.SNAPSHOT_FAILED, f"private feed stopped: {exc}")
+            # Reported, not raised: whoever waits for the start goes on (and reads the report).
+            status.started()
         finally:
             self._send.close()
 
@@ -343,6 +352,19 @@ class PrivateFeed:
         return out
 
 
+class _OnceStatus(trio.TaskStatus[None]):
+    """Forwards the first ``started()`` only (the feed may report a start it never reached)."""
+
+    def __init__(self, inner: trio.TaskStatus[None]) -> None:
+        self._inner = inner
+        self.done = False
+
+    def started(self, value: None = None) -> None:
+        if not self.done:
+            self.done = True
+            self._inner.started()
+
+
 @asynccontextmanager
 async def open_private_feed(
     config: PrivateConfig | FeedConfig,
@@ -358,9 +380,16 @@ async def open_private_feed(
     if isinstance(config, FeedConfig):
         config = PrivateConfig.from_feed_config(config)
     feed = PrivateFeed(config, rest=rest, connect=connect)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(feed.run)
-        try:
-            yield feed
-        finally:
-            nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(feed.run)
+            try:
+                yield feed
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # An authentication failure reaches the caller as itself, not inside task groups.
+        auth = [e for e in leaf_exceptions(group) if isinstance(e, AuthError)]
+        if auth:
+            raise auth[0] from None
+        raise

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -26,8 +25,6 @@ async def test_ccxt_private_calls_match_ground_truth() -> None:
     with trio.fail_after(60):
         async with open_simulator(seed=4, api_keys=(public,)) as sim:
             engine = sim.exchange.engine
-            # ccxt signs with the local wall clock (it does not adjust for the server's time).
-            engine.auth_clock_ms = lambda: time.time_ns() // 1_000_000
             ex = _ccxt(sim.rest_url, public, secret.reveal())
             run = trio.to_thread.run_sync
             await run(ex.load_markets)
