@@ -13,14 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
-import coredis
 import trio
 
 from backpack_actors.actors.emitter import Subscription
 from backpack_actors.bus.lease import ShardCoordinator
 from backpack_actors.bus.schema import Codec, Keys
 from backpack_actors.sinks import SinkStats, run_sink
-from backpack_actors.sinks.redis import RedisStreamsSink
+from backpack_actors.sinks.redis import RedisStreamsSink, redis_client
 
 __all__ = ["BusOptions", "run_bus_publisher"]
 
@@ -62,10 +61,7 @@ async def run_bus_publisher(
     async def publish(*, task_status: trio.TaskStatus[ShardCoordinator]) -> None:
         try:
             with shield:
-                client: coredis.Redis[bytes] = coredis.Redis.from_url(
-                    options.url, stream_timeout=5.0
-                )
-                async with client:
+                async with redis_client(options.url) as client:
                     coordinator = ShardCoordinator(
                         client,
                         symbols,

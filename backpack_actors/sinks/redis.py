@@ -19,9 +19,11 @@ checkpoint spans, so at least two checkpoints are always in the window. The entr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -30,7 +32,7 @@ import anyio
 import coredis
 import coredis.exceptions
 import trio
-from coredis.tokens import PureToken
+from coredis.retry import NoRetryPolicy
 
 from backpack_actors.bus.schema import Codec, Keys, encode_payload
 from backpack_actors.core.book import OrderBook
@@ -49,6 +51,7 @@ __all__ = [
     "RedisStreamsSink",
     "StaticOwnership",
     "open_redis_sink",
+    "redis_client",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,10 +69,30 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-_TRIM: dict[str, Any] = {
-    "trim_strategy": PureToken.MAXLEN,
-    "trim_operator": PureToken.APPROXIMATELY,
-}
+_SNAPSHOT_FIELDS = frozenset(BookSnapshot.__struct_fields__)
+
+# One batch as one script call: it writes only while this sink's marker key exists, so a Redis
+# that restarted empty is noticed before anything lands in the new, empty streams (the client
+# itself reconnects without an error). ARGV: count, then per entry key, maxlen, field count and
+# the fields; last the marker's TTL. Returns the count, or -1 when the marker is gone.
+_WRITE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local n = tonumber(ARGV[1])
+local i = 2
+for _ = 1, n do
+  local args = {ARGV[i], 'MAXLEN', '~', ARGV[i + 1], '*'}
+  local fields = tonumber(ARGV[i + 2])
+  i = i + 3
+  for _ = 1, 2 * fields do
+    args[#args + 1] = ARGV[i]
+    i = i + 1
+  end
+  redis.call('XADD', unpack(args))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[i])
+return n
+"""
+_ALIVE_TTL_MS = 3_600_000
 
 
 class Ownership(Protocol):
@@ -120,6 +143,7 @@ class _Symbol:
         "exchange_symbol",
         "known",
         "last_checkpoint",
+        "last_event",
         "need_checkpoint",
         "since_checkpoint",
         "update_id",
@@ -129,6 +153,7 @@ class _Symbol:
         self.exchange_symbol = exchange_symbol
         self.book = OrderBook()
         self.known = False
+        self.last_event: BookSnapshot | BookDelta | None = None
         self.update_id = 0
         self.engine_time_us: int | None = None
         self.epoch_started: int | None = None
@@ -183,7 +208,11 @@ class RedisStreamsSink:
         self.events = 0
         self.checkpoints = 0
         self.failures = 0
+        self.restarts = 0
         self._streak = 0
+        # This sink's marker: present while Redis still holds what the sink wrote.
+        self._alive_key = f"{self.keys.prefix}:alive:{uuid.uuid4().hex}"
+        self._alive_set = False
         self.reconnects = 0
         self.last_error: str | None = None
 
@@ -194,14 +223,21 @@ class RedisStreamsSink:
         trio.from_thread.run(self.publish, events)
 
     def close(self) -> None:
-        """Nothing buffered: every write finished before it returned."""
+        """Nothing is buffered (every write finished before it returned); drops the marker."""
+        trio.from_thread.run(self.aclose)
+
+    async def aclose(self) -> None:
+        """Drop this sink's marker key (best effort: it expires on its own)."""
+        if self._alive_set:
+            with trio.move_on_after(1.0), contextlib.suppress(*REDIS_ERRORS):
+                await self.client.delete([self._alive_key])
 
     # -- trio side --------------------------------------------------------------------------------
 
     async def publish(self, events: list[Event]) -> None:
         """Write ``events`` (in order, with any checkpoints due); retries until written."""
         entries: list[_Entry] = []
-        symbols = {e.symbol for e in events if e.symbol}
+        symbols = {symbol for e in events if (symbol := getattr(e, "symbol", ""))}
         await self._retrying(lambda: self.ownership.ensure(self.client, symbols))
         for event in events:
             self._absorb(event, entries)
@@ -215,6 +251,7 @@ class RedisStreamsSink:
             "checkpoints": self.checkpoints,
             "failures": self.failures,
             "reconnects": self.reconnects,
+            "restarts": self.restarts,
             "last_error": self.last_error,
         }
 
@@ -241,16 +278,24 @@ class RedisStreamsSink:
 
     def _checkpoint(self, symbol: str, state: _Symbol, epoch: int) -> _Entry:
         bids, asks = state.book.depth()
-        snapshot = BookSnapshot(
+        # The checkpoint carries the receipt stamps of the newest book event it contains.
+        last = state.last_event
+        base: dict[str, Any] = {}
+        if last is not None:
+            shared = _SNAPSHOT_FIELDS.intersection(type(last).__struct_fields__)
+            base = {name: getattr(last, name) for name in shared}
+        base.update(
             symbol=symbol,
             exchange_symbol=state.exchange_symbol,
             update_id=state.update_id,
             raw_bids=bids,
             raw_asks=asks,
             engine_time_us=state.engine_time_us,
-            received_at=self._wall(),
             reason="checkpoint",
+            force=True,
+            age_us=None,
         )
+        snapshot = BookSnapshot(**base)
         state.need_checkpoint = False
         state.since_checkpoint = 0
         state.last_checkpoint = trio.current_time()
@@ -258,7 +303,7 @@ class RedisStreamsSink:
         return self._entry(self.keys.book(symbol), snapshot, b"c", epoch, symbol, True)
 
     def _absorb(self, event: Event, out: list[_Entry]) -> None:
-        symbol = event.symbol
+        symbol: str = getattr(event, "symbol", "")
         epoch = self.ownership.epoch_of(symbol) if symbol else 0
         if isinstance(event, (StatusEvent, ProtocolErrorEvent)):
             out.append(self._entry(self.keys.status, event, b"e", epoch or 0, symbol, False))
@@ -305,6 +350,7 @@ class RedisStreamsSink:
 
     @staticmethod
     def _apply(state: _Symbol, event: BookSnapshot | BookDelta) -> None:
+        state.last_event = event
         if isinstance(event, BookSnapshot):
             state.book.load(event.raw_bids, event.raw_asks)
             state.update_id = event.update_id
@@ -318,46 +364,61 @@ class RedisStreamsSink:
         while entries:
             try:
                 with trio.fail_after(self.write_timeout):
-                    await self._send(entries)
+                    intact = await self._send(entries)
             except REDIS_ERRORS as exc:
                 self.failures += 1
                 self.last_error = redact_urls(f"{type(exc).__name__}: {exc}")
                 log.warning("redis sink: write failed (%s); retrying", self.last_error)
                 await self._sleep_backoff()
-                entries = await self._after_failure(entries)
+                await self._retrying(self.client.ping)
+                entries = self._restart_with_checkpoints(entries)
+                continue
+            if not intact:
+                # Redis lost its data since the last write (restarted empty, flushed), though
+                # the client reconnected without an error: nothing of this batch was written.
+                self.restarts += 1
+                await self._retrying(self._mark_alive)
+                entries = self._restart_with_checkpoints(entries)
                 continue
             self.entries += len(entries)
             self._streak = 0
             return
 
-    async def _send(self, entries: list[_Entry]) -> None:
-        if not self.batching:
-            for entry in entries:
-                await self.client.xadd(entry.key, entry.fields, **_TRIM, threshold=entry.maxlen)
-            return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for entry in entries:
-                # Queued: the pipeline sends every command, and reads the replies, at block end.
-                pipe.xadd(entry.key, entry.fields, **_TRIM, threshold=entry.maxlen)
+    async def _mark_alive(self) -> None:
+        await self.client.set(self._alive_key, b"1", px=_ALIVE_TTL_MS)
 
-    async def _after_failure(self, entries: list[_Entry]) -> list[_Entry]:
-        """Wait for Redis; the retry starts with a checkpoint of every book it held entries
-        of (the failed write may have been lost: readers see the hole and resync there)."""
-        await self._retrying(self.client.ping)
+    async def _send(self, entries: list[_Entry]) -> bool:
+        """Write the entries; False (and nothing written) when Redis lost this sink's marker."""
+        if not self._alive_set:
+            await self._mark_alive()
+            self._alive_set = True
+        groups = [entries] if self.batching else [[entry] for entry in entries]
+        for group in groups:
+            args: list[bytes | str | int] = [len(group)]
+            for entry in group:
+                args += [entry.key, entry.maxlen, len(entry.fields)]
+                for name, value in entry.fields.items():
+                    args += [name, value]
+            written = await self.client.eval(
+                _WRITE_SCRIPT, [self._alive_key], [*args, _ALIVE_TTL_MS]
+            )
+            if written == -1:
+                return False
+        return True
+
+    def _restart_with_checkpoints(self, entries: list[_Entry]) -> list[_Entry]:
+        """The retry starts with a checkpoint of every book this sink writes (what Redis had may
+        be gone: readers see the hole and resync there); the batch's book entries are in those
+        checkpoints, its other entries follow in order."""
         self.reconnects += 1
-        # Redis may have restarted empty: every book's next entry is a checkpoint.
-        for state in self._symbols.values():
-            state.need_checkpoint = True
-        books = {e.symbol for e in entries if e.book_data}
-        kept = [e for e in entries if not e.book_data]
         fresh: list[_Entry] = []
-        for symbol in sorted(books):
-            state = self._symbols[symbol]
+        for symbol, state in sorted(self._symbols.items()):
             epoch = self.ownership.epoch_of(symbol)
+            state.need_checkpoint = True
             if epoch is not None and state.known:
                 state.epoch_started = epoch
                 fresh.append(self._checkpoint(symbol, state, epoch))
-        return fresh + kept
+        return fresh + [e for e in entries if not e.book_data]
 
     async def _retrying(self, call: Callable[[], Awaitable[object]]) -> None:
         while True:
@@ -381,6 +442,15 @@ class RedisStreamsSink:
 async def open_redis_sink(url: str, **options: object) -> AsyncIterator[RedisStreamsSink]:
     """A :class:`RedisStreamsSink` on its own coredis client for ``url`` (``redis://host:port/db``),
     open for the block; ``options`` are the sink's keyword arguments."""
-    client: coredis.Redis[bytes] = coredis.Redis.from_url(url, stream_timeout=5.0)
-    async with client:
+    async with redis_client(url) as client:
         yield RedisStreamsSink(client, **options)  # type: ignore[arg-type]
+
+
+def redis_client(url: str, *, stream_timeout: float = 5.0) -> coredis.Redis[bytes]:
+    """A coredis client for a publisher: commands are not retried behind its back, so the sink
+    sees every failure (and knows to start again with checkpoints); enter it with ``async with``.
+    """
+    client: coredis.Redis[bytes] = coredis.Redis.from_url(
+        url, stream_timeout=stream_timeout, retry_policy=NoRetryPolicy()
+    )
+    return client

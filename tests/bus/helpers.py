@@ -122,6 +122,21 @@ def _values(levels: Any) -> list[tuple[Any, Any]]:
     return [(Decimal(str(p)), Decimal(str(s))) for p, s in levels]
 
 
+class Watch:
+    """Wakes waiters whenever a reader made progress; :meth:`until` waits for a condition."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def poke(self) -> None:
+        self._event.set()
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            self._event = trio.Event()
+            await self._event.wait()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
