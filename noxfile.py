@@ -39,8 +39,11 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def fuzz(session: nox.Session) -> None:
-    """Pipeline fuzzing at scale: >= 100k adversarial frames and REST bodies (FUZZ_EXAMPLES)."""
-    _install_unless_no_venv(session)
+    """Pipeline fuzzing at scale (>= 100k adversarial frames and REST bodies, FUZZ_EXAMPLES),
+    then every coverage-guided target under atheris (FUZZ_RUNS executions or FUZZ_SECONDS each).
+    """
+    if session.venv_backend != "none":
+        session.install("-e", ".[test,fuzz]")
     examples = session.env.get("FUZZ_EXAMPLES", "850")
     session.run(
         "pytest",
@@ -50,6 +53,15 @@ def fuzz(session: nox.Session) -> None:
         "no:cacheprovider",
         *session.posargs,
         env={"FUZZ_EXAMPLES": examples},
+    )
+    session.run(
+        "python",
+        "-m",
+        "tests.fuzz.targets.run",
+        env={
+            "FUZZ_RUNS": session.env.get("FUZZ_RUNS", "20000"),
+            "FUZZ_SECONDS": session.env.get("FUZZ_SECONDS", "120"),
+        },
     )
 
 
