@@ -102,11 +102,23 @@ class Subscription:
     async def get_batch(self, limit: int = 4096) -> list[Event]:
         """At least one and up to ``limit`` events; ``trio.EndOfChannel`` once closed and
         drained. Returns without a checkpoint while events are queued."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        pop_many = self._queue.pop_many
         while True:
-            events = self.get_batch_nowait(limit)
+            events = pop_many(limit)
             if events:
                 return events
             await self._wait()
+
+    def batches(self, limit: int = 4096) -> AsyncIterator[list[Event]]:
+        """``async for events in sub.batches()``: :meth:`get_batch` until closed and drained.
+
+        An iterator object rather than an async generator: each list costs one coroutine, not
+        a generator step around one (this is the consumer's per-read path)."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        return _Batches(self, limit)
 
     async def _wait(self) -> None:
         if self._closed:
@@ -114,12 +126,11 @@ class Subscription:
         if self._waiter is not None:
             raise trio.BusyResourceError(f"subscription {self.name!r} already has a reader")
         self._waiter = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
 
-        def abort(_raise_cancel: object) -> trio.lowlevel.Abort:
-            self._waiter = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+    def _abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()
@@ -163,6 +174,30 @@ class Subscription:
             "dropped_trades": self.dropped_trades,
             "dropped_status": self._queue.dropped_status,
         }
+
+
+class _Batches:
+    """What :meth:`Subscription.batches` returns."""
+
+    __slots__ = ("_limit", "_pop_many", "_sub")
+
+    def __init__(self, sub: Subscription, limit: int) -> None:
+        self._sub = sub
+        self._limit = limit
+        self._pop_many = sub._queue.pop_many
+
+    def __aiter__(self) -> _Batches:
+        return self
+
+    async def __anext__(self) -> list[Event]:
+        while True:
+            events = self._pop_many(self._limit)
+            if events:
+                return events
+            try:
+                await self._sub._wait()
+            except trio.EndOfChannel:
+                raise StopAsyncIteration from None
 
 
 EventQueue = Subscription

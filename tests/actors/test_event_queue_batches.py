@@ -69,3 +69,35 @@ def test_a_batch_limit_below_one_is_refused(limit: int) -> None:
     queue = Subscription("test", 10, lambda _symbol: None)
     with pytest.raises(ValueError, match="limit must be at least 1"):
         queue.get_batch_nowait(limit)
+
+
+async def test_batches_iterates_lists_until_closed_and_drained() -> None:
+    queue = Subscription("test", 100, lambda _symbol: None)
+    got: list[list[int]] = []
+
+    async def reader() -> None:
+        async for batch in queue.batches(2):
+            got.append(_ids(batch))
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            queue.offer_many([_trade(1), _trade(2), _trade(3)])
+            await trio.testing.wait_all_tasks_blocked()
+            queue.offer_many([_trade(4)])
+            queue.close()
+    assert got == [[1, 2], [3], [4]]
+
+
+async def test_a_waiting_batches_reader_can_be_cancelled_and_read_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue = Subscription("test", 100, lambda _symbol: None)
+    batches = queue.batches()
+    with trio.move_on_after(1) as scope:
+        await batches.__anext__()
+    assert scope.cancelled_caught
+    queue.offer_many([_trade(7)])
+    with trio.fail_after(5):
+        assert _ids(await batches.__anext__()) == [7]
