@@ -139,8 +139,12 @@ class PrivateFeed:
         rest: PrivateRest | None = None,
         connect: WsConnector | None = None,
         clock: Callable[[], float] = time.time,
+        emit: Callable[[PrivateEvent | StatusEvent], None] | None = None,
     ) -> None:
         self.config = config
+        # ``emit`` hands every event to a host (e.g. the main feed's emitter) instead of the
+        # feed's own queue; it is called synchronously, in order, and must not block.
+        self._sink = emit
         signer = (
             rest.signer
             if rest is not None
@@ -198,7 +202,10 @@ class PrivateFeed:
         return self._receive.__aiter__()
 
     def _emit(self, event: PrivateEvent | StatusEvent) -> None:
-        self._send.send_nowait(event)
+        if self._sink is not None:
+            self._sink(event)
+        else:
+            self._send.send_nowait(event)
 
     def _status(self, kind: StatusKind, reason: str, counts: dict[str, int] | None = None) -> None:
         self._emit(

@@ -1,12 +1,18 @@
-"""The simulator's order engine: unmodified ccxt trades against it; fills hit the public streams."""
+"""The simulator's order engine: unmodified ccxt trades against it; fills hit the public streams.
+
+ccxt.pro runs with asyncio in a thread of its own (the only asyncio here), as in
+tests/integration/test_ccxt_fidelity.py.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 from typing import Any
 
 import ccxt
+import ccxt.pro
 import pytest
 import trio
 
@@ -194,3 +200,37 @@ async def test_perp_positions_and_cancel_all() -> None:
             ex, signer, "DELETE", "/api/v1/order", {"symbol": sym, "orderId": "1"}
         )
         assert (status, body["code"]) == (404, "RESOURCE_NOT_FOUND")
+
+
+async def _pro_orders(config: dict[str, Any]) -> list[dict[str, Any]]:
+    pro = ccxt.pro.backpack(config)
+    try:
+        await pro.load_markets()
+        watcher = asyncio.ensure_future(pro.watch_orders("ETH/USDC"))
+        # ccxt.pro subscribes on the first watch; give the frame time to reach the server.
+        await asyncio.sleep(0.5)
+        placed = await pro.create_order("ETH/USDC", "market", "buy", 0.2)
+        seen: list[dict[str, Any]] = list(await asyncio.wait_for(watcher, 20))
+        while not any(o["id"] == placed["id"] and o["status"] == "closed" for o in seen):
+            seen.extend(await asyncio.wait_for(pro.watch_orders("ETH/USDC"), 20))
+        return [o for o in seen if o["id"] == placed["id"]]
+    finally:
+        await pro.close()
+
+
+async def test_ccxt_pro_watch_orders_accepts_the_private_stream() -> None:
+    public, secret = generate_keypair()
+    with trio.fail_after(60):
+        async with open_simulator(seed=6, markets=["ETH_USDC"], api_keys=(public,)) as sim:
+            api = {"public": sim.rest_url, "private": sim.rest_url}
+            ws = {"public": sim.ws_url, "private": sim.ws_url}
+            config = {
+                "urls": {"api": {**api, "ws": ws}},
+                "apiKey": public,
+                "secret": secret.reveal(),
+            }
+            orders = await trio.to_thread.run_sync(lambda: asyncio.run(_pro_orders(config)))
+            truth = next(iter(sim.exchange.engine.orders.values()))
+            assert orders[-1]["id"] == truth.id
+            assert orders[-1]["status"] == "closed"
+            assert Decimal(str(orders[-1]["filled"])) == truth.executed_quantity == Decimal("0.2")

@@ -1,0 +1,76 @@
+"""``sim --api-key KEY --api-secret SECRET``: the simulator process accepts exactly that key pair;
+without them it generates a pair and prints it."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+
+import pytest
+import trio
+
+from backpack_actors.auth import AuthError, Signer, generate_keypair, public_key_of
+from backpack_actors.private.rest import HttpPrivateRest
+from backpack_actors.sim.orders import sim_api_keys
+from tests.cli.helpers import CLI, ROOT, LineReader
+
+
+async def _sim_lines(args: list[str], until: str) -> tuple[trio.Process, list[str]]:
+    sim = await trio.lowlevel.open_process(
+        [*CLI, "sim", "--port", "0", "--markets", "ETH_USDC", *args],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert sim.stdout is not None
+    reader = LineReader(sim.stdout)
+    lines = [await reader.until(lambda line: "backpack simulator" in line)]
+    lines.append(await reader.until(lambda line: until in line))
+    return sim, lines
+
+
+async def _balance(rest_url: str, signer: Signer) -> object:
+    return await HttpPrivateRest(rest_url, signer).request("GET", "/api/v1/capital", {})
+
+
+async def test_sim_process_takes_a_key_pair() -> None:
+    public, secret = generate_keypair()
+    with trio.fail_after(40):
+        sim, lines = await _sim_lines(
+            ["--api-key", public, "--api-secret", secret.reveal()], "api key:"
+        )
+        try:
+            rest_url = re.findall(r"http://[\d.]+:\d+", lines[0])[0]
+            assert lines[1].strip() == f"api key: {public}"
+            assert secret.reveal() not in "".join(lines)
+            balance = await _balance(rest_url, Signer(public, secret))
+            assert isinstance(balance, dict)
+            assert balance["USDC"]["available"] == "1000000"
+            stranger, stranger_secret = generate_keypair()
+            with pytest.raises(AuthError, match="Invalid API key"):
+                await _balance(rest_url, Signer(stranger, stranger_secret))
+        finally:
+            sim.send_signal(signal.SIGINT)
+            await sim.wait()
+
+
+async def test_sim_process_generates_and_prints_a_pair() -> None:
+    with trio.fail_after(40):
+        sim, lines = await _sim_lines([], "api secret (generated")
+        try:
+            rest_url = re.findall(r"http://[\d.]+:\d+", lines[0])[0]
+            secret = lines[1].rsplit(" ", 1)[1].strip()
+            signer = Signer(public_key_of(secret), secret)
+            balance = await _balance(rest_url, signer)
+            assert isinstance(balance, dict)
+        finally:
+            sim.send_signal(signal.SIGINT)
+            await sim.wait()
+
+
+def test_half_a_pair_is_refused() -> None:
+    public, _ = generate_keypair()
+    with pytest.raises(ValueError, match="go together"):
+        sim_api_keys(public, None)
+    with pytest.raises(ValueError, match="not the public key"):
+        sim_api_keys(public, generate_keypair()[1].reveal())
