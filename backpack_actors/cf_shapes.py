@@ -3,9 +3,9 @@
 :mod:`backpack_actors.cryptofeed` hands cryptofeed's own types to its callbacks; the standalone
 :class:`backpack_actors.feed.CcxtBackpackFeed` (no cryptofeed installed) hands these look-alikes
 with the same field names (``exchange``, ``symbol``, ``side``, ``amount``, ``price``, ``id``,
-``timestamp``; books ``.book.bids``/``.book.asks``, ``.delta``, ``.sequence_number``). Every
-field of the feed's own event is still there (``trade.trade_id``, ``book.update_id``, ...): the
-objects read what they do not define from the event in ``.raw``.
+``timestamp``; books ``.book.bids``/``.book.asks``, ``.delta``, ``.sequence_number``). They are
+the feed's own events (subclasses), so every older field and ``isinstance`` check still works
+(``trade.trade_id``, ``isinstance(book, BookSnapshot)``, ``book.update_id``, ...).
 
 Both keep one book per symbol: a :class:`~backpack_actors.core.events.BookSnapshot` replaces it
 (``delta`` is None: a reset, as cryptofeed's own feeds signal one), each
@@ -21,16 +21,20 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Generic, Protocol, TypeVar
 
-from backpack_actors.core.events import BookDelta, BookSnapshot
+import msgspec
+
+from backpack_actors.core.events import BookDelta, BookSnapshot, Trade
 
 __all__ = [
     "ASK",
     "BID",
     "CF_CHANNELS",
     "EXCHANGE",
-    "Book",
+    "BookDeltaView",
     "BookKeeper",
     "BookSides",
+    "BookSnapshotView",
+    "StandaloneBooks",
     "TradeView",
     "feed_channels",
 ]
@@ -68,51 +72,93 @@ def feed_channels(channels: Iterable[str], candle_interval: str = "1m") -> list[
     return out
 
 
-class _Delegating:
-    """Fields not defined here are read from the feed's event (``raw``)."""
+class TradeView(Trade, frozen=True, gc=False):
+    """The feed's :class:`~backpack_actors.core.events.Trade` with cryptofeed's field names too:
+    ``exchange``, ``id`` (text), ``type``; ``side``, ``amount``, ``price``, ``timestamp``
+    (engine time, seconds) are the event's own."""
 
-    raw: Any
+    exchange: str = EXCHANGE
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "raw":
-            raise AttributeError(name)
-        return getattr(self.raw, name)
+    @property
+    def id(self) -> str:
+        """The trade id as text, as cryptofeed has it."""
+        return str(self.trade_id)
 
+    @property
+    def type(self) -> str | None:
+        """The order type (Backpack's public trades do not say)."""
+        return None
 
-@dataclass(eq=False, slots=False)
-class TradeView(_Delegating):
-    """cryptofeed's ``Trade`` fields over the feed's :class:`~backpack_actors.core.events.Trade`."""
-
-    exchange: str
-    symbol: str
-    side: str
-    amount: Decimal
-    price: Decimal
-    timestamp: float
-    id: str
-    type: str | None
-    raw: Any
+    @classmethod
+    def of(cls, trade: Trade) -> TradeView:
+        """The view of ``trade``."""
+        return cls(**msgspec.structs.asdict(trade))
 
 
 @dataclass(eq=False)
 class BookSides:
-    """``bids`` and ``asks`` as price → size dicts (``Decimal``)."""
+    """A maintained book: ``bids`` and ``asks`` as ``Decimal`` price → size dicts."""
 
     bids: dict[Decimal, Decimal] = field(default_factory=dict)
     asks: dict[Decimal, Decimal] = field(default_factory=dict)
 
 
-@dataclass(eq=False, slots=False)
-class Book(_Delegating):
-    """cryptofeed's ``OrderBook`` fields: a maintained book (``.book.bids``/``.book.asks``)."""
+class BookSnapshotView(BookSnapshot, frozen=True, kw_only=True, gc=False):
+    """A :class:`~backpack_actors.core.events.BookSnapshot` with cryptofeed's ``OrderBook``
+    fields: ``book`` (the maintained book after it), ``delta`` (None: a reset),
+    ``sequence_number``, ``exchange``."""
 
-    exchange: str
-    symbol: str
-    book: BookSides = field(default_factory=BookSides)
-    delta: dict[str, list[tuple[Decimal, Decimal]]] | None = None
-    sequence_number: int | None = None
-    timestamp: float | None = None
-    raw: Any = None
+    book: BookSides = msgspec.field(default_factory=BookSides)
+    exchange: str = EXCHANGE
+
+    @property
+    def delta(self) -> None:
+        """None: this book replaces the previous one."""
+        return None
+
+    @property
+    def sequence_number(self) -> int:
+        """The last update id the book contains."""
+        return self.update_id
+
+
+class BookDeltaView(BookDelta, frozen=True, gc=False):
+    """A :class:`~backpack_actors.core.events.BookDelta` with cryptofeed's ``OrderBook`` fields:
+    ``book`` (the maintained book after it), ``delta`` (``{"bid": [...], "ask": [...]}``, size
+    0 = removed), ``sequence_number``, ``exchange``."""
+
+    book: BookSides = msgspec.field(default_factory=BookSides)
+    exchange: str = EXCHANGE
+
+    @property
+    def delta(self) -> dict[str, list[tuple[Decimal, Decimal]]]:
+        """The changed levels."""
+        return {BID: list(self.bids), ASK: list(self.asks)}
+
+    @property
+    def sequence_number(self) -> int:
+        """The last update id the book contains."""
+        return self.last_update_id
+
+
+class StandaloneBooks:
+    """The maintained books behind :class:`BookSnapshotView` and :class:`BookDeltaView`."""
+
+    def __init__(self) -> None:
+        self.books: dict[str, BookSides] = {}
+
+    def view(self, event: BookSnapshot | BookDelta) -> BookSnapshotView | BookDeltaView:
+        """Apply ``event`` to its symbol's book; the event with the book attached."""
+        fields = msgspec.structs.asdict(event)
+        if isinstance(event, BookSnapshot):
+            sides = self.books[event.symbol] = BookSides()
+            _set(sides.bids, _levels(event.raw_bids))
+            _set(sides.asks, _levels(event.raw_asks))
+            return BookSnapshotView(**fields, book=sides)
+        sides = self.books.setdefault(event.symbol, BookSides())
+        _set(sides.bids, _levels(event.raw_bids))
+        _set(sides.asks, _levels(event.raw_asks))
+        return BookDeltaView(**fields, book=sides)
 
 
 class _BookLike(Protocol):

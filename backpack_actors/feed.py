@@ -25,6 +25,7 @@ import trio
 
 from backpack_actors.actors.emitter import Subscription
 from backpack_actors.ccxt_api import BookView, CcxtWatcher
+from backpack_actors.cf_shapes import StandaloneBooks, TradeView
 from backpack_actors.config import L2_BOOK, TRADES, FeedConfig, load_config
 from backpack_actors.core.conflation import TradePolicy
 from backpack_actors.core.events import (
@@ -346,8 +347,11 @@ class CcxtBackpackFeed:
     Callbacks take ``(event, receipt_timestamp)`` like cryptofeed's and may be sync or async;
     ``callbacks[TRADES]`` gets :class:`Trade`, ``callbacks[L2_BOOK]`` gets :class:`BookSnapshot`
     (``force=True``) and :class:`BookDelta`, ``callbacks[STATUS]`` (optional) gets status and
-    protocol-error events. An exception raised by a callback stops the feed and is raised by
-    ``run()`` — never swallowed.
+    protocol-error events. Trades and books also have cryptofeed's field names
+    (:mod:`backpack_actors.cf_shapes`: ``trade.id``, ``trade.exchange``, ``book.book.bids`` — the
+    maintained book —, ``book.delta``, ``book.sequence_number``). With cryptofeed installed,
+    :mod:`backpack_actors.cryptofeed` is the drop-in for its ``FeedHandler``. An exception raised
+    by a callback stops the feed and is raised by ``run()`` — never swallowed.
     """
 
     def __init__(
@@ -373,6 +377,7 @@ class CcxtBackpackFeed:
         self._rest_client = rest_client
         self._ws_connect = ws_connect
         self._cancel: trio.CancelScope | None = None
+        self._books = StandaloneBooks()
         self.feed: Feed | None = None
 
     def __repr__(self) -> str:
@@ -427,7 +432,12 @@ class CcxtBackpackFeed:
                 async for event in feed:
                     callback = self._callback_for(event)
                     if callback is not None:
-                        result = callback(event, _receipt_time(event))
+                        shaped: Event = event
+                        if isinstance(event, Trade):
+                            shaped = TradeView.of(event)
+                        elif isinstance(event, BookSnapshot | BookDelta):
+                            shaped = self._books.view(event)
+                        result = callback(shaped, _receipt_time(event))
                         if inspect.isawaitable(result):
                             await result
                     seen += 1
