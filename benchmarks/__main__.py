@@ -10,6 +10,9 @@ Parts (``--only scale,plumbing,core,e2e``; default all, in this order):
   (``benchmarks/plumbing.py``).
 - ``core``: the core-only rows (no event loop, 64 frames per read), latency, memory.
 - ``e2e``: the single-market sustained-rate ladder (``benchmarks/e2e.py``).
+- ``bus``: the Redis Streams bus — publish throughput (JSON vs msgpack, batching on/off, beside
+  the JSONL sink) and feed -> Redis -> reader latency (``benchmarks/bus.py``; needs the Redis at
+  ``BUS_REDIS_URL``, default ``redis://127.0.0.1:6379/0``).
 
 Numbers are medians of interleaved repetitions; compare ratios from the same run. A path whose
 final book (or event stream) differs from the generator's ground truth fails the run.
@@ -134,7 +137,7 @@ def _end_to_end(args: argparse.Namespace, report: Report) -> None:
         report.e2e_skipped(f"the loopback run failed: {exc!r}")
 
 
-PARTS = ("scale", "plumbing", "core", "e2e")
+PARTS = ("scale", "plumbing", "core", "e2e", "bus")
 
 
 def _load() -> str:
@@ -257,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         _end_to_end(args, report)
         for title, body in report.sections[before:]:
             print(f"\n## {title}\n\n{body}", flush=True)
+    if "bus" in parts:
+        from benchmarks import bus
+
+        print("bus: publish throughput and feed -> Redis -> reader latency ...", flush=True)
+        bus.run(report, quick=args.quick, seed=args.seed)
+        print(report.last_section(), flush=True)
     facts["load"] += f", {_load()} at the end"
 
     report.finish(time.perf_counter() - started, datetime.datetime.now(datetime.UTC))
