@@ -6,6 +6,9 @@
 With URLs the feed runs the blocking way (``feed.run()``, like cryptofeed's ``FeedHandler``);
 without, it runs inside a trio program next to the embedded simulator (``feed.run_async()``).
 Callbacks may be plain functions or coroutines; they receive ``(event, receipt_timestamp)``.
+Trades and books have cryptofeed's field names as well as the feed's own (``trade.id`` and
+``trade.trade_id``; ``book.book.bids`` is the maintained book, ``book.delta`` is None after a
+snapshot). With cryptofeed installed, examples/cryptofeed_style.py uses its ``FeedHandler``.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from contextlib import suppress
 
 import trio
 
+from backpack_actors.cf_shapes import BookDeltaView, BookSnapshotView, TradeView
 from backpack_actors.config import L2_BOOK, TRADES
-from backpack_actors.core.events import BookDelta, BookSnapshot, StatusEvent, Trade
+from backpack_actors.core.events import StatusEvent
 from backpack_actors.feed import STATUS, CcxtBackpackFeed
 from backpack_actors.sim import open_simulator
 
@@ -28,18 +32,19 @@ class Printer:
         self.book_updates = 0
         self.trades = 0
 
-    def on_trade(self, trade: Trade, receipt: float) -> None:
+    def on_trade(self, trade: TradeView, receipt: float) -> None:
         self.trades += 1
-        print(
-            f"trade {trade.symbol} #{trade.trade_id} {trade.side.value} {trade.amount} @ "
-            f"{trade.price}",
-            flush=True,
-        )
+        print(f"trade {trade.symbol} #{trade.id} {trade.side} {trade.amount} @ {trade.price}")
 
-    async def on_book(self, book: BookSnapshot | BookDelta, receipt: float) -> None:
+    async def on_book(self, book: BookSnapshotView | BookDeltaView, receipt: float) -> None:
         self.book_updates += 1
-        if isinstance(book, BookSnapshot):
-            print(f"book {book.symbol} snapshot at update {book.update_id} ({book.reason})")
+        if book.delta is None:
+            best = max(book.book.bids) if book.book.bids else None
+            print(
+                f"book {book.symbol} snapshot at update {book.sequence_number} "
+                f"({book.reason}), best bid {best}",
+                flush=True,
+            )
 
     def on_status(self, event: StatusEvent, receipt: float) -> None:
         print(f"status {event.symbol} {event.kind.value}: {event.reason}", flush=True)
