@@ -73,8 +73,15 @@ _AUTH_WORDS = ("signature", "expired", "api key", "unauthorized", "authenticatio
 # Fill history is read from a little before the last fill seen: fills of the same millisecond
 # may still arrive, and every trade id is emitted once anyway.
 _FILL_MARGIN_MS = 2_000
-_PAGE = 1000
+# Fill history is filtered by time on the server (big pages); order history is read newest first
+# until it reaches the watermark (small pages: usually one).
+_FILL_PAGE = 1000
+_ORDER_PAGE = 100
 _MAX_PAGES = 50
+# Fills and finished orders older than this before the last fill can no longer come back from
+# history reads; past _PRUNE_AT remembered ids they are forgotten (bounded memory).
+_PRUNE_HORIZON_MS = 600_000
+_PRUNE_AT = 50_000
 
 
 @attrs.frozen(kw_only=True)
@@ -171,6 +178,7 @@ class PrivateFeed:
             "protocol_errors": 0,
         }
         self.auth_error: AuthError | None = None
+        self.error: Exception | None = None
         backoff = Backoff(
             base=config.reconnect_base, cap=max(config.reconnect_cap, config.reconnect_base)
         )
@@ -225,8 +233,11 @@ class PrivateFeed:
         status = _OnceStatus(task_status)
         try:
             await self.supervisor.run(task_status=status)
-        except AuthError as exc:
-            self.auth_error = exc
+        except (AuthError, ExchangeRequestError) as exc:
+            # Neither is retried: refused credentials, or a refused subscription (bad symbol).
+            if isinstance(exc, AuthError):
+                self.auth_error = exc
+            self.error = exc
             log.error("private feed stopped: %s", exc)
             if self.config.on_auth_error == "raise":
                 raise
@@ -304,9 +315,15 @@ class PrivateFeed:
         since = max(self._start_ms, (state.last_fill_ms or self._start_ms) - _FILL_MARGIN_MS)
         open_orders = await rest.request("GET", "/api/v1/orders", {})
         fills = await self._pages(
-            "/wapi/v1/history/fills", {"from": since, "sortDirection": "Asc"}, None
+            "/wapi/v1/history/fills", {"from": since, "sortDirection": "Asc"}, _FILL_PAGE, None
         )
-        orders = await self._pages("/wapi/v1/history/orders", {}, since - _FILL_MARGIN_MS)
+        horizon = since - _FILL_MARGIN_MS
+        orders = [
+            o
+            for o in await self._pages("/wapi/v1/history/orders", {}, _ORDER_PAGE, horizon)
+            # A page may reach further back than the watermark; older orders are not news.
+            if (parse_time_ms(o.get("createdAt")) or horizon) >= horizon
+        ]
         known = {o.get("id") for o in [*open_orders, *orders]}
         for order_id, symbol in state.open_order_ids().items():
             if order_id not in known:
@@ -329,6 +346,8 @@ class PrivateFeed:
         )
         for event in events:
             self._emit(event)
+        if len(state.fill_ids) + len(state.orders) > _PRUNE_AT and state.last_fill_ms is not None:
+            state.prune(state.last_fill_ms - _PRUNE_HORIZON_MS)
         self.stats["reconciliations"] += 1
         self.stats["reconciled_fills"] += counts["fills"]
         self.stats["reconciled_orders"] += counts["orders"]
@@ -341,15 +360,15 @@ class PrivateFeed:
         return counts
 
     async def _pages(
-        self, path: str, params: dict[str, object], stop_before_ms: int | None
+        self, path: str, params: dict[str, object], size: int, stop_before_ms: int | None
     ) -> list[Any]:
         out: list[Any] = []
         for page in range(_MAX_PAGES):
             items = await self._rest.request(
-                "GET", path, {**params, "limit": _PAGE, "offset": page * _PAGE}
+                "GET", path, {**params, "limit": size, "offset": page * size}
             )
             out.extend(items)
-            if len(items) < _PAGE:
+            if len(items) < size:
                 break
             if stop_before_ms is not None:
                 # Newest first: stop once a page reaches orders created before the watermark.

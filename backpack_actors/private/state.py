@@ -118,11 +118,32 @@ class PrivateState:
         self._clock = clock
         self.orders: dict[str, OrderUpdate] = {}
         self.fill_ids: set[int] = set()
+        self._fill_times: dict[int, int] = {}
         self.positions: dict[str, PositionUpdate] = {}
         self.balances: dict[str, Balance] = {}
         self.last_fill_ms: int | None = None
         self._position_read_us: dict[str, int] = {}
         self.duplicates_suppressed = 0
+
+    def prune(self, before_ms: int) -> int:
+        """Forget fills and finished orders last heard of before ``before_ms``; returns how many.
+
+        Only safe for what history reads can no longer return (the feed reads history from a
+        little before the last fill seen), so the horizon is kept well behind that.
+        """
+        horizon_us = before_ms * 1000
+        old_fills = [t for t, us in self._fill_times.items() if us < horizon_us]
+        for trade_id in old_fills:
+            self.fill_ids.discard(trade_id)
+            del self._fill_times[trade_id]
+        old_orders = [
+            oid
+            for oid, o in self.orders.items()
+            if _rank(o.status) == _TERMINAL_RANK and (o.engine_time_us or 0) < horizon_us
+        ]
+        for order_id in old_orders:
+            del self.orders[order_id]
+        return len(old_fills) + len(old_orders)
 
     def wants(self, exchange_symbol: str) -> bool:
         """Whether the feed follows ``exchange_symbol`` (every symbol when none was named)."""
@@ -254,6 +275,7 @@ class PrivateState:
             self.duplicates_suppressed += 1
             return []
         self.fill_ids.add(fill.trade_id)
+        self._fill_times[fill.trade_id] = fill.engine_time_us or 0
         if fill.engine_time_us is not None:
             ms = fill.engine_time_us // 1000
             self.last_fill_ms = ms if self.last_fill_ms is None else max(self.last_fill_ms, ms)

@@ -145,3 +145,27 @@ def test_credentials_from_config_or_environment(monkeypatch: pytest.MonkeyPatch)
         )["source"]
         == "polled"
     )
+
+
+def test_prune_forgets_only_what_history_cannot_return() -> None:
+    state = PrivateState()
+    fills = [
+        {"tradeId": i, "symbol": "SOL_USDC", "price": "1", "quantity": "1", "orderId": str(i),
+         "timestamp": 1_000_000 + i * 1000}
+        for i in range(10)
+    ]  # fmt: skip
+    orders = [
+        {"id": str(i), "symbol": "SOL_USDC", "status": "Filled", "executedQuantity": "1",
+         "createdAt": 1_000_000 + i * 1000}
+        for i in range(10)
+    ]  # fmt: skip
+    state.reconcile(
+        open_orders=[], orders=orders, fills=fills, positions=None, capital=None, read_us=0
+    )
+    assert state.prune(1_005_000) == 10
+    assert sorted(state.fill_ids) == [5, 6, 7, 8, 9]
+    assert sorted(state.orders) == ["5", "6", "7", "8", "9"]
+    again, _ = state.reconcile(
+        open_orders=[], orders=orders[5:], fills=fills[5:], positions=None, capital=None, read_us=0
+    )
+    assert again == []
