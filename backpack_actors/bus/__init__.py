@@ -3,13 +3,23 @@
 Publishers write with :class:`~backpack_actors.sinks.redis.RedisStreamsSink` (stream layout in
 :mod:`backpack_actors.bus.schema`), sharing the symbols through leases
 (:mod:`backpack_actors.bus.lease`); readers use :func:`open_bus_feed`, which re-verifies
-continuity, trade ids and publisher epochs (:mod:`backpack_actors.bus.reader`). Needs the
+continuity, trade ids and publisher epochs (:mod:`backpack_actors.bus.reader`), or share the work
+in a consumer group with :func:`open_bus_group`. Needs the
 ``redis`` extra (coredis). docs/bus.md is the guide.
 """
 
 from __future__ import annotations
 
+from backpack_actors.bus.group import BusGroupReader, GroupEntry, open_bus_group
 from backpack_actors.bus.reader import BusFeed, BusStats, open_bus_feed
 from backpack_actors.bus.schema import Keys
 
-__all__ = ["BusFeed", "BusStats", "Keys", "open_bus_feed"]
+__all__ = [
+    "BusFeed",
+    "BusGroupReader",
+    "BusStats",
+    "GroupEntry",
+    "Keys",
+    "open_bus_feed",
+    "open_bus_group",
+]
