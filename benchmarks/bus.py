@@ -95,12 +95,13 @@ async def _publish_run(
             checkpoint_deltas=max(1000, len(events)),
             trades_maxlen=len(events) + 1000,
         ) as sink:
+            # Positioned before the streams exist: it reads them from their first entry.
+            bus = BusFeed(sink.client, symbols, keys=keys, block=0.05, count=10_000)
+            await bus.start()
             started = time.perf_counter()
             for i in range(0, len(events), 1000):
                 await sink.publish(events[i : i + 1000])
             seconds = time.perf_counter() - started
-            bus = BusFeed(sink.client, symbols, keys=keys, block=0.05, count=10_000)
-            await bus.start()
             got: list[Any] = []
             while batch := await bus.read_batch():
                 got += batch
