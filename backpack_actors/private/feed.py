@@ -178,6 +178,7 @@ class PrivateFeed:
             "protocol_errors": 0,
         }
         self.auth_error: AuthError | None = None
+        self._waiters: list[tuple[int, trio.Event]] = []
         self.error: Exception | None = None
         backoff = Backoff(
             base=config.reconnect_base, cap=max(config.reconnect_cap, config.reconnect_base)
@@ -349,6 +350,11 @@ class PrivateFeed:
         if len(state.fill_ids) + len(state.orders) > _PRUNE_AT and state.last_fill_ms is not None:
             state.prune(state.last_fill_ms - _PRUNE_HORIZON_MS)
         self.stats["reconciliations"] += 1
+        done = self.stats["reconciliations"]
+        for target, waiter in list(self._waiters):
+            if done >= target:
+                self._waiters.remove((target, waiter))
+                waiter.set()
         self.stats["reconciled_fills"] += counts["fills"]
         self.stats["reconciled_orders"] += counts["orders"]
         found = counts["fills"] + counts["orders"] + counts["positions"]
@@ -358,6 +364,12 @@ class PrivateFeed:
                 StatusKind.RESYNCED, f"private reconciliation ({reason}): {summary}", counts
             )
         return counts
+
+    async def wait_reconciliations(self, count: int = 1) -> None:
+        """Wait until ``count`` more reconciliations (by the stream or the poller) are done."""
+        event = trio.Event()
+        self._waiters.append((self.stats["reconciliations"] + count, event))
+        await event.wait()
 
     async def _pages(
         self, path: str, params: dict[str, object], size: int, stop_before_ms: int | None

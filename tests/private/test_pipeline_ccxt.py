@@ -94,9 +94,9 @@ async def test_ccxt_orders_while_private_stream_drops_and_reconnects() -> None:
                     engine.disconnect_private()
             engine.disconnect_private()
             sim.exchange.pause()
-            # Let in-flight frames arrive and the poller run; then one last reconciliation.
-            await trio.sleep(1.5)
-            await feed.reconcile("test")
+            # The feed's own polls (every 0.5 s) find what the stream lost: two complete ones
+            # after the market stopped, nothing called by hand.
+            await feed.wait_reconciliations(2)
             account.assert_matches(engine)
             assert len(engine.fills) > 5
             assert engine.faults.dropped > 0

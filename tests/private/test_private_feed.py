@@ -87,12 +87,9 @@ async def _trade(rng: random.Random, exchange: SimExchange, steps: int, faults: 
 
 
 async def _settle(feed: PrivateFeed, exchange: SimExchange) -> None:
-    # Freeze the market (no more maker fills), let the stream deliver what is in flight and the
-    # poller run, then one more reconciliation (a lost last update is found by the next poll).
+    # Freeze the market (no more maker fills); the feed's own polls find what the stream lost.
     exchange.pause()
-    await trio.sleep(2.5)
-    await feed.reconcile("test")
-    await trio.sleep(0.1)
+    await feed.wait_reconciliations(2)
 
 
 async def test_feed_equals_truth_despite_dropped_updates_and_cuts(autojump_clock: Any) -> None:
