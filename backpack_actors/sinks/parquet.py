@@ -7,12 +7,13 @@ start (UTC) so a restarted feed never overwrites an earlier file. Decimal column
 columns for a value that does not fit).
 
 Crash safety: rows are buffered and written as one row group per flush, each to its own complete
-file (``HH-<run>.part-NNNNN.parquet``: a Parquet file is only readable once its footer is written).
-A flush happens when a partition holds ``row_group_rows`` rows or ``flush_interval`` seconds after
-the previous flush. When the hour is over, and on :meth:`close`, an hour's parts are merged into
-its hourly file (written beside it, renamed into place, then the parts removed; a new sink in the
-same directory removes parts that a merged file already holds). So SIGTERM or Ctrl-C leave every
-event in valid files; SIGKILL loses only the rows not yet flushed, and says so at the next start.
+file (``HH-<run>.part-NNNNN.parquet``: a Parquet file is only readable once its footer is written),
+under a hidden temporary name renamed once whole. A flush happens when a partition holds
+``row_group_rows`` rows or ``flush_interval`` seconds after the previous flush. When the hour is
+over, and on :meth:`close`, an hour's parts are merged into its hourly file (written beside it,
+renamed into place, then the parts removed; a new sink in the same directory removes parts that a
+merged file already holds, and half-written temporaries). So SIGTERM or Ctrl-C leave every event
+in valid files; SIGKILL loses only the rows not yet flushed, and the next start says so.
 
 Like every sink, it runs in worker threads off the trio thread (``run_sink``), behind its own
 subscription with the feed's per-subscriber policy.
@@ -85,9 +86,12 @@ def _read_parts(path: Path) -> list[str]:
 
 
 def recover(directory: str | Path) -> list[Path]:
-    """Remove part files that a merged hourly file already holds (a stop between its rename and
-    the parts' removal); returns the parts that remain, i.e. hours a killed sink left unmerged."""
+    """Remove files a killed sink left half-written, and part files that a merged hourly file
+    already holds (a stop between its rename and the parts' removal); returns the parts that
+    remain, i.e. hours a killed sink left unmerged (each part a valid file)."""
     remaining = []
+    for torn in Path(directory).glob("channel=*/symbol=*/date=*/.*.tmp"):
+        torn.unlink(missing_ok=True)
     for hourly in sorted(Path(directory).glob("channel=*/symbol=*/date=*/*.parquet")):
         if ".part-" in hourly.name:
             continue
@@ -181,11 +185,15 @@ class ParquetSink:
             suffix = f"-{merged}" if merged else ""
             hour = self._hours[key] = _Hour(folder, f"{hh}-{self.run}{suffix}")
         path = hour.folder / f"{hour.stem}.part-{len(hour.parts) + 1:05d}.parquet"
-        writer = PartitionWriter(path, self._schemas[channel])
+        # Written under a hidden name and renamed once whole: a kill mid-write leaves no torn
+        # file where readers look.
+        temporary = hour.folder / f".{path.name}.tmp"
+        writer = PartitionWriter(temporary, self._schemas[channel])
         try:
             self.rows_written += writer.write(columns)
         finally:
             writer.close()
+        os.replace(temporary, path)
         hour.parts.append(path)
 
     def _finish(self, key: PartitionKey) -> None:
