@@ -11,8 +11,9 @@ One account (any number of configured public keys) trades against the simulated 
   order consumes the market model's book levels: each fill is a public trade (``trade.<sym>``)
   and the level change a depth update (``depth.<sym>``), exactly as the model's own trades are.
   A resting order adds its size to its book level; it fills when the model's own trades take
-  that level (the user's share first). Self-trade prevention is ``RejectTaker``: a taker stops
-  before its own resting order and the rest of it expires.
+  that level (the user's share first, one resting order per print, so a trade id is one fill).
+  Self-trade prevention is ``RejectTaker``: a taker stops before its own resting order and the
+  rest of it expires.
 * **Account** — spot balances (resting orders lock what they could spend, fees are taken in the
   received asset), perp positions in the quote collateral with average entry price, realized
   PnL on reduction and a mark price at the model's mid (a simple mark-to-market).
@@ -728,16 +729,17 @@ class OrderEngine:
             ticks = int(trade.price / model.spec.tick_size)
             maker_is_bid = trade.is_buyer_maker
             queue = self._resting.get((trade.symbol, maker_is_bid, ticks))
-            left = trade.quantity
-            while queue and left > 0:
-                order = queue[0]
-                qty = min(left, order.remaining)
-                left -= qty
-                order.resting_steps = max(0, order.resting_steps - int(qty / model.spec.step_size))
-                self._fill(order, trade.id, trade.price, qty, True, msg.engine_time_us)
-                if not order.open:
-                    queue.pop(0)
-            if queue is not None and not queue:
+            if not queue:
+                continue
+            # One trade id is one maker fill: the oldest resting order takes its share, any rest
+            # of the print was someone else's liquidity (later prints reach the next order).
+            order = queue[0]
+            qty = min(trade.quantity, order.remaining)
+            order.resting_steps = max(0, order.resting_steps - int(qty / model.spec.step_size))
+            self._fill(order, trade.id, trade.price, qty, True, msg.engine_time_us)
+            if not order.open:
+                queue.pop(0)
+            if not queue:
                 del self._resting[(trade.symbol, maker_is_bid, ticks)]
 
     # ------------------------------------------------------------------ accounting
