@@ -6,6 +6,7 @@ import random
 from decimal import Decimal
 from typing import Any
 
+import attrs
 import trio
 
 from backpack_actors.auth import Signer, generate_keypair
@@ -178,3 +179,39 @@ async def test_balances_polled_and_order_engine_is_truth(autojump_clock: Any) ->
                 account.assert_matches(exchange.engine)
                 assert isinstance(exchange.engine, OrderEngine)
             nursery.cancel_scope.cancel()
+
+
+async def test_per_symbol_subscription_sees_only_that_symbol(autojump_clock: Any) -> None:
+    exchange, config, rest = _setup(seed=4)
+    config = attrs.evolve(config, symbols=("ETH_USDC",))
+    events: list[Any] = []
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(exchange.run)
+            async with open_private_feed(
+                config, rest=rest, connect=sim_memory_connector(exchange)
+            ) as feed:
+
+                async def consume() -> None:
+                    async for event in feed:
+                        events.append(event)
+
+                nursery.start_soon(consume)
+                for symbol in ("SOL_USDC_PERP", "ETH_USDC"):
+                    exchange.engine.execute(
+                        {"symbol": symbol, "side": "Bid", "orderType": "Market", "quantity": "1"}
+                    )
+                await feed.wait_reconciliations(1)
+                streams = {s for session in exchange._sessions for s in session.streams}
+                assert streams == {
+                    "account.orderUpdate.ETH_USDC",
+                    "account.positionUpdate.ETH_USDC",
+                }
+            nursery.cancel_scope.cancel()
+    fills = [e for e in events if isinstance(e, Fill)]
+    assert fills
+    assert {f.exchange_symbol for f in fills} == {"ETH_USDC"}
+    assert [f.trade_id for f in fills] == [
+        f.trade_id for f in exchange.engine.fills if f.symbol == "ETH_USDC"
+    ]
+    assert all(not f.reconciled for f in fills)
