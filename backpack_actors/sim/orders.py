@@ -42,10 +42,12 @@ __all__ = [
     "INSTRUCTIONS",
     "OrderEngine",
     "OrderRejected",
+    "PrivateFaultSpec",
     "PrivateHost",
     "SimFill",
     "SimOrder",
     "SimPosition",
+    "parse_private_fault",
     "sim_api_keys",
 ]
 
@@ -1039,3 +1041,44 @@ def sim_api_keys(api_key: str | None, api_secret: str | None) -> tuple[tuple[str
     except AuthError as exc:
         raise ValueError(str(exc)) from None
     return (signer.api_key,), [f"api key: {signer.api_key}"]
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateFaultSpec:
+    """A private-stream fault for ``sim --fault``: ``private_drop[:count=N]`` or
+    ``private_disconnect``, armed ``at`` seconds after start (``@SECONDS``)."""
+
+    kind: str
+    count: int = 1
+    at: float = 0.0
+
+    async def arm(self, engine: OrderEngine) -> None:
+        """Wait ``at`` seconds of trio time, then inject the fault into ``engine``."""
+        import trio
+
+        await trio.sleep(self.at)
+        if self.kind == "private_drop":
+            engine.drop_updates(self.count)
+        else:
+            engine.disconnect_private()
+
+
+def parse_private_fault(text: str) -> PrivateFaultSpec:
+    """Parse ``private_drop[:count=N][@SECONDS]`` or ``private_disconnect[@SECONDS]``."""
+    body, _, at_text = text.partition("@")
+    kind, _, options = body.partition(":")
+    if kind not in ("private_drop", "private_disconnect"):
+        raise ValueError(f"unknown private fault {kind!r}: private_drop or private_disconnect")
+    count = 1
+    for item in filter(None, options.split(",")):
+        key, _, value = item.partition("=")
+        if key != "count" or kind != "private_drop" or not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{kind}: bad option {item!r} (private_drop takes count=N)")
+        count = int(value)
+    try:
+        at = float(at_text) if at_text else 0.0
+    except ValueError:
+        raise ValueError(f"{kind}: bad time {at_text!r} after @") from None
+    if not 0 <= at < float("inf"):
+        raise ValueError(f"{kind}: the time after @ must be >= 0")
+    return PrivateFaultSpec(kind, count, at)

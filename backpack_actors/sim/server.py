@@ -25,7 +25,7 @@ from hypercorn.trio import serve
 from backpack_actors.sim.exchange import SimConfig, SimExchange
 from backpack_actors.sim.faults import Faults, parse_fault_spec
 from backpack_actors.sim.market import MarketSpec
-from backpack_actors.sim.orders import sim_api_keys
+from backpack_actors.sim.orders import parse_private_fault, sim_api_keys
 
 __all__ = ["SimServer", "add_sim_arguments", "make_asgi_app", "open_simulator", "run_sim"]
 
@@ -181,7 +181,9 @@ drop[:symbol=S,count=N] (apply a depth delta but do not send it), duplicate[:sym
 reorder[:symbol,count] (swap two consecutive deltas), stall[:seconds=T,symbol=S] (hold frames
 T s then send them), disconnect[:frames=N,connections=C], malformed[:symbol,count] (extra
 truncated frame), refuse[:count=K,status=503] (WS handshakes), http429[:count=K,retry_after=S],
-http451 (everything), http5xx[:count=K,status=503], slow[:delay=D,count=K].
+http451 (everything), http5xx[:count=K,status=503], slow[:delay=D,count=K],
+private_drop[:count=N] (lose the next N private updates), private_disconnect (cut private
+sessions).
 Example: --fault drop:symbol=BTC_USDC@10 --fault http429:count=3@30"""
 
 
@@ -225,7 +227,10 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _fault_arg(text: str) -> str:
     try:
-        parse_fault_spec(text)
+        if text.startswith("private_"):
+            parse_private_fault(text)
+        else:
+            parse_fault_spec(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
@@ -241,7 +246,8 @@ def run_sim(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    specs = [parse_fault_spec(text) for text in args.fault]
+    specs = [parse_fault_spec(text) for text in args.fault if not text.startswith("private_")]
+    private_specs = [parse_private_fault(t) for t in args.fault if t.startswith("private_")]
 
     async def main() -> None:
         async with open_simulator(args.host, args.port, args.seed, args.markets, **config) as sim:
@@ -252,6 +258,8 @@ def run_sim(args: argparse.Namespace) -> int:
             async with trio.open_nursery() as nursery:
                 for spec in specs:
                     nursery.start_soon(_arm_later, sim.exchange.faults, spec)
+                for private in private_specs:
+                    nursery.start_soon(private.arm, sim.exchange.engine)
                 await trio.sleep_forever()
 
     try:
