@@ -1,11 +1,13 @@
 """Secrets: every output of the private feed — debug logs, errors, JSONL, reprs, statistics —
-driven with distinctive credentials, and the credentials found nowhere."""
+and a recording of a feed configured with credentials, driven with distinctive credentials, and
+the credentials found nowhere."""
 
 from __future__ import annotations
 
 import base64
 import logging
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ from backpack_actors.private import (
     open_private_feed,
 )
 from backpack_actors.sim import SimConfig, SimExchange
-from backpack_actors.testing import sim_memory_connector
+from backpack_actors.testing import sim_memory_connector, simulate_feed
 from tests.private.test_private_feed import MARKETS, _trade
 
 
@@ -96,3 +98,21 @@ async def test_credentials_reach_no_output(
     assert any("reconciliation" in text for text in outputs)
     leaks = [(needle, text[:80]) for text in outputs for needle in needles if needle in text]
     assert leaks == []
+
+
+async def test_recordings_of_a_feed_with_credentials_hold_none(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    public, secret = generate_keypair()
+    path = tmp_path / "session.jsonl"
+    with trio.fail_after(300):
+        events = await simulate_feed(
+            ["ETH-USDC"],
+            events=200,
+            record_to=path,
+            config={"api_key": public, "api_secret": secret.reveal()},
+        )
+    assert len(events) >= 200
+    recorded = path.read_text()
+    assert recorded.count("\n") > 10
+    assert [n for n in _needles(public, secret) if n in recorded] == []
