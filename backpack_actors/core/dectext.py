@@ -275,10 +275,10 @@ class MarketBounds:
     def levels_problem(self, levels: Iterable[tuple[str | Decimal, str | Decimal]]) -> str | None:
         """Why one of ``levels`` is outside this market's bounds, or None.
 
-        Short text without an exponent is passed without a closer look (it cannot be outside the
-        bounds), so the caller must still check that it is a number, as ``OrderBook`` does; all
-        other text, and every ``Decimal``, gets the full check of :meth:`price_problem` and
-        :meth:`size_problem`.
+        Short text without an exponent (a ``Decimal`` whose ``str()`` is such text) is passed
+        without a closer look, since it cannot be outside the bounds, so the caller must still
+        check that it is a number, as ``OrderBook`` does; everything else gets the full check of
+        :meth:`price_problem` and :meth:`size_problem`.
         """
         price_fast = self.price_fast
         size_fast = self.size_fast
@@ -294,8 +294,18 @@ class MarketBounds:
                 ):
                     continue
             except TypeError:
-                # A Decimal level (REST snapshots): the full check below.
-                pass
+                # Decimal levels (REST snapshots, thousands at a time): str() writes the digits
+                # as sent unless they need an exponent, so the same test applies to it.
+                if type(price) is Decimal and type(size) is Decimal:
+                    price_text = str(price)
+                    size_text = str(size)
+                    if (
+                        len(price_text) <= price_fast
+                        and len(size_text) <= size_fast
+                        and "E" not in price_text
+                        and "E" not in size_text
+                    ):
+                        continue
             problem = self.price_problem(price) or self.size_problem(size)
             if problem is not None:
                 return problem
