@@ -266,6 +266,9 @@ def _build_parser() -> argparse.ArgumentParser:
     add_bus_parser(sub)
     sim = sub.add_parser("sim", help="run the Backpack exchange simulator (REST + WebSocket)")
     add_sim_arguments(sim)
+    from backpack_actors.sim.replay import add_replay_arguments
+
+    add_replay_arguments(sim)
 
     markets = sub.add_parser("markets", help="list markets: every symbol form, tick/step sizes")
     markets.add_argument(
@@ -683,6 +686,10 @@ def _sim_command(args: argparse.Namespace) -> int:
     from backpack_actors.testing import unwrap_group
 
     try:
+        if args.replay is not None:
+            from backpack_actors.sim.replay import run_replay_server
+
+            return run_replay_server(args)
         return run_sim(args)
     except BaseException as exc:  # the simulator's one place that turns errors into exit codes
         root = unwrap_group(exc)
