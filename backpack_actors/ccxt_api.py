@@ -12,13 +12,17 @@ served from one subscriber queue of the feed (created at the first ``watch_*`` c
 live books copied at that instant so no delta is missing); while a market resyncs after a gap
 ``watch_order_book`` waits, and the next book it returns is the resynced one.
 
-The ticker is built from the maintained book (best bid and ask) and the last trade: the fields
-only Backpack's 24-hour ticker stream has (``high``, ``low``, ``open``, volumes) are ``None``.
+The ticker has the maintained book's best bid and ask (which ccxt.pro's Backpack ticker leaves
+None) and, when the feed subscribes the ``ticker`` channel, Backpack's 24-hour statistics as
+ccxt.pro reads them (``open``, ``high``, ``low``, ``last``, volumes, and ccxt's derived
+``change``, ``percentage``, ``average``, ``vwap``); without it ``last`` is the last trade's price
+and the 24-hour fields are None.
 """
 
 from __future__ import annotations
 
 import datetime
+import decimal
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +33,14 @@ import trio
 
 from backpack_actors.actors.emitter import Subscription
 from backpack_actors.core.book import OrderBook
-from backpack_actors.core.events import BookDelta, BookSnapshot, Event, StatusEvent, StatusKind
+from backpack_actors.core.events import (
+    BookDelta,
+    BookSnapshot,
+    Event,
+    StatusEvent,
+    StatusKind,
+    Ticker,
+)
 from backpack_actors.core.events import Trade as TradeEvent
 from backpack_actors.core.symbols import MarketInfo
 
@@ -165,14 +176,47 @@ def ccxt_trade(trade: TradeEvent, market: MarketInfo) -> dict[str, Any]:
     }
 
 
+def _daily(ticker: Ticker, market: MarketInfo) -> dict[str, Any]:
+    """The 24-hour fields as ccxt's ``safe_ticker`` derives them, exact (its ``average`` is cut
+    to the market's tick decimals, as ccxt's is)."""
+    open_, last = ticker.open, ticker.last
+    volume, quote = ticker.volume, ticker.quote_volume
+    change = last - open_
+    places = -market.tick_size.normalize().as_tuple().exponent  # type: ignore[operator]
+    average = ((open_ + last) / 2).quantize(
+        Decimal(1).scaleb(-max(places, 0)), rounding=decimal.ROUND_DOWN
+    )
+    return {
+        "open": open_ or None,
+        "high": ticker.high or None,
+        "low": ticker.low or None,
+        "close": last or None,
+        "last": last or None,
+        "change": change,
+        "percentage": change / open_ * 100 if open_ else None,
+        "average": average if open_ and last else None,
+        "vwap": quote / volume if quote and volume else None,
+        "baseVolume": volume,
+        "quoteVolume": quote,
+    }
+
+
 def ccxt_ticker(
-    book: OrderBook, last_trade: TradeEvent | None, market: MarketInfo, *, time_us: int | None
+    book: OrderBook,
+    last_trade: TradeEvent | None,
+    market: MarketInfo,
+    *,
+    time_us: int | None,
+    daily: Ticker | None = None,
 ) -> dict[str, Any]:
-    """ccxt's ticker structure from the book's best levels and the last trade."""
+    """ccxt's ticker structure: the book's best levels, and the 24-hour ``daily`` statistics
+    (the ``ticker`` channel) or else the last trade's price."""
     bid, ask = _pair(book.best_bid()), _pair(book.best_ask())
     last = last_trade.price if last_trade is not None else None
+    if daily is not None:
+        time_us = daily.event_time_us
     timestamp = _ms(time_us)
-    return {
+    out = {
         "symbol": market.ccxt_symbol,
         "timestamp": timestamp,
         "datetime": ccxt_datetime(timestamp),
@@ -194,8 +238,11 @@ def ccxt_ticker(
         "quoteVolume": None,
         "markPrice": None,
         "indexPrice": None,
-        "info": last_trade,
+        "info": daily if daily is not None else last_trade,
     }
+    if daily is not None:
+        out.update(_daily(daily, market))
+    return out
 
 
 @dataclass
@@ -210,6 +257,8 @@ class _Market:
     trades: deque[TradeEvent] = field(default_factory=lambda: deque(maxlen=_TRADES_KEPT))
     trade_version: int = 0
     last_trade: TradeEvent | None = None
+    daily: Ticker | None = None
+    daily_version: int = 0
     gone: str | None = None
 
 
@@ -264,6 +313,9 @@ class CcxtWatcher:
             market.trades.append(event)
             market.last_trade = event
             market.trade_version += 1
+        elif isinstance(event, Ticker):
+            market.daily = event
+            market.daily_version += 1
         elif isinstance(event, StatusEvent):
             if event.kind in _UNSYNCED:
                 market.ready = False
@@ -340,11 +392,15 @@ class CcxtWatcher:
         return out[-limit:] if limit else out
 
     async def ticker(self, symbol: str) -> dict[str, Any]:
-        """The next ticker of ``symbol``: after a change of the book or a new trade."""
+        """The next ticker of ``symbol``: after a new 24-hour ticker when the feed has the
+        ``ticker`` channel (as ccxt.pro), else after a change of the book or a new trade."""
         market = self._market(symbol)
         key = ("ticker", market.info.exchange_id)
+        daily = "ticker" in self._feed.config.channels
 
         def version() -> int:
+            if daily:
+                return market.daily_version
             return (market.book_version if market.ready else 0) + market.trade_version
 
         await self._until(self._next("ticker", market, version))
@@ -352,4 +408,10 @@ class CcxtWatcher:
         self._seen[key] = version()
         last = market.last_trade
         times = [t for t in (market.engine_time_us, last.engine_time_us if last else None) if t]
-        return ccxt_ticker(market.book, last, market.info, time_us=max(times) if times else None)
+        return ccxt_ticker(
+            market.book,
+            last,
+            market.info,
+            time_us=max(times) if times else None,
+            daily=market.daily,
+        )

@@ -149,3 +149,56 @@ async def test_watch_calls_equal_what_ccxt_pro_returns() -> None:
     assert isinstance(last_ticker["last"], Decimal)
     assert last_ticker["last"] == last_ticker["info"].price
     assert last_ticker["last"] in {t["price"] for t in our_trades}
+
+
+async def _pro_tickers(urls: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    pro = ccxt.pro.backpack(urls)
+    try:
+        await pro.load_markets()
+        return [dict(await asyncio.wait_for(pro.watch_ticker(SYMBOL), 30)) for _ in range(count)]
+    finally:
+        await pro.close()
+
+
+# ccxt divides with 18 decimals then makes a float; ours divide exactly: the floats may differ
+# in the last place.
+_DIVIDED = {"percentage", "vwap"}
+_DAILY = ("open", "high", "low", "close", "last", "change", "average", "baseVolume")
+
+
+async def test_watch_ticker_with_the_ticker_channel_equals_ccxt_pro() -> None:
+    ours: dict[int, dict[str, Any]] = {}
+    theirs: list[dict[str, Any]] = []
+
+    async def run_pro(urls: dict[str, Any]) -> None:
+        theirs.extend(await trio.to_thread.run_sync(lambda: asyncio.run(_pro_tickers(urls, 3))))
+
+    with trio.fail_after(60):
+        async with open_simulator(seed=12, markets=["SOL_USDC"], rate=30) as sim:
+            config = FeedConfig.from_kwargs(
+                symbols=["SOL-USDC"],
+                channels=["trades", "l2_book", "ticker"],
+                rest_url=sim.rest_url,
+                ws_url=sim.ws_url,
+            )
+            async with open_feed(config) as feed, trio.open_nursery() as nursery:
+                nursery.start_soon(run_pro, _urls(sim))
+                while not theirs or max(t["timestamp"] for t in theirs) not in ours:
+                    ticker = await feed.watch_ticker(SYMBOL)
+                    ours[ticker["timestamp"]] = ticker
+                nursery.cancel_scope.cancel()
+    common = [t for t in theirs if t["timestamp"] in ours]
+    assert common
+    for pro_ticker in common:
+        mine = ours[pro_ticker["timestamp"]]
+        assert set(mine) == set(pro_ticker)
+        assert (mine["symbol"], mine["datetime"]) == (pro_ticker["symbol"], pro_ticker["datetime"])
+        for key in _DAILY:
+            assert isinstance(mine[key], Decimal), key
+            assert float(mine[key]) == pro_ticker[key], (key, mine[key], pro_ticker[key])
+        assert float(mine["quoteVolume"]) == pro_ticker["quoteVolume"]
+        for key in _DIVIDED:
+            assert abs(float(mine[key]) - pro_ticker[key]) <= 1e-12 * abs(pro_ticker[key]), key
+        # What ccxt.pro's Backpack ticker leaves out, ours has: the book's touch.
+        assert pro_ticker["bid"] is None
+        assert mine["bid"] < mine["ask"]
