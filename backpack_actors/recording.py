@@ -45,7 +45,7 @@ from backpack_actors.actors.messages import (
 from backpack_actors.actors.reconciler import Reconciler
 from backpack_actors.core.events import Event, StatusKind
 from backpack_actors.core.symbols import MarketInfo
-from backpack_actors.core.wire import DepthSnapshot, MarketData, RestTrade
+from backpack_actors.core.wire import DepthSnapshotText, MarketData, RestTrade
 from backpack_actors.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -163,7 +163,8 @@ class SnapshotRecord(msgspec.Struct, frozen=True, tag="snapshot", tag_field="kin
     """A REST depth snapshot (:class:`SnapshotReady`), Decimals as strings."""
 
     symbol: str
-    snapshot: DepthSnapshot
+    # Text levels: what the REST clients give, and how every format stored them.
+    snapshot: DepthSnapshotText
     reason: str
     received_at: float
     now: float
@@ -268,9 +269,11 @@ def _line_of(message: InboxMessage, now: float) -> RecordLine:
     if isinstance(message, StreamNews):
         return NewsRecord(message.symbol, message.kind, message.reason, dict(message.counts), now)
     if isinstance(message, SnapshotReady):
-        return SnapshotRecord(
-            message.symbol, message.snapshot, message.reason, message.received_at, now
-        )
+        snapshot = message.snapshot
+        if not isinstance(snapshot, DepthSnapshotText):
+            # A Decimal snapshot (a custom REST client): stored as text like the others.
+            snapshot = msgspec.convert(msgspec.to_builtins(snapshot), DepthSnapshotText)
+        return SnapshotRecord(message.symbol, snapshot, message.reason, message.received_at, now)
     if isinstance(message, SnapshotFailed):
         return SnapshotFailedRecord(
             message.symbol, message.reason, now, message.attempts, message.retry_in

@@ -9,7 +9,7 @@ import msgspec
 
 from backpack_actors.core.events import StatusKind
 from backpack_actors.core.symbols import MarketInfo
-from backpack_actors.core.wire import DepthSnapshot, MarketData, RestTrade
+from backpack_actors.core.wire import DepthSnapshot, DepthSnapshotText, MarketData, RestTrade
 
 __all__ = [
     "BackfillDone",
@@ -79,7 +79,8 @@ class StreamNews:
 @attrs.frozen
 class SnapshotReady:
     symbol: str
-    snapshot: DepthSnapshot
+    # The REST clients give text levels; a Decimal one (a custom client) works the same.
+    snapshot: DepthSnapshotText | DepthSnapshot
     reason: str
     received_at: float
 

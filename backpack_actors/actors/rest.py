@@ -52,7 +52,7 @@ from backpack_actors.actors.messages import (
     SnapshotRequest,
 )
 from backpack_actors.core.budget import TokenBucket
-from backpack_actors.core.wire import DepthSnapshot, RestTrade
+from backpack_actors.core.wire import DepthSnapshot, DepthSnapshotText, RestTrade
 from backpack_actors.errors import (
     ExchangeRequestError,
     ExchangeUnavailableError,
@@ -389,7 +389,9 @@ class RestActor:
                 self._done(job)
                 self._deliver(RestTrades(symbol, trades, self._wall_clock()))
                 return
-            snapshot: DepthSnapshot = await self.call_once(what, lambda: self.client.depth(symbol))
+            snapshot: DepthSnapshotText | DepthSnapshot = await self.call_once(
+                what, lambda: self.client.depth(symbol)
+            )
         except (*_RETRYABLE, ExchangeRequestError) as exc:
             self._failed(job, exc)
             return

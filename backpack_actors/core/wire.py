@@ -25,7 +25,13 @@ from typing import Annotated, Any, Final, TypeVar
 import msgspec
 from msgspec import Meta, Struct, field
 
-from backpack_actors.core.dectext import MAX_TEXT, RawLevel, bounds_problem
+from backpack_actors.core.dectext import (
+    MAX_TEXT,
+    RawLevel,
+    bounds_problem,
+    is_price_text,
+    is_size_text,
+)
 from backpack_actors.errors import ProtocolError
 
 __all__ = [
@@ -36,6 +42,7 @@ __all__ = [
     "BookTickerEvent",
     "DepthEvent",
     "DepthSnapshot",
+    "DepthSnapshotText",
     "FundingRate",
     "Kline",
     "KlineEvent",
@@ -84,6 +91,7 @@ __all__ = [
     "convert_trades",
     "decode_assets",
     "decode_depth_snapshot",
+    "decode_depth_snapshot_text",
     "decode_funding_rates",
     "decode_klines",
     "decode_mark_prices",
@@ -584,6 +592,32 @@ class DepthSnapshot(Struct, frozen=True, gc=False):
         _check_levels(self.bids, "bid")
 
 
+class DepthSnapshotText(Struct, frozen=True, gc=False):
+    """``GET /api/v1/depth`` with its levels kept as the exchange's text (what the book stores).
+
+    What the feed's REST clients decode into: a ``Decimal`` per level (and the book turning it
+    back into text) made a 1,000-level snapshot several times dearer than the text it came as,
+    and the feed fetches one per market at startup. Every level is checked as text here (finite,
+    bounded, price > 0, size >= 0: what :class:`DepthSnapshot` checks); the market's own bounds
+    and a crossed book are refused where the book is built, as for :class:`DepthSnapshot`.
+    """
+
+    asks: list[RawLevel]
+    bids: list[RawLevel]
+    last_update_id: NonNegInt = field(name="lastUpdateId")
+    timestamp: NonNegInt | None = None
+    """Engine time in µs."""
+
+    def __post_init__(self) -> None:
+        for side, levels in (("ask", self.asks), ("bid", self.bids)):
+            for price, size in levels:
+                if not (is_price_text(price) and is_size_text(size)):
+                    raise ValueError(
+                        f"bad {side} level [{price!r:.60}, {size!r:.60}]: "
+                        "need a bounded decimal price > 0 and size >= 0"
+                    )
+
+
 class RestTrade(Struct, frozen=True, gc=False, rename="camel"):
     """One item of ``GET /api/v1/trades`` (newest first). ``timestamp`` is in ms."""
 
@@ -892,6 +926,7 @@ _ANY_DECODER: Final = msgspec.json.Decoder(float_hook=_bounded_number)
 _WS_ERROR_DECODER: Final = msgspec.json.Decoder(WsErrorFrame, strict=False)
 _WS_REQUEST_DECODER: Final = msgspec.json.Decoder(WsRequest, strict=False)
 _DEPTH_DECODER: Final = msgspec.json.Decoder(DepthSnapshot, strict=False)
+_DEPTH_TEXT_DECODER: Final = msgspec.json.Decoder(DepthSnapshotText, strict=False)
 _TRADES_DECODER: Final = msgspec.json.Decoder(list[RestTrade], strict=False)
 _MARKETS_DECODER: Final = msgspec.json.Decoder(list[Market], strict=False)
 _MARKET_DECODER: Final = msgspec.json.Decoder(Market, strict=False)
@@ -1004,6 +1039,11 @@ def _endpoint(path: str, symbol: str | None = None) -> str:
 def decode_depth_snapshot(raw: bytes | str, symbol: str) -> DepthSnapshot:
     """Decode a ``GET /api/v1/depth`` body."""
     return _decode(_DEPTH_DECODER, raw, _endpoint("/api/v1/depth", symbol))
+
+
+def decode_depth_snapshot_text(raw: bytes | str, symbol: str) -> DepthSnapshotText:
+    """Decode a ``GET /api/v1/depth`` body, levels kept as text (see :class:`DepthSnapshotText`)."""
+    return _decode(_DEPTH_TEXT_DECODER, raw, _endpoint("/api/v1/depth", symbol))
 
 
 def convert_depth_snapshot(obj: Any, symbol: str) -> DepthSnapshot:

@@ -26,11 +26,9 @@ import trio
 
 from backpack_actors.core.symbols import MarketTable
 from backpack_actors.core.wire import (
-    DepthSnapshot,
+    DepthSnapshotText,
     RestTrade,
-    convert_depth_snapshot,
-    convert_trades,
-    decode_depth_snapshot,
+    decode_depth_snapshot_text,
     decode_trades,
 )
 from backpack_actors.errors import (
@@ -40,6 +38,7 @@ from backpack_actors.errors import (
     RateLimitedError,
     RegionRestrictedError,
     redact_url,
+    redact_urls,
 )
 
 __all__ = [
@@ -62,7 +61,7 @@ class RestClient(Protocol):
 
     async def load_markets(self) -> MarketTable: ...
 
-    async def depth(self, exchange_symbol: str) -> DepthSnapshot: ...
+    async def depth(self, exchange_symbol: str) -> DepthSnapshotText: ...
 
     async def recent_trades(self, exchange_symbol: str, limit: int) -> list[RestTrade]: ...
 
@@ -204,18 +203,28 @@ def _bounded_session(deadline: float, max_bytes: int) -> Any:
 
 
 class CcxtRestClient:
-    """ccxt's sync Backpack client, called in one worker thread at a time, cancellable."""
+    """Backpack's REST API: ccxt's sync client for metadata, direct bounded GETs for data.
+
+    Market metadata goes through ccxt (its market model is what the symbol table is built
+    from). The data routes (depth, trades) are fetched with the same bounded ``requests``
+    session and decoded by msgspec straight from the body's bytes into the wire types (depth
+    levels kept as text, :class:`~backpack_actors.core.wire.DepthSnapshotText`), with the same
+    checks: ccxt would parse the JSON into Python objects first and run its request machinery
+    around it, and ``Decimal`` levels cost the book a second parse. At startup the feed fetches
+    a snapshot per market, so this was most of its CPU (``benchmarks/startup.py``).
+    """
 
     def __init__(self, rest_url: str, *, timeout: float = 10.0) -> None:
         self.rest_url = rest_url.rstrip("/")
+        self._timeout = timeout
         self._timeout_ms = int(timeout * 1000)
         # The metadata calls' own client (it keeps ccxt's market state).
         self._exchange = _make_ccxt_client(self.rest_url, self._timeout_ms)
         # ccxt's sync client has one requests session: one call at a time per client.
         self._limiter = trio.CapacityLimiter(1)
-        # Data calls (depth, trades) take a client from this pool, one per call in flight, so
-        # the REST actor's concurrency is real; a client whose call was abandoned (its deadline
-        # passed) is not given back: its thread may still be reading, bounded by the session.
+        # Data calls take a session from this pool, one per call in flight, so the REST actor's
+        # concurrency is real; a session whose call was abandoned (its deadline passed) is not
+        # given back: its thread may still be reading, bounded by the session itself.
         self._idle: list[Any] = []
         self._threads = trio.CapacityLimiter(64)
         self.calls = 0
@@ -238,41 +247,45 @@ class CcxtRestClient:
         except ccxt.ExchangeNotAvailable as exc:
             raise ExchangeUnavailableError(f"{what}: {exc}") from exc
 
-    async def _pooled(self, what: str, fn: Callable[[Any], _T]) -> _T:
-        import ccxt
+    async def _get(self, what: str, path: str, params: Sequence[tuple[str, str]]) -> bytes:
+        """The body of one GET of a data route (2xx), read by a pooled bounded session."""
+        import requests
+        import urllib3
 
         self.calls += 1
-        exchange = self._idle.pop() if self._idle else None
-        if exchange is None:
-            exchange = _make_ccxt_client(self.rest_url, self._timeout_ms)
+        url = f"{self.rest_url}{path}?{urlencode(params)}"
+        session = (
+            self._idle.pop() if self._idle else _bounded_session(self._timeout, MAX_BODY_BYTES)
+        )
+        timeout = self._timeout
+
+        def get() -> bytes:
+            response = session.get(url, timeout=timeout)
+            body: bytes = response.content
+            raise_for_status(response.status_code, response.headers, body, redact_url(url))
+            return body
+
         try:
-            result = await trio.to_thread.run_sync(
-                fn, exchange, limiter=self._threads, abandon_on_cancel=True
-            )
+            body = await trio.to_thread.run_sync(get, limiter=self._threads, abandon_on_cancel=True)
         except (RateLimitedError, RegionRestrictedError, ExchangeRequestError, ProtocolError):
-            self._idle.append(exchange)
+            self._idle.append(session)
             raise
         except ExchangeUnavailableError:
-            self._idle.append(exchange)
+            self._idle.append(session)
             raise
-        except ccxt.NetworkError as exc:
-            self._idle.append(exchange)
-            raise ExchangeUnavailableError(f"{what}: {type(exc).__name__}: {exc}") from exc
-        except ccxt.ExchangeNotAvailable as exc:
-            self._idle.append(exchange)
-            raise ExchangeUnavailableError(f"{what}: {exc}") from exc
-        except ccxt.ExchangeError as exc:
-            # Not an answer the exchange gives (ccxt could not parse it): not the exchange.
-            self._idle.append(exchange)
-            raise ProtocolError(f"rest:{what}", f"{type(exc).__name__}: {exc}") from exc
-        self._idle.append(exchange)
-        return result
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            # Also what urllib3 raises from inside the bounded body read (a reset, a timeout).
+            self._idle.append(session)
+            raise ExchangeUnavailableError(
+                f"{what}: {type(exc).__name__}: {redact_urls(str(exc))}"
+            ) from exc
+        self._idle.append(session)
+        return body
 
     async def aclose(self) -> None:
-        """Close ccxt's pooled HTTP connections (they would outlive the feed otherwise)."""
-        clients, self._idle = [self._exchange, *self._idle], []
-        for client in clients:
-            session = getattr(client, "session", None)
+        """Close the pooled HTTP connections (they would outlive the feed otherwise)."""
+        sessions, self._idle = [getattr(self._exchange, "session", None), *self._idle], []
+        for session in sessions:
             if session is not None:
                 await trio.to_thread.run_sync(session.close, limiter=self._threads)
 
@@ -311,22 +324,19 @@ class CcxtRestClient:
             raise not_backpack("no spot or perp market listed")
         return table
 
-    async def depth(self, exchange_symbol: str) -> DepthSnapshot:
-        params = {"symbol": exchange_symbol}
-        body = await self._pooled("depth", lambda ex: ex.publicGetApiV1Depth(params))
-        return convert_depth_snapshot(body, exchange_symbol)
+    async def depth(self, exchange_symbol: str) -> DepthSnapshotText:
+        body = await self._get("depth", "/api/v1/depth", [("symbol", exchange_symbol)])
+        return decode_depth_snapshot_text(body, exchange_symbol)
 
     async def recent_trades(self, exchange_symbol: str, limit: int) -> list[RestTrade]:
-        params = {"symbol": exchange_symbol, "limit": limit}
-        body = await self._pooled("trades", lambda ex: ex.publicGetApiV1Trades(params))
-        return convert_trades(body, exchange_symbol)
+        params = [("symbol", exchange_symbol), ("limit", str(limit))]
+        body = await self._get("trades", "/api/v1/trades", params)
+        return decode_trades(body, exchange_symbol)
 
     async def trade_history(self, exchange_symbol: str, limit: int, offset: int) -> list[RestTrade]:
-        params = {"symbol": exchange_symbol, "limit": limit, "offset": offset}
-        body = await self._pooled(
-            "trades/history", lambda ex: ex.publicGetApiV1TradesHistory(params)
-        )
-        return convert_trades(body, exchange_symbol)
+        params = [("symbol", exchange_symbol), ("limit", str(limit)), ("offset", str(offset))]
+        body = await self._get("trades/history", "/api/v1/trades/history", params)
+        return decode_trades(body, exchange_symbol)
 
 
 class _InProcessExchange(Protocol):
@@ -371,9 +381,9 @@ class SimRestClient:
             raise ProtocolError("rest:/api/v1/markets", str(exc), body) from exc
         return MarketTable.from_markets_json(items)
 
-    async def depth(self, exchange_symbol: str) -> DepthSnapshot:
+    async def depth(self, exchange_symbol: str) -> DepthSnapshotText:
         body = await self._get("/api/v1/depth", [("symbol", exchange_symbol)])
-        return decode_depth_snapshot(body, exchange_symbol)
+        return decode_depth_snapshot_text(body, exchange_symbol)
 
     async def recent_trades(self, exchange_symbol: str, limit: int) -> list[RestTrade]:
         body = await self._get(
