@@ -79,7 +79,7 @@ CANDLE_INTERVALS: Final = (
 """Backpack's kline intervals (REST and WebSocket share them; docs/protocol.md §3)."""
 
 
-Builder = Callable[[Any, MarketInfo, float], Event]
+Builder = Callable[[Any, MarketInfo, int, int], Event]
 
 
 class ChannelError(ValueError):
@@ -160,7 +160,9 @@ def interval_of(start_us: int, end_us: int) -> str:
     return f"{seconds}s"
 
 
-def _book_ticker(wire: BookTickerEvent, info: MarketInfo, received_at: float) -> BookTicker:
+def _book_ticker(
+    wire: BookTickerEvent, info: MarketInfo, received_ns: int, mono: int
+) -> BookTicker:
     return BookTicker(
         info.normalized,
         info.exchange_id,
@@ -171,11 +173,12 @@ def _book_ticker(wire: BookTickerEvent, info: MarketInfo, received_at: float) ->
         _text(wire.ask_quantity),
         wire.event_time,
         wire.engine_time,
-        received_at,
+        received_ns,
+        mono,
     )
 
 
-def _ticker(wire: TickerEvent, info: MarketInfo, received_at: float) -> Ticker:
+def _ticker(wire: TickerEvent, info: MarketInfo, received_ns: int, mono: int) -> Ticker:
     return Ticker(
         info.normalized,
         info.exchange_id,
@@ -187,11 +190,12 @@ def _ticker(wire: TickerEvent, info: MarketInfo, received_at: float) -> Ticker:
         _text(wire.quote_volume),
         wire.trade_count,
         wire.event_time,
-        received_at,
+        received_ns,
+        mono,
     )
 
 
-def _candle(wire: KlineEvent, info: MarketInfo, received_at: float) -> Candle:
+def _candle(wire: KlineEvent, info: MarketInfo, received_ns: int, mono: int) -> Candle:
     start, end = _iso_us(wire.start_time), _iso_us(wire.close_time)
     return Candle(
         info.normalized,
@@ -207,11 +211,12 @@ def _candle(wire: KlineEvent, info: MarketInfo, received_at: float) -> Candle:
         wire.trade_count,
         wire.closed,
         wire.event_time,
-        received_at,
+        received_ns,
+        mono,
     )
 
 
-def _mark_price(wire: MarkPriceEvent, info: MarketInfo, received_at: float) -> MarkPrice:
+def _mark_price(wire: MarkPriceEvent, info: MarketInfo, received_ns: int, mono: int) -> MarkPrice:
     next_funding = wire.next_funding_time_ms
     return MarkPrice(
         info.normalized,
@@ -222,17 +227,27 @@ def _mark_price(wire: MarkPriceEvent, info: MarketInfo, received_at: float) -> M
         None if next_funding is None else next_funding * 1000,
         wire.event_time,
         wire.engine_time,
-        received_at,
+        received_ns,
+        mono,
     )
 
 
-def _open_interest(wire: OpenInterestEvent, info: MarketInfo, received_at: float) -> OpenInterest:
+def _open_interest(
+    wire: OpenInterestEvent, info: MarketInfo, received_ns: int, mono: int
+) -> OpenInterest:
     return OpenInterest(
-        info.normalized, info.exchange_id, _text(wire.open_interest), wire.event_time, received_at
+        info.normalized,
+        info.exchange_id,
+        _text(wire.open_interest),
+        wire.event_time,
+        received_ns,
+        mono,
     )
 
 
-def _liquidation(wire: LiquidationEvent, info: MarketInfo, received_at: float) -> Liquidation:
+def _liquidation(
+    wire: LiquidationEvent, info: MarketInfo, received_ns: int, mono: int
+) -> Liquidation:
     # "Bid": the liquidated position was closed by buying; docs/protocol.md §4.9.
     side = Side.BUY if wire.side.lower() == "bid" else Side.SELL
     return Liquidation(
@@ -243,7 +258,8 @@ def _liquidation(wire: LiquidationEvent, info: MarketInfo, received_at: float) -
         side,
         wire.event_time,
         wire.engine_time,
-        received_at,
+        received_ns,
+        mono,
     )
 
 

@@ -121,7 +121,20 @@ def _add_feed_arguments(parser: argparse.ArgumentParser, *, urls: bool) -> None:
         "--channels",
         nargs="+",
         metavar="CHANNEL",
-        help="trades and/or l2_book (default both)",
+        help="any of trades l2_book book_ticker ticker candles:<interval> mark_price "
+        "open_interest liquidations (default trades l2_book)",
+    )
+    feed.add_argument(
+        "--depth-stream",
+        choices=("realtime", "200ms", "600ms", "1000ms"),
+        help="l2_book from the real-time depth stream (default) or one aggregated over a window",
+    )
+    feed.add_argument(
+        "--book-snapshots",
+        nargs=2,
+        type=int,
+        metavar=("DEPTH", "INTERVAL_MS"),
+        help="also a top-DEPTH book (0 = whole) every INTERVAL_MS of exchange time",
     )
     feed.add_argument(
         "--snapshot-interval",
@@ -310,6 +323,7 @@ def _feed_config(args: argparse.Namespace, *, default_symbols: Sequence[str] = (
         ("market_type", "market_types"),
         ("quote", "quotes"),
         ("channels", "channels"),
+        ("depth_stream", "depth_stream"),
         ("snapshot_interval", "snapshot_interval"),
         ("rest_only", "rest_only"),
         ("rest_url", "rest_url"),
@@ -319,6 +333,9 @@ def _feed_config(args: argparse.Namespace, *, default_symbols: Sequence[str] = (
         value = getattr(args, flag, None)
         if value is not None:
             overrides[key] = list(value) if isinstance(value, list) else value
+    snapshots = getattr(args, "book_snapshots", None)
+    if snapshots is not None:
+        overrides["book_snapshots"] = {"depth": snapshots[0], "interval_ms": snapshots[1]}
     config_path = getattr(args, "config", None)
     if config_path:
         config = load_config(config_path)

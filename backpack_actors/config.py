@@ -46,6 +46,7 @@ __all__ = [
     "MAX_YAML_DEPTH",
     "TRADES",
     "BookPolicy",
+    "BookSnapshots",
     "FeedConfig",
     "Secret",
     "TradePolicy",
@@ -107,6 +108,14 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash((Secret, self._value))
+
+
+@attrs.frozen
+class BookSnapshots:
+    """``book_snapshots``: a top-``depth`` book (0 = whole) every ``interval_ms`` exchange time."""
+
+    depth: int
+    interval_ms: int
 
 
 @attrs.frozen(kw_only=True)
@@ -198,6 +207,11 @@ class FeedConfig:
     metadata_refresh_interval: float = 3600.0
     # Levels per side in published snapshots; 0 = the whole book (exactness first).
     book_depth: int = 0
+    # Fixed-depth snapshots on exchange-time boundaries, for research (off unless asked for).
+    book_snapshots: BookSnapshots | None = None
+    # A REST depth answer holds at most this many levels per side (Backpack: 1000); a side that
+    # long may be truncated, so the book is vouched for only inside its range (valid window).
+    snapshot_side_levels: int = 1000
     # A subscriber past its bound: drop the arriving trades (keep what it has not read yet), each
     # drop reported in-band; "drop_oldest" drops its oldest queued trades instead.
     trade_policy: TradePolicy = "drop_newest"
@@ -603,6 +617,21 @@ def _channels(value: object, path: str) -> tuple[str, ...]:
     return tuple(channels)
 
 
+def _book_snapshots(value: object, path: str) -> BookSnapshots | None:
+    if value is None or isinstance(value, BookSnapshots):
+        return value
+    expected = "{depth: N, interval_ms: M} (N >= 0, 0 = whole book; M >= 1)"
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, expected, value)
+    _reject_unknown(value, ("depth", "interval_ms"), prefix=path + ".")
+    for key in ("depth", "interval_ms"):
+        if key not in value:
+            raise ConfigError(f"{path}.{key}", expected)
+    depth = _integer(0, "an integer >= 0 (0 = the whole book)")(value["depth"], path + ".depth")
+    interval = _integer(1, "milliseconds >= 1")(value["interval_ms"], path + ".interval_ms")
+    return BookSnapshots(depth, interval)
+
+
 def _secret(value: object, path: str) -> Secret | None:
     if value is None or isinstance(value, Secret):
         return value if not (isinstance(value, Secret) and not value.reveal()) else None
@@ -700,6 +729,8 @@ _PARSERS: dict[str, Any] = {
     "history_rate_per_min": _number(0.001, None, "a rate > 0 requests per minute"),
     "metadata_refresh_interval": _seconds(allow_zero=True, meaning=" (0 disables refreshing)"),
     "book_depth": _integer(0, "an integer >= 0 (0 = the whole book)"),
+    "book_snapshots": lambda value, path: _book_snapshots(value, path),
+    "snapshot_side_levels": _integer(1, "an integer >= 1 (levels per side of a REST snapshot)"),
     "trade_policy": lambda value, path: _policy(value, path, "trade_policy", _TRADE_POLICIES),
     "book_policy": lambda value, path: _policy(value, path, "book_policy", _BOOK_POLICIES),
 }

@@ -77,7 +77,9 @@ __all__ = [
     "replay_iter",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: receipt stamps as integer ns (wall and monotonic); 1 (float seconds) is still read."""
+_READABLE_VERSIONS = (1, 2)
 Pace = Literal["fast", "recorded"]
 
 
@@ -98,6 +100,9 @@ class ReconcilerSettings(msgspec.Struct, frozen=True):
     books: bool
     # The stateless channels published (backpack_actors.channels); older recordings had none.
     channels: tuple[str, ...] = ()
+    # Interval snapshots (depth, interval_ms) and the REST snapshot side cap (valid window).
+    book_snapshots: tuple[int, int] | None = None
+    snapshot_side_levels: int = 1000
 
 
 class RecordingHeader(msgspec.Struct, frozen=True, tag="header", tag_field="kind"):
@@ -129,14 +134,17 @@ class StreamStartedRecord(msgspec.Struct, frozen=True, tag="stream_started", tag
     now: float
 
 
-class FramesRecord(msgspec.Struct, frozen=True, tag="frames", tag_field="kind"):
+class FramesRecord(msgspec.Struct, frozen=True, tag="frames", tag_field="kind", omit_defaults=True):
     """One socket read (:class:`FrameBatch`): its raw texts, re-decoded on replay."""
 
     symbol: str
     epoch: int
-    received_at: float
     raw: list[str | BinaryFrame]
     now: float
+    received_ns: int = 0
+    mono_ns: int = 0
+    # Format 1 stored float seconds; read for old recordings only (never written).
+    received_at: float | None = None
 
 
 class FrameErrorRecord(msgspec.Struct, frozen=True, tag="frame_error", tag_field="kind"):
@@ -159,15 +167,20 @@ class NewsRecord(msgspec.Struct, frozen=True, tag="news", tag_field="kind"):
     now: float
 
 
-class SnapshotRecord(msgspec.Struct, frozen=True, tag="snapshot", tag_field="kind"):
+class SnapshotRecord(
+    msgspec.Struct, frozen=True, tag="snapshot", tag_field="kind", omit_defaults=True
+):
     """A REST depth snapshot (:class:`SnapshotReady`), Decimals as strings."""
 
     symbol: str
     # Text levels: what the REST clients give, and how every format stored them.
     snapshot: DepthSnapshotText
     reason: str
-    received_at: float
     now: float
+    received_ns: int = 0
+    mono_ns: int = 0
+    # Format 1 stored float seconds; read for old recordings only (never written).
+    received_at: float | None = None
 
 
 class SnapshotFailedRecord(msgspec.Struct, frozen=True, tag="snapshot_failed", tag_field="kind"):
@@ -198,23 +211,33 @@ class SymbolRemovedRecord(msgspec.Struct, frozen=True, tag="symbol_removed", tag
     now: float
 
 
-class RestTradesRecord(msgspec.Struct, frozen=True, tag="rest_trades", tag_field="kind"):
+class RestTradesRecord(
+    msgspec.Struct, frozen=True, tag="rest_trades", tag_field="kind", omit_defaults=True
+):
     """Recent trades polled in REST-only mode (:class:`RestTrades`)."""
 
     symbol: str
     trades: list[RestTrade]
-    received_at: float
     now: float
+    received_ns: int = 0
+    mono_ns: int = 0
+    # Format 1 stored float seconds; read for old recordings only (never written).
+    received_at: float | None = None
 
 
-class BackfillRecord(msgspec.Struct, frozen=True, tag="backfill", tag_field="kind"):
+class BackfillRecord(
+    msgspec.Struct, frozen=True, tag="backfill", tag_field="kind", omit_defaults=True
+):
     """A trade backfill's answer (:class:`BackfillDone`)."""
 
     symbol: str
     trades: list[RestTrade]
     error: str | None
-    received_at: float
     now: float
+    received_ns: int = 0
+    mono_ns: int = 0
+    # Format 1 stored float seconds; read for old recordings only (never written).
+    received_at: float | None = None
 
 
 RecordLine = (  # one line of a recording file
@@ -259,7 +282,9 @@ def _raw_item(raw: str | bytes) -> str | BinaryFrame:
 def _line_of(message: InboxMessage, now: float) -> RecordLine:
     if isinstance(message, FrameBatch):
         raw = [_raw_item(r) for r in message.raw]
-        return FramesRecord(message.symbol, message.epoch, message.received_at, raw, now)
+        return FramesRecord(
+            message.symbol, message.epoch, raw, now, message.received_ns, message.mono_ns
+        )
     if isinstance(message, StreamStarted):
         return StreamStartedRecord(message.symbol, message.epoch, message.mode, now)
     if isinstance(message, FrameError):
@@ -273,7 +298,14 @@ def _line_of(message: InboxMessage, now: float) -> RecordLine:
         if not isinstance(snapshot, DepthSnapshotText):
             # A Decimal snapshot (a custom REST client): stored as text like the others.
             snapshot = msgspec.convert(msgspec.to_builtins(snapshot), DepthSnapshotText)
-        return SnapshotRecord(message.symbol, snapshot, message.reason, message.received_at, now)
+        return SnapshotRecord(
+            message.symbol,
+            snapshot,
+            message.reason,
+            now,
+            message.received_ns,
+            message.mono_ns,
+        )
     if isinstance(message, SnapshotFailed):
         return SnapshotFailedRecord(
             message.symbol, message.reason, now, message.attempts, message.retry_in
@@ -283,8 +315,12 @@ def _line_of(message: InboxMessage, now: float) -> RecordLine:
     if isinstance(message, SymbolRemoved):
         return SymbolRemovedRecord(message.symbol, message.kind, message.reason, now)
     if isinstance(message, RestTrades):
-        return RestTradesRecord(message.symbol, message.trades, message.received_at, now)
-    return BackfillRecord(message.symbol, message.trades, message.error, message.received_at, now)
+        return RestTradesRecord(
+            message.symbol, message.trades, now, message.received_ns, message.mono_ns
+        )
+    return BackfillRecord(
+        message.symbol, message.trades, message.error, now, message.received_ns, message.mono_ns
+    )
 
 
 # --- recording ---------------------------------------------------------------------------------
@@ -346,6 +382,12 @@ class Recorder:
                 trades=TRADES in config.channels,
                 books=L2_BOOK in config.channels,
                 channels=tuple(config.channels),
+                book_snapshots=(
+                    None
+                    if config.book_snapshots is None
+                    else (config.book_snapshots.depth, config.book_snapshots.interval_ms)
+                ),
+                snapshot_side_levels=config.snapshot_side_levels,
             )
             source = {"rest_url": config.rest_url, "ws_url": config.ws_url}
             symbols = list(config.symbols)
@@ -412,9 +454,10 @@ def load_recording(path: str | Path) -> Recording:
     header = next(lines, None)
     if not isinstance(header, RecordingHeader):
         raise ProtocolError(f"recording:{path}", "the first line is not a header", b"")
-    if header.version != FORMAT_VERSION:
+    if header.version not in _READABLE_VERSIONS:
+        readable = " or ".join(str(v) for v in _READABLE_VERSIONS)
         raise ProtocolError(
-            f"recording:{path}", f"format version {header.version}, expected {FORMAT_VERSION}", b""
+            f"recording:{path}", f"format version {header.version}, expected {readable}", b""
         )
     return Recording(header, list(lines))
 
@@ -435,7 +478,7 @@ def _decode_batch(
 def _message_of(line: _Entry | BackfillRecord) -> InboxMessage:
     if isinstance(line, FramesRecord):
         frames, texts = _decode_batch(line.symbol, line.raw)
-        return FrameBatch(line.symbol, line.epoch, frames, line.received_at, texts)
+        return FrameBatch(line.symbol, line.epoch, frames, _rx(line), texts, line.mono_ns)
     if isinstance(line, StreamStartedRecord):
         return StreamStarted(line.symbol, line.epoch, line.mode)
     if isinstance(line, FrameErrorRecord):
@@ -443,7 +486,7 @@ def _message_of(line: _Entry | BackfillRecord) -> InboxMessage:
     if isinstance(line, NewsRecord):
         return StreamNews(line.symbol, line.status, line.reason, dict(line.counts))
     if isinstance(line, SnapshotRecord):
-        return SnapshotReady(line.symbol, line.snapshot, line.reason, line.received_at)
+        return SnapshotReady(line.symbol, line.snapshot, line.reason, _rx(line), line.mono_ns)
     if isinstance(line, SnapshotFailedRecord):
         return SnapshotFailed(line.symbol, line.reason, line.attempts, line.retry_in)
     if isinstance(line, SymbolAddedRecord):
@@ -451,8 +494,15 @@ def _message_of(line: _Entry | BackfillRecord) -> InboxMessage:
     if isinstance(line, SymbolRemovedRecord):
         return SymbolRemoved(line.symbol, line.status, line.reason)
     if isinstance(line, RestTradesRecord):
-        return RestTrades(line.symbol, line.trades, line.received_at)
-    return BackfillDone(line.symbol, line.trades, line.error, line.received_at)
+        return RestTrades(line.symbol, line.trades, _rx(line), line.mono_ns)
+    return BackfillDone(line.symbol, line.trades, line.error, _rx(line), line.mono_ns)
+
+
+def _rx(line: FramesRecord | SnapshotRecord | RestTradesRecord | BackfillRecord) -> int:
+    """A record's receipt time in ns (format 1 kept float seconds)."""
+    if line.received_at is not None:
+        return round(line.received_at * 1_000_000_000)
+    return line.received_ns
 
 
 class _Replayer:
@@ -476,6 +526,8 @@ class _Replayer:
             trades=settings.trades,
             books=settings.books,
             channels=settings.channels,
+            book_snapshots=settings.book_snapshots,
+            snapshot_side_levels=settings.snapshot_side_levels,
         )
 
     def feed(self, line: RecordLine) -> list[Event]:

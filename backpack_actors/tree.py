@@ -148,6 +148,12 @@ class ActorTree:
             trades=TRADES in cfg.channels,
             books=L2_BOOK in cfg.channels,
             channels=cfg.channels,
+            book_snapshots=(
+                None
+                if cfg.book_snapshots is None
+                else (cfg.book_snapshots.depth, cfg.book_snapshots.interval_ms)
+            ),
+            snapshot_side_levels=cfg.snapshot_side_levels,
             recorder=record,
         )
         settings = ConnectionSettings(

@@ -40,7 +40,11 @@ class ConsumerBooks:
         if isinstance(event, ProtocolErrorEvent):
             self.events.append(event)
         sym = getattr(event, "exchange_symbol", None)
-        if isinstance(event, BookSnapshot):
+        if isinstance(event, BookSnapshot) and not event.force:
+            # An interval snapshot (a fixed-depth view): it must agree with the book held.
+            assert sym is not None
+            assert event.update_id == self.last_id.get(sym), "a view of another book state"
+        elif isinstance(event, BookSnapshot):
             assert sym is not None
             assert event.force
             prev = self.last_id.get(sym)

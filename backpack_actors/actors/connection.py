@@ -42,6 +42,7 @@ from backpack_actors.actors.reconciler import Reconciler
 from backpack_actors.actors.rest import RestActor
 from backpack_actors.channels import CHANNELS, global_streams, streams_for
 from backpack_actors.core.budget import TokenBucket
+from backpack_actors.core.clock import mono_ns, wall_ns_of
 from backpack_actors.core.events import StatusKind
 from backpack_actors.core.restart import Backoff
 from backpack_actors.core.wire import (
@@ -208,6 +209,7 @@ class ConnectionActor:
         self.settings = settings
         self._epochs = epochs
         self._wall_clock = wall_clock
+        self._wall_ns = wall_ns_of(wall_clock)
         self._backoff = backoff
         self._rng = rng
         self._subscribe_budget = subscribe_budget
@@ -428,7 +430,8 @@ class ConnectionActor:
         epochs = self._symbols
         seen = self._seen
         on_frames = self._reconciler.on_frames
-        wall_clock = self._wall_clock
+        wall_ns = self._wall_ns
+        mono = mono_ns
         decode = MARKET_DATA_DECODER.decode
         record_raw = self.settings.record_raw
         receive = conn.receive_batch
@@ -436,7 +439,8 @@ class ConnectionActor:
             batch = await receive()
             health.reads += 1
             reads = health.reads
-            received_at = wall_clock()
+            received_ns = wall_ns()
+            received_mono = mono()
             if session.first_data_at is None:
                 session.first_data_at = trio.current_time()
             run: list[MarketData] = []
@@ -460,7 +464,7 @@ class ConnectionActor:
                     if new_epoch is not None:
                         if run:
                             count += len(run)
-                            on_frames(current, epoch, run, received_at, raw_run)
+                            on_frames(current, epoch, run, received_ns, raw_run, received_mono)
                             seen[current] = reads
                         current, epoch = symbol, new_epoch
                         run = [data]
@@ -468,13 +472,13 @@ class ConnectionActor:
                         continue
                 if run:
                     count += len(run)
-                    on_frames(current, epoch, run, received_at, raw_run)
+                    on_frames(current, epoch, run, received_ns, raw_run, received_mono)
                     seen[current] = reads
                     run, raw_run, current = [], [], ""
                 self._other(raw, data)
             if run:
                 count += len(run)
-                on_frames(current, epoch, run, received_at, raw_run)
+                on_frames(current, epoch, run, received_ns, raw_run, received_mono)
                 seen[current] = reads
             health.frames += count
 
@@ -490,7 +494,9 @@ class ConnectionActor:
                 # connections get theirs from here, the rest are not ours (expected).
                 if data.symbol in self._reconciler:
                     raw_run = (raw,) if self.settings.record_raw else ()
-                    self._reconciler.on_frames(data.symbol, 0, [data], self._wall_clock(), raw_run)
+                    self._reconciler.on_frames(
+                        data.symbol, 0, [data], self._wall_ns(), raw_run, mono_ns()
+                    )
                 return
             # Ids are per market: another market's frame must never touch a book, and a
             # connection that delivers what it did not subscribe is worth a report.

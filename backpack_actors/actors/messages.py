@@ -52,8 +52,9 @@ class FrameBatch(msgspec.Struct, frozen=True):
     symbol: str
     epoch: int
     frames: list[MarketData]
-    received_at: float
+    received_ns: int
     raw: tuple[str | bytes, ...] = ()
+    mono_ns: int = 0
 
 
 @attrs.frozen
@@ -82,7 +83,8 @@ class SnapshotReady:
     # The REST clients give text levels; a Decimal one (a custom client) works the same.
     snapshot: DepthSnapshotText | DepthSnapshot
     reason: str
-    received_at: float
+    received_ns: int
+    mono_ns: int = 0
 
 
 @attrs.frozen
@@ -101,7 +103,8 @@ class RestTrades:
 
     symbol: str
     trades: list[RestTrade]
-    received_at: float
+    received_ns: int
+    mono_ns: int = 0
 
 
 @attrs.frozen
@@ -111,7 +114,8 @@ class BackfillDone:
     symbol: str
     trades: list[RestTrade]
     error: str | None
-    received_at: float
+    received_ns: int
+    mono_ns: int = 0
 
 
 @attrs.frozen

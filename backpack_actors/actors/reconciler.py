@@ -57,17 +57,33 @@ __all__ = ["Reconciler"]
 
 log = logging.getLogger(__name__)
 
+_NEVER = 2**63
+"""A boundary no engine time reaches (interval snapshots off)."""
+
 Publish = Callable[[list[Event]], None]
 Request = Callable[[RestRequest], None]
 
 
 class _Symbol:
-    __slots__ = ("backfill", "book", "info", "mode", "polled", "snapshot_pending", "trades")
+    __slots__ = (
+        "backfill",
+        "book",
+        "info",
+        "mode",
+        "next_boundary",
+        "polled",
+        "rx_mono",
+        "rx_ns",
+        "snapshot_pending",
+        "trades",
+    )
 
-    def __init__(self, info: MarketInfo) -> None:
+    def __init__(self, info: MarketInfo, side_cap: int) -> None:
         self.info = info
         bounds = info.bounds
-        self.book: bsync.BookSync[DepthEvent] = bsync.BookSync(info.exchange_id, bounds=bounds)
+        self.book: bsync.BookSync[DepthEvent] = bsync.BookSync(
+            info.exchange_id, bounds=bounds, side_cap=side_cap
+        )
         self.trades = tsync.TradeSync(info.exchange_id, bounds=bounds)
         self.mode = "ws"
         # REST-only: whether a trade poll was answered yet (the first answer is history).
@@ -75,6 +91,12 @@ class _Symbol:
         self.snapshot_pending: str | None = None
         # The trade-id range of the backfill in flight (at most one per symbol), or None.
         self.backfill: tuple[int, int] | None = None
+        # Receipt stamps (wall and monotonic ns) of the last message applied to this symbol:
+        # what an event built from the symbol's state (a snapshot) was received with.
+        self.rx_ns = 0
+        self.rx_mono = 0
+        # Interval snapshots: the next exchange-time boundary (µs) a depth frame may cross.
+        self.next_boundary = _NEVER
 
 
 class Reconciler:
@@ -91,9 +113,18 @@ class Reconciler:
         trades: bool = True,
         books: bool = True,
         channels: Sequence[str] = (),
+        book_snapshots: tuple[int, int] | None = None,
+        snapshot_side_levels: int = bsync.SNAPSHOT_SIDE_CAP,
         recorder: Callable[[InboxMessage, float], None] | None = None,
     ) -> None:
         self._recorder = recorder
+        self._side_cap = snapshot_side_levels
+        # Interval snapshots (depth, interval): µs between exchange-time boundaries, 0 = off.
+        depth, interval_ms = book_snapshots or (0, 0)
+        self._interval_us = interval_ms * 1000
+        self._interval_depth = depth or None
+        # The depth a consumer asked for: the valid window must cover it (0: whole book only).
+        self._need_depth = max(book_depth, depth if book_snapshots else 0)
         self._symbols: dict[str, _Symbol] = {}
         # Events carry normalized symbols; conflation asks for books by that name.
         self._by_normalized: dict[str, _Symbol] = {}
@@ -117,7 +148,7 @@ class Reconciler:
         """Start tracking ``info`` (a no-op when already tracked)."""
         if info.exchange_id in self._symbols:
             return
-        state = _Symbol(info)
+        state = _Symbol(info, self._side_cap)
         self._symbols[info.exchange_id] = state
         self._by_normalized[info.normalized] = state
 
@@ -219,8 +250,12 @@ class Reconciler:
                 self._connection_error(message)
                 self._flush()
             return
+        if isinstance(message, SnapshotReady | BackfillDone | RestTrades):
+            state.rx_ns, state.rx_mono = message.received_ns, message.mono_ns
         if isinstance(message, FrameBatch):
-            self._on_frames(state, message.epoch, message.frames, message.received_at)
+            self._on_frames(
+                state, message.epoch, message.frames, message.received_ns, message.mono_ns
+            )
         elif isinstance(message, StreamStarted):
             self._on_stream_started(state, message)
         elif isinstance(message, SnapshotReady):
@@ -242,17 +277,22 @@ class Reconciler:
         symbol: str,
         epoch: int,
         frames: list[MarketData],
-        received_at: float,
+        received_ns: int,
         raw: Sequence[str | bytes] = (),
+        mono_ns: int = 0,
     ) -> None:
         """One socket read's frames of ``symbol``: the hot path (a FrameBatch, unwrapped)."""
         if self._recorder is not None:
-            self.handle(FrameBatch(symbol, epoch, frames, received_at, tuple(raw)))
+            self.handle(FrameBatch(symbol, epoch, frames, received_ns, tuple(raw), mono_ns))
             return
         state = self._symbols.get(symbol)
         if state is not None:
-            self._on_frames(state, epoch, frames, received_at)
-            self._flush()
+            self._on_frames(state, epoch, frames, received_ns, mono_ns)
+            # _flush, inlined: this runs once per socket read.
+            out = self._out
+            if out:
+                self._out = []
+                self._publish(out)
 
     def _flush(self) -> None:
         out = self._out
@@ -267,9 +307,12 @@ class Reconciler:
         state: _Symbol,
         epoch: int,
         frames: list[MarketData],
-        received_at: float,
+        received_ns: int,
+        mono_ns: int,
     ) -> None:
         # The hot path: events are built positionally into the one output list.
+        state.rx_ns = received_ns
+        state.rx_mono = mono_ns
         sync = state.book
         trades = state.trades
         info = state.info
@@ -282,6 +325,8 @@ class Reconciler:
         append = self._out.append
         for frame in frames:
             if type(frame) is DepthEvent:
+                if frame.engine_time >= state.next_boundary:
+                    self._interval_snapshot(state, frame.engine_time)
                 actions = sync.on_delta_fast(epoch, frame)
                 if actions is None:
                     if want_books:
@@ -295,11 +340,12 @@ class Reconciler:
                                 frame.asks,
                                 frame.event_time,
                                 frame.engine_time,
-                                received_at,
+                                received_ns,
+                                mono_ns,
                             )
                         )
                     continue
-                self._book_actions(state, actions, received_at)
+                self._book_actions(state, actions)
             elif type(frame) is TradeEvent:
                 if trades.accept_in_order(frame):
                     if want_trades:
@@ -313,16 +359,57 @@ class Reconciler:
                                 sell if frame.buyer_is_maker else buy,
                                 frame.event_time,
                                 frame.engine_time,
-                                received_at,
+                                received_ns,
+                                False,
+                                mono_ns,
                             )
                         )
                     continue
-                self._trade_actions(state, trades.on_trade(epoch, frame), received_at)
+                self._trade_actions(state, trades.on_trade(epoch, frame))
             else:
                 # A stateless channel's frame: one event each (unless not asked for).
                 build = self._builders.get(type(frame))
                 if build is not None:
-                    append(build(frame, info, received_at))
+                    append(build(frame, info, received_ns, mono_ns))
+        if self._need_depth:
+            self._check_window(state)
+
+    def _check_window(self, state: _Symbol) -> None:
+        # The consumer asked for a depth: its levels must lie inside the valid window; once they
+        # would not, fetch a snapshot to renew it (published snapshots never include levels
+        # beyond the window meanwhile, see _snapshot).
+        sync = state.book
+        if state.snapshot_pending is not None or state.mode == "rest":
+            return
+        if sync.bid_floor is None and sync.ask_ceiling is None:
+            return
+        if not sync.book.within(self._need_depth, sync.bid_floor, sync.ask_ceiling):
+            self._book_actions(state, sync.request_window())
+
+    def _interval_snapshot(self, state: _Symbol, engine_time: int) -> None:
+        # A depth frame at or past the boundary: the book before it is the book at the boundary
+        # (every frame with an earlier engine time is applied). One snapshot per interval the book
+        # changed in; frames carry the only clock, so replay gives the same snapshots.
+        interval = self._interval_us
+        boundary = engine_time - engine_time % interval
+        sync = state.book
+        if (
+            state.next_boundary
+            and sync.state is bsync.SyncState.LIVE
+            and sync.last_update_id is not None
+            and self._want_books
+        ):
+            self._out.append(
+                self._snapshot(
+                    state,
+                    sync.last_update_id,
+                    "interval",
+                    boundary,
+                    depth=self._interval_depth,
+                    force=False,
+                )
+            )
+        state.next_boundary = boundary + interval
 
     def _on_stream_started(self, state: _Symbol, message: StreamStarted) -> None:
         state.mode = message.mode
@@ -330,7 +417,7 @@ class Reconciler:
             # REST-only: books come as whole snapshots from the poller; old WS frames are stale.
             state.book.enter_rest_mode(message.epoch)
             return
-        self._book_actions(state, state.book.stream_started(message.epoch), 0.0)
+        self._book_actions(state, state.book.stream_started(message.epoch))
 
     def _on_snapshot(self, state: _Symbol, message: SnapshotReady) -> None:
         if message.reason != "rest_only":
@@ -340,13 +427,13 @@ class Reconciler:
             actions = sync.on_rest_snapshot(message.snapshot)
             age = None
             if message.snapshot.timestamp is not None:
-                age = round(message.received_at * 1_000_000) - message.snapshot.timestamp
-            self._book_actions(state, actions, message.received_at, age_us=age)
+                age = message.received_ns // 1000 - message.snapshot.timestamp
+            self._book_actions(state, actions, age_us=age)
             return
         if message.reason == "rest_only":
             # A REST-only poll answered after the symbol went back to WebSocket: stale.
             return
-        self._book_actions(state, sync.on_snapshot(message.snapshot), message.received_at)
+        self._book_actions(state, sync.on_snapshot(message.snapshot))
 
     def _on_snapshot_failed(self, state: _Symbol, message: SnapshotFailed) -> None:
         state.snapshot_pending = None
@@ -359,7 +446,7 @@ class Reconciler:
             f"retrying every {message.retry_in:g} s",
             counts,
         )
-        self._book_actions(state, state.book.on_snapshot_failed(message.reason), 0.0)
+        self._book_actions(state, state.book.on_snapshot_failed(message.reason))
 
     def _on_backfill(self, state: _Symbol, message: BackfillDone) -> None:
         asked, state.backfill = state.backfill, None
@@ -374,7 +461,7 @@ class Reconciler:
             if message.error is None
             else state.trades.on_backfill_failed(message.error)
         )
-        self._trade_actions(state, actions, message.received_at)
+        self._trade_actions(state, actions)
 
     def _on_rest_trades(self, state: _Symbol, message: RestTrades) -> None:
         trades = state.trades
@@ -390,7 +477,7 @@ class Reconciler:
             if newest is not None:
                 # The first poll was empty: everything after it is news.
                 trades.last_trade_id = min(t.id for t in message.trades) - 1
-        self._trade_actions(state, trades.on_rest_trades(message.trades), message.received_at)
+        self._trade_actions(state, trades.on_rest_trades(message.trades))
 
     # -- actions -> events and requests ---------------------------------------------------------
 
@@ -398,7 +485,6 @@ class Reconciler:
         self,
         state: _Symbol,
         actions: Iterable[bsync.Action[DepthEvent]],
-        received_at: float,
         *,
         age_us: int | None = None,
     ) -> None:
@@ -407,8 +493,10 @@ class Reconciler:
                 if self._want_books:
                     delta = action.delta
                     assert isinstance(delta, DepthEvent)
-                    self._out.append(_book_delta(state.info, delta, received_at))
+                    self._out.append(_book_delta(state, delta))
             elif isinstance(action, bsync.PublishSnapshot):
+                if self._interval_us and action.reason in ("initial", "resync"):
+                    state.next_boundary = 0  # the next depth frame sets the first boundary
                 if self._want_books:
                     self._out.append(
                         self._snapshot(
@@ -430,9 +518,7 @@ class Reconciler:
             elif isinstance(action, bsync.Malformed):
                 self._malformed(state, action)
 
-    def _trade_actions(
-        self, state: _Symbol, actions: Iterable[tsync.TradeAction], received_at: float
-    ) -> None:
+    def _trade_actions(self, state: _Symbol, actions: Iterable[tsync.TradeAction]) -> None:
         info = state.info
         for action in actions:
             if isinstance(action, tsync.EmitTrade):
@@ -447,8 +533,9 @@ class Reconciler:
                             side=action.side,
                             event_time_us=action.event_time_us,
                             engine_time_us=action.engine_time_us,
-                            received_at=received_at,
+                            received_at_ns=state.rx_ns,
                             backfilled=action.backfilled,
+                            received_mono_ns=state.rx_mono,
                         )
                     )
             elif isinstance(action, tsync.RequestBackfill):
@@ -465,7 +552,7 @@ class Reconciler:
         state = self._symbols.get(symbol)
         if state is None or state.mode == "rest":
             return
-        self._book_actions(state, state.book.request_refresh(), 0.0)
+        self._book_actions(state, state.book.request_refresh())
 
     def _malformed(self, state: _Symbol, action: bsync.Malformed) -> None:
         # A frame that decoded but whose content is unusable: one report, like undecodable ones.
@@ -516,8 +603,21 @@ class Reconciler:
         engine_time_us: int | None,
         *,
         age_us: int | None = None,
+        depth: int | None = -1,
+        force: bool = True,
     ) -> BookSnapshot:
-        bids, asks = state.book.book.depth(self._depth)
+        sync = state.book
+        book = sync.book
+        # -1: the feed's book_depth; None: the whole book.
+        limit = self._depth if depth == -1 else depth
+        floor, ceiling = sync.bid_floor, sync.ask_ceiling
+        if limit is not None and (floor is not None or ceiling is not None):
+            # A depth was asked for: never past the valid window (a refetch renews it).
+            nb, na = book.levels_within(floor, ceiling)
+            bids = book.depth(min(limit, nb))[0]
+            asks = book.depth(min(limit, na))[1]
+        else:
+            bids, asks = book.depth(limit)
         return BookSnapshot(
             symbol=state.info.normalized,
             exchange_symbol=state.info.exchange_id,
@@ -525,9 +625,13 @@ class Reconciler:
             raw_bids=bids,
             raw_asks=asks,
             engine_time_us=engine_time_us,
-            received_at=self._wall_clock(),
+            received_at_ns=state.rx_ns,
             reason=reason,
             age_us=age_us,
+            valid_bid_floor=None if floor is None else format(floor, "f"),
+            valid_ask_ceiling=None if ceiling is None else format(ceiling, "f"),
+            force=force,
+            received_mono_ns=state.rx_mono,
         )
 
     def _status(
@@ -544,8 +648,9 @@ class Reconciler:
         )
 
 
-def _book_delta(info: MarketInfo, delta: DepthEvent, received_at: float) -> BookDelta:
+def _book_delta(state: _Symbol, delta: DepthEvent) -> BookDelta:
     """The public event for an applied depth frame (levels shared, not copied: both immutable)."""
+    info = state.info
     return BookDelta(
         symbol=info.normalized,
         exchange_symbol=info.exchange_id,
@@ -555,5 +660,6 @@ def _book_delta(info: MarketInfo, delta: DepthEvent, received_at: float) -> Book
         raw_asks=delta.asks,
         event_time_us=delta.event_time,
         engine_time_us=delta.engine_time,
-        received_at=received_at,
+        received_at_ns=state.rx_ns,
+        received_mono_ns=state.rx_mono,
     )

@@ -52,7 +52,8 @@ from backpack_actors.actors.messages import (
     SnapshotRequest,
 )
 from backpack_actors.core.budget import TokenBucket
-from backpack_actors.core.wire import DepthSnapshot, DepthSnapshotText, RestTrade
+from backpack_actors.core.clock import mono_ns, wall_ns_of
+from backpack_actors.core.wire import DepthSnapshot, RestTrade
 from backpack_actors.errors import (
     ExchangeRequestError,
     ExchangeUnavailableError,
@@ -157,6 +158,7 @@ class RestActor:
         self._deliver = deliver
         self.settings = settings or RestSettings()
         self._wall_clock = wall_clock
+        self._wall_ns = wall_ns_of(wall_clock)
         self._rng = rng or random.Random()
         self._symbols = symbols
         self._refresh = refresh
@@ -387,11 +389,9 @@ class RestActor:
                     what, lambda: self.client.recent_trades(symbol, RECENT_LIMIT)
                 )
                 self._done(job)
-                self._deliver(RestTrades(symbol, trades, self._wall_clock()))
+                self._deliver(RestTrades(symbol, trades, self._wall_ns(), mono_ns()))
                 return
-            snapshot: DepthSnapshotText | DepthSnapshot = await self.call_once(
-                what, lambda: self.client.depth(symbol)
-            )
+            snapshot: DepthSnapshot = await self.call_once(what, lambda: self.client.depth(symbol))
         except (*_RETRYABLE, ExchangeRequestError) as exc:
             self._failed(job, exc)
             return
@@ -399,7 +399,7 @@ class RestActor:
         reason = "rest_only" if isinstance(request, PollRequest) else request.reason
         if isinstance(request, SnapshotRequest):
             self._failures.pop(symbol, None)
-        self._deliver(SnapshotReady(symbol, snapshot, reason, self._wall_clock()))
+        self._deliver(SnapshotReady(symbol, snapshot, reason, self._wall_ns(), mono_ns()))
 
     def _failed(self, job: _Job, exc: Exception) -> None:
         request = job.request
@@ -451,7 +451,7 @@ class RestActor:
             # A failed backfill is reported in-band (TradeSync counts the ids as unrecoverable).
             trades, error = [], str(exc)
         self._done(job)
-        self._deliver(BackfillDone(symbol, trades, error, self._wall_clock()))
+        self._deliver(BackfillDone(symbol, trades, error, self._wall_ns(), mono_ns()))
 
 
 def _describe(request: RestRequest) -> str:

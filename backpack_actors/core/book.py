@@ -14,7 +14,7 @@ treat the book as unknown (levels before the bad one in the same call were appli
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
@@ -231,6 +231,24 @@ class OrderBook:
     def depth(self, n: int | None = None) -> tuple[tuple[RawLevel, ...], tuple[RawLevel, ...]]:
         """The best ``n`` levels per side (all when None) as text: ``(bids, asks)``, best first."""
         return self._bids.best_first(n, True), self._asks.best_first(n, False)
+
+    def levels_within(
+        self, bid_floor: Decimal | None, ask_ceiling: Decimal | None
+    ) -> tuple[int, int]:
+        """How many bids are at or above ``bid_floor`` and asks at or below ``ask_ceiling``.
+
+        The bounds are a book's valid price window (a None bound: that whole side is known);
+        levels beyond them may be missing, so only this many best levels can be vouched for.
+        """
+        bids, asks = self._bids.prices, self._asks.prices
+        nb = len(bids) if bid_floor is None else len(bids) - bisect_left(bids, bid_floor)
+        na = len(asks) if ask_ceiling is None else bisect_right(asks, ask_ceiling)
+        return nb, na
+
+    def within(self, n: int, bid_floor: Decimal | None, ask_ceiling: Decimal | None) -> bool:
+        """Whether this book's top ``n`` levels per side all lie inside the valid window."""
+        nb, na = self.levels_within(bid_floor, ask_ceiling)
+        return (bid_floor is None or nb >= n) and (ask_ceiling is None or na >= n)
 
     def is_crossed(self) -> bool:
         """True when the best bid is at or above the best ask (an impossible book)."""

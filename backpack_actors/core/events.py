@@ -4,7 +4,9 @@ Prices and sizes are exact: events carry the exchange's decimal text (``raw_*`` 
 before anything was published) and give ``Decimal`` values through properties (``price``,
 ``bids``...), built on each access; exchange times are integer microseconds (``E`` is the
 WebSocket emit time, ``T`` the matching-engine time) with float-second properties for convenience;
-``received_at`` is the local receipt time in seconds (``time.time()`` domain) stamped by the shell.
+receipt times are integer nanoseconds: ``received_at_ns`` on the wall clock (``time.time_ns``) and
+``received_mono_ns`` on the monotonic clock, stamped when the socket read (or REST answer) arrived;
+``received_at`` gives the wall time in float seconds.
 Symbols are normalized (``BTC-USDC``, perps ``BTC-USDC-PERP``); ``exchange_symbol`` keeps the
 exchange id (``BTC_USDC``).
 """
@@ -87,8 +89,15 @@ class Trade(msgspec.Struct, frozen=True, gc=False):
     side: Side
     event_time_us: int
     engine_time_us: int
-    received_at: float
+    received_at_ns: int
     backfilled: bool = False
+    received_mono_ns: int = 0
+    """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
+
+    @property
+    def received_at(self) -> float:
+        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
+        return self.received_at_ns / 1_000_000_000
 
     @property
     def price(self) -> Decimal:
@@ -124,17 +133,37 @@ class BookSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     raw_bids: tuple[RawLevel, ...]
     raw_asks: tuple[RawLevel, ...]
     engine_time_us: int | None
-    received_at: float
+    received_at_ns: int
     reason: str
     force: bool = True
     age_us: int | None = None
     """REST-only snapshots: receipt time − the snapshot's engine time, in µs (how old the book
     is when it reaches you); None for books kept live from the stream."""
+    valid_bid_floor: str | None = None
+    """The valid window: bids at or above this price are exact; below it levels may be missing
+    (the REST snapshot the book came from was truncated there). None: every bid is known."""
+    valid_ask_ceiling: str | None = None
+    """Asks at or below this price are exact (None: every ask is known)."""
+    received_mono_ns: int = 0
+    """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
+
+    @property
+    def received_at(self) -> float:
+        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
+        return self.received_at_ns / 1_000_000_000
 
     @property
     def bids(self) -> tuple[Level, ...]:
         """Bids as ``Decimal`` levels, best first."""
         return _levels(self.raw_bids)
+
+    def vouched(self) -> tuple[int, int]:
+        """How many of this snapshot's best bids and asks lie inside the valid window."""
+        floor = None if self.valid_bid_floor is None else Decimal(self.valid_bid_floor)
+        ceiling = None if self.valid_ask_ceiling is None else Decimal(self.valid_ask_ceiling)
+        nb = sum(1 for p, _ in self.raw_bids if floor is None or Decimal(p) >= floor)
+        na = sum(1 for p, _ in self.raw_asks if ceiling is None or Decimal(p) <= ceiling)
+        return nb, na
 
     @property
     def asks(self) -> tuple[Level, ...]:
@@ -158,7 +187,14 @@ class BookDelta(msgspec.Struct, frozen=True, gc=False):
     raw_asks: tuple[RawLevel, ...]
     event_time_us: int
     engine_time_us: int
-    received_at: float
+    received_at_ns: int
+    received_mono_ns: int = 0
+    """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
+
+    @property
+    def received_at(self) -> float:
+        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
+        return self.received_at_ns / 1_000_000_000
 
     @property
     def bids(self) -> tuple[Level, ...]:
@@ -218,7 +254,14 @@ class BookTicker(msgspec.Struct, frozen=True, gc=False):
     raw_ask_size: str
     event_time_us: int
     engine_time_us: int
-    received_at: float
+    received_at_ns: int
+    received_mono_ns: int = 0
+    """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
+
+    @property
+    def received_at(self) -> float:
+        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
+        return self.received_at_ns / 1_000_000_000
 
     @property
     def bid_price(self) -> Decimal:
@@ -250,7 +293,14 @@ class Ticker(msgspec.Struct, frozen=True, gc=False):
     raw_quote_volume: str
     trade_count: int
     event_time_us: int
-    received_at: float
+    received_at_ns: int
+    received_mono_ns: int = 0
+    """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
+
+    @property
+    def received_at(self) -> float:
+        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
+        return self.received_at_ns / 1_000_000_000
 
     @property
     def open(self) -> Decimal:
@@ -294,7 +344,14 @@ class Candle(msgspec.Struct, frozen=True, gc=False):
     trade_count: int
     closed: bool
     event_time_us: int
-    received_at: float
+    received_at_ns: int
+    received_mono_ns: int = 0
+    """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
+
+    @property
+    def received_at(self) -> float:
+        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
+        return self.received_at_ns / 1_000_000_000
 
     @property
     def open(self) -> Decimal:
@@ -332,7 +389,14 @@ class MarkPrice(msgspec.Struct, frozen=True, gc=False):
     next_funding_time_us: int | None
     event_time_us: int
     engine_time_us: int
-    received_at: float
+    received_at_ns: int
+    received_mono_ns: int = 0
+    """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
+
+    @property
+    def received_at(self) -> float:
+        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
+        return self.received_at_ns / 1_000_000_000
 
     @property
     def mark_price(self) -> Decimal:
@@ -354,7 +418,14 @@ class OpenInterest(msgspec.Struct, frozen=True, gc=False):
     exchange_symbol: str
     raw_open_interest: str
     event_time_us: int
-    received_at: float
+    received_at_ns: int
+    received_mono_ns: int = 0
+    """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
+
+    @property
+    def received_at(self) -> float:
+        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
+        return self.received_at_ns / 1_000_000_000
 
     @property
     def open_interest(self) -> Decimal:
@@ -371,7 +442,14 @@ class Liquidation(msgspec.Struct, frozen=True, gc=False):
     side: Side
     event_time_us: int
     engine_time_us: int
-    received_at: float
+    received_at_ns: int
+    received_mono_ns: int = 0
+    """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
+
+    @property
+    def received_at(self) -> float:
+        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
+        return self.received_at_ns / 1_000_000_000
 
     @property
     def price(self) -> Decimal:

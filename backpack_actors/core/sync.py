@@ -148,6 +148,7 @@ _COUNTER_NAMES = (
     "ignored_snapshots",
     "sequence_resets",
     "malformed",
+    "window_refetches",
 )
 
 
@@ -184,6 +185,31 @@ SEQUENCE_RESET_RUN = 100
 """Consecutive LIVE deltas at or below the last applied id taken as a sequence reset."""
 
 MAX_BUFFER_LEVELS = 500_000
+
+SNAPSHOT_SIDE_CAP = 1000
+"""Levels per side a REST ``/depth`` answer carries at most (Backpack's default and maximum
+``limit``, docs/protocol.md §3.4). A snapshot side with this many levels may be truncated: the book
+is known only down to (bids) / up to (asks) its last level — the valid window."""
+
+
+def _inside(
+    book: OrderBook, floor: Decimal | None, ceiling: Decimal | None
+) -> tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]:
+    bids, asks = book.as_dicts()
+    return (
+        {p: q for p, q in bids.items() if floor is None or p >= floor},
+        {p: q for p, q in asks.items() if ceiling is None or p <= ceiling},
+    )
+
+
+def _window_bound(levels: _SnapshotLevels, cap: int, lowest: bool) -> Decimal | None:
+    # A side shorter than the cap is the whole side: no bound. Otherwise its farthest price.
+    if len(levels) < cap:
+        return None
+    prices = [p if isinstance(p, Decimal) else Decimal(p) for p, _size in levels]
+    return min(prices) if lowest else max(prices)
+
+
 """Default budget of levels held in the pending-delta buffer while a snapshot is outstanding.
 
 The count bound alone allows 10,000 deltas of up to 4 MB each (40 GB). A buffered level costs
@@ -234,13 +260,17 @@ class BookSync(Generic[D]):
         "_max_buffer",
         "_max_buffer_levels",
         "_sequence_reset",
+        "_shadow",
         "_state_v",
         "_steady",
+        "ask_ceiling",
+        "bid_floor",
         "book",
         "counters",
         "epoch",
         "last_engine_time_us",
         "last_update_id",
+        "side_cap",
         "symbol",
     )
 
@@ -251,6 +281,7 @@ class BookSync(Generic[D]):
         max_buffer: int = 10_000,
         max_buffer_levels: int = MAX_BUFFER_LEVELS,
         bounds: MarketBounds | None = None,
+        side_cap: int = SNAPSHOT_SIDE_CAP,
     ) -> None:
         if max_buffer < 1:
             raise ValueError("max_buffer must be at least 1")
@@ -262,6 +293,9 @@ class BookSync(Generic[D]):
         # What on_delta_fast tests in one load: LIVE, not bridging, no pending check, no run of
         # duplicates. Kept current by the setters of those four below.
         self._steady = False
+        # While a window refetch is out: the deltas applied since it was asked for, so an answer
+        # older than the book can be brought up to it and compared (None: no refetch out).
+        self._shadow: deque[D] | None = None
         self._state_v = SyncState.WAITING_FOR_STREAM
         self._bridging_v = False
         self._check_v: DepthSnapshotLike | None = None
@@ -287,6 +321,72 @@ class BookSync(Generic[D]):
         self._cause = ""
         # A snapshot newer than the book while LIVE, compared when the book reaches its id.
         self._check = None
+        # The valid window: the book is exact at bids >= bid_floor and asks <= ask_ceiling (None:
+        # the whole side), from the last snapshot adopted or confirmed. Deltas do not widen it:
+        # a delta proves the levels it names, not the absence of levels between them.
+        self.side_cap = side_cap
+        self.bid_floor: Decimal | None = None
+        self.ask_ceiling: Decimal | None = None
+
+    def request_window(self) -> list[Action[D]]:
+        """Ask for a snapshot to renew the valid window (the consumer's depth left it)."""
+        if self.state is not SyncState.LIVE or self._shadow is not None:
+            return []
+        self._shadow = deque()
+        self._settle()
+        self.counters["window_refetches"] += 1
+        return [RequestSnapshot(self.symbol, "window")]
+
+    def _end_shadow(self) -> None:
+        self._shadow = None
+        self._settle()
+
+    def _catch_up(self, snapshot: DepthSnapshotLike) -> list[Action[D]]:
+        """A window refetch answered with a snapshot older than the book.
+
+        The deltas applied since the request bring it to the book's id; inside the snapshot's
+        range the result must equal the book. Equal: the window is the snapshot's range. Not
+        equal: the book was wrong there, so the caught-up book replaces it (a resync). A snapshot
+        older than every delta kept cannot be brought up: nothing changes, the caller asks again.
+        """
+        shadow = self._shadow or deque()
+        self._end_shadow()
+        s = snapshot.last_update_id
+        kept = [d for d in shadow if d.last_update_id > s]
+        if not kept or not kept[0].first_update_id <= s + 1 <= kept[0].last_update_id:
+            self.counters["snapshots_too_old"] += 1
+            return []
+        candidate, problem = _snapshot_book(snapshot)
+        if candidate is None:
+            return self._reject_snapshot(
+                snapshot, f"REST snapshot {s} refused: {problem}", retry=False
+            )
+        for d in kept:
+            candidate.apply(d.bids, d.asks)
+        floor = _window_bound(snapshot.bids, self.side_cap, lowest=True)
+        ceiling = _window_bound(snapshot.asks, self.side_cap, lowest=False)
+        if _inside(candidate, floor, ceiling) == _inside(self.book, floor, ceiling):
+            self.counters["snapshot_checks"] += 1
+            self.bid_floor, self.ask_ceiling = floor, ceiling
+            return []
+        if candidate.is_crossed():
+            return self._reject_snapshot(snapshot, f"REST snapshot {s} crossed", retry=False)
+        self.counters["snapshot_mismatches"] += 1
+        self.counters["resyncs"] += 1
+        last = self.last_update_id
+        assert last is not None
+        reason = f"book differs from REST snapshot {s} brought up to update {last}"
+        self.book.adopt(candidate)
+        self.bid_floor, self.ask_ceiling = floor, ceiling
+        return [
+            self._status(StatusKind.RESYNCING, reason),
+            PublishSnapshot(self.symbol, last, "resync", self.last_engine_time_us),
+            self._status(StatusKind.RESYNCED, f"resynced at update {last} after {reason}"),
+        ]
+
+    def _set_window(self, snapshot: DepthSnapshotLike) -> None:
+        self.bid_floor = _window_bound(snapshot.bids, self.side_cap, lowest=True)
+        self.ask_ceiling = _window_bound(snapshot.asks, self.side_cap, lowest=False)
 
     def _settle(self) -> None:
         self._steady = (
@@ -294,6 +394,7 @@ class BookSync(Generic[D]):
             and not self._bridging_v
             and self._check_v is None
             and not self._duplicate_run_v
+            and self._shadow is None
         )
 
     @property
@@ -346,6 +447,7 @@ class BookSync(Generic[D]):
     def _clear_buffer(self) -> None:
         self._buffer.clear()
         self._buffer_levels = 0
+        self._shadow = None
 
     @property
     def bridging(self) -> bool:
@@ -439,6 +541,11 @@ class BookSync(Generic[D]):
         self._bridging = False
         self.last_update_id = last_id
         self.last_engine_time_us = delta.engine_time
+        shadow = self._shadow
+        if shadow is not None:
+            shadow.append(delta)
+            if len(shadow) > self._max_buffer:
+                self._end_shadow()  # the answer is too late to catch up with; asked again later
         actions: list[Action[D]] = [PublishDelta(self.symbol, delta)]
         if self._check is not None and last_id >= self._check.last_update_id:
             actions.extend(self._run_check())
@@ -618,6 +725,7 @@ class BookSync(Generic[D]):
             self.counters["snapshots_rejected"] += 1
             book.clear()
             return [RequestSnapshot(self.symbol, f"book crossed after snapshot {s}", retry=True)]
+        self._set_window(snapshot)
         self._clear_buffer()
         self._sequence_reset = False
         self._duplicate_run = 0
@@ -643,14 +751,18 @@ class BookSync(Generic[D]):
         last = self.last_update_id
         assert last is not None
         s = snapshot.last_update_id
+        if self._shadow is not None:
+            if s < last:
+                return self._catch_up(snapshot)
+            self._end_shadow()  # the check below renews the window (match or adopt)
         if s > last:
             # Newer than the book: keep it and compare once the book reaches its id.
             self._check = snapshot
-            return [PublishSnapshot(self.symbol, last, "interval", self.last_engine_time_us)]
+            return [PublishSnapshot(self.symbol, last, "check", self.last_engine_time_us)]
         if s == last:
             self._check = snapshot
-            return self._run_check(publish_reason="interval")
-        return [PublishSnapshot(self.symbol, last, "interval", self.last_engine_time_us)]
+            return self._run_check(publish_reason="check")
+        return [PublishSnapshot(self.symbol, last, "check", self.last_engine_time_us)]
 
     def _run_check(self, publish_reason: str | None = None) -> list[Action[D]]:
         snapshot = self._check
@@ -663,6 +775,8 @@ class BookSync(Generic[D]):
             return []
         self.counters["snapshot_checks"] += 1
         if self.book.top_matches(snapshot.bids, snapshot.asks):
+            # The book equals the snapshot over the snapshot's range: that range is known now.
+            self._set_window(snapshot)
             if publish_reason is None:
                 return []
             return [PublishSnapshot(self.symbol, last, publish_reason, self.last_engine_time_us)]
@@ -678,6 +792,7 @@ class BookSync(Generic[D]):
         self.counters["resyncs"] += 1
         reason = f"book differs from REST snapshot at update {last}"
         self.book.adopt(candidate)
+        self._set_window(snapshot)
         return [
             self._status(StatusKind.RESYNCING, reason),
             PublishSnapshot(self.symbol, last, "resync", self.last_engine_time_us),
@@ -710,6 +825,7 @@ class BookSync(Generic[D]):
                 snapshot, f"REST snapshot {s} refused: {problem}", retry=not self._ever_ready
             )
         self.book.adopt(candidate)
+        self._set_window(snapshot)
         self.last_update_id = s
         self.last_engine_time_us = snapshot.timestamp
         self.state = SyncState.LIVE

@@ -82,6 +82,9 @@ class SimConfig:
     rate_limit_per_minute: int = 2000
     history_rate_limit_per_minute: int = 30
     ticker_interval: float = 1.0
+    depth_cap: int = 1000
+    """Levels per side a ``/depth`` answer holds at most (Backpack: 1000). Below ``levels`` it
+    truncates snapshots, so a book is known only inside their range (the valid window)."""
     levels: int = 300
     trade_probability: float = 0.12
     empty_probability: float = 0.03
@@ -879,7 +882,7 @@ class SimExchange:
                     "limit", "OrderBookDepthLimit", "Expect a valid enumeration value."
                 )
             limit = int(text)
-        bids, asks = model.depth_levels(limit)
+        bids, asks = model.depth_levels(min(limit, self.config.depth_cap))
         body = {
             "asks": asks,
             "bids": bids,

@@ -1,30 +1,32 @@
 """Events as JSON Lines: one object per event, ``"type"`` first, exact decimals as strings.
 
-Schema (every event type's fields, as msgspec encodes them)::
+Schema (every event type's fields, as msgspec encodes them; ``rx`` stands for the receipt
+stamps ``"received_at_ns", "received_mono_ns"``)::
 
     {"type": "trade", "symbol", "exchange_symbol", "trade_id", "price", "amount", "side",
-     "event_time_us", "engine_time_us", "received_at", "backfilled"}
+     "event_time_us", "engine_time_us", "received_at_ns", "backfilled", "received_mono_ns"}
     {"type": "book_snapshot", "symbol", "exchange_symbol", "update_id", "bids", "asks",
-     "engine_time_us", "received_at", "reason", "force"}
+     "engine_time_us", "received_at_ns", "reason", "force", "age_us", "received_mono_ns"}
     {"type": "book_delta", "symbol", "exchange_symbol", "first_update_id", "last_update_id",
-     "bids", "asks", "event_time_us", "engine_time_us", "received_at"}
+     "bids", "asks", "event_time_us", "engine_time_us", rx}
     {"type": "status", "symbol", "kind", "reason", "counts", "at"}
     {"type": "protocol_error", "symbol", "stream", "reason", "excerpt", "count", "at"}
     {"type": "book_ticker", "symbol", "exchange_symbol", "update_id", "bid_price", "bid_size",
-     "ask_price", "ask_size", "event_time_us", "engine_time_us", "received_at"}
+     "ask_price", "ask_size", "event_time_us", "engine_time_us", rx}
     {"type": "ticker", "symbol", "exchange_symbol", "open", "high", "low", "last", "volume",
-     "quote_volume", "trade_count", "event_time_us", "received_at"}
+     "quote_volume", "trade_count", "event_time_us", rx}
     {"type": "candle", "symbol", "exchange_symbol", "interval", "start_us", "end_us", "open",
-     "high", "low", "close", "volume", "trade_count", "closed", "event_time_us", "received_at"}
+     "high", "low", "close", "volume", "trade_count", "closed", "event_time_us", rx}
     {"type": "mark_price", "symbol", "exchange_symbol", "mark_price", "index_price",
-     "funding_rate", "next_funding_time_us", "event_time_us", "engine_time_us", "received_at"}
-    {"type": "open_interest", "symbol", "exchange_symbol", "open_interest", "event_time_us",
-     "received_at"}
+     "funding_rate", "next_funding_time_us", "event_time_us", "engine_time_us", rx}
+    {"type": "open_interest", "symbol", "exchange_symbol", "open_interest", "event_time_us", rx}
     {"type": "liquidation", "symbol", "exchange_symbol", "price", "amount", "side",
-     "event_time_us", "engine_time_us", "received_at"}
+     "event_time_us", "engine_time_us", rx}
 
 Prices and sizes are decimal strings (``"106815.5"``), levels ``[price, size]`` pairs best first;
-``*_us`` fields are integer microseconds; ``received_at``/``at`` are local float seconds.
+``*_us`` fields are integer microseconds; ``received_at_ns``/``received_mono_ns`` are integer
+nanoseconds on the wall and monotonic clocks (schema version 2; version 1 had a float
+``received_at`` in seconds); a status or protocol error's ``at`` is local float seconds.
 """
 
 from __future__ import annotations
@@ -50,7 +52,10 @@ from backpack_actors.core.events import (
     Trade,
 )
 
-__all__ = ["EVENT_TYPES", "JsonlSink", "encode_event", "event_to_dict"]
+__all__ = ["EVENT_TYPES", "SCHEMA_VERSION", "JsonlSink", "encode_event", "event_to_dict"]
+
+SCHEMA_VERSION = 2
+"""The JSON Lines schema: 2 = integer-ns receipt stamps and the channel events (docs/events.md)."""
 
 EVENT_TYPES: dict[type, str] = {
     Trade: "trade",

@@ -33,7 +33,7 @@ def snapshot(update_id: int, reason: str = "initial") -> BookSnapshot:
         raw_bids=(("99.0", "1.0"),),
         raw_asks=(("101.0", "1.0"),),
         engine_time_us=update_id,
-        received_at=0.0,
+        received_at_ns=0,
         reason=reason,
     )
 

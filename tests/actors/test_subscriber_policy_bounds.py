@@ -37,7 +37,7 @@ def test_drop_oldest_never_drops_a_status_event_for_a_trade() -> None:
             raw_bids=(("99.0", "1.0"),),
             raw_asks=(("101.0", "1.0"),),
             engine_time_us=1,
-            received_at=0.0,
+            received_at_ns=0,
             reason="initial",
         )
     )

@@ -38,7 +38,7 @@ async def test_demo_prints_jsonl_matching_the_simulator() -> None:
             assert isinstance(event["engine_time_us"], int)
             assert isinstance(event["event_time_us"], int)
             # The demo stamps receipt on the simulator's clock: lag is real and small.
-            lag = event["received_at"] - event["engine_time_us"] / 1e6
+            lag = event["received_at_ns"] / 1e9 - event["engine_time_us"] / 1e6
             assert 0 <= lag < 2, event
         if event["type"] == "trade":
             assert NUMBER.match(event["price"])

@@ -149,7 +149,7 @@ async def test_run_against_sim_shows_a_real_lag() -> None:
     assert result.returncode == 0, result.stderr.decode()
     timed = [e for e in parse_jsonl(result.stdout.decode()) if e["type"] in ("trade", "book_delta")]
     assert timed
-    lags = [e["received_at"] - e["engine_time_us"] / 1e6 for e in timed]
+    lags = [e["received_at_ns"] / 1e9 - e["engine_time_us"] / 1e6 for e in timed]
     assert max(abs(lag) for lag in lags) < 5.0, (min(lags), max(lags))
 
 

@@ -33,7 +33,7 @@ def _snapshot(symbol: str = "BTC-USDC") -> BookSnapshot:
         raw_bids=(("100.5", "1.25"), ("100.4", "2"), ("100.1", "7")),
         raw_asks=(("100.7", "0.5"), ("100.9", "3")),
         engine_time_us=T0,
-        received_at=T0 / 1e6,
+        received_at_ns=T0 * 1000,
         reason="initial",
     )
 
@@ -48,7 +48,7 @@ def _delta() -> BookDelta:
         raw_asks=(),
         event_time_us=T0 + 1_000,
         engine_time_us=T0 + 1_000,
-        received_at=(T0 + 4_000) / 1e6,  # 3 ms lag
+        received_at_ns=(T0 + 4_000) * 1000,  # 3 ms lag
     )
 
 
@@ -62,7 +62,7 @@ def _trade(trade_id: int, price: str, side: Side) -> Trade:
         side=side,
         event_time_us=T0 + 2_000,
         engine_time_us=T0 + 2_000,
-        received_at=(T0 + 5_000) / 1e6,
+        received_at_ns=(T0 + 5_000) * 1000,
     )
 
 
@@ -167,8 +167,9 @@ def test_jsonl_schema_exact_decimals_and_types() -> None:
         "side": "buy",
         "event_time_us": T0 + 2_000,
         "engine_time_us": T0 + 2_000,
-        "received_at": (T0 + 5_000) / 1e6,
+        "received_at_ns": (T0 + 5_000) * 1000,
         "backfilled": False,
+        "received_mono_ns": 0,
     }
     snap = json.loads(encode_event(_snapshot(), book_depth=2))
     assert snap["type"] == "book_snapshot"

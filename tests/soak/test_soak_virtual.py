@@ -66,7 +66,7 @@ def _delta(first: int, last: int) -> BookDelta:
         raw_asks=(),
         event_time_us=0,
         engine_time_us=0,
-        received_at=0.0,
+        received_at_ns=0,
     )
 
 
@@ -80,7 +80,7 @@ def test_consumer_counts_a_published_delta_that_skips_ids() -> None:
             raw_bids=(("98", "1"),),
             raw_asks=(("101", "1"),),
             engine_time_us=0,
-            received_at=0.0,
+            received_at_ns=0,
             reason="initial",
         )
     )

@@ -30,7 +30,7 @@ def _trade(i: int, symbol: str = "BTC-USDC") -> Trade:
         side=Side.BUY,
         event_time_us=i,
         engine_time_us=i,
-        received_at=0.0,
+        received_at_ns=0,
     )
 
 
@@ -44,7 +44,7 @@ def _delta(u: int, symbol: str = "BTC-USDC") -> BookDelta:
         raw_asks=(),
         event_time_us=u,
         engine_time_us=u,
-        received_at=0.0,
+        received_at_ns=0,
     )
 
 
@@ -65,7 +65,7 @@ class _Books:
             raw_bids=((str(u), "1"),),
             raw_asks=(),
             engine_time_us=None,
-            received_at=0.0,
+            received_at_ns=0,
             reason="conflated",
         )
 

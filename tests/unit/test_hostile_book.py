@@ -179,7 +179,7 @@ def test_periodic_check_refuses_a_crossed_snapshot_at_the_books_id() -> None:
 def test_periodic_check_refuses_a_crossed_newer_snapshot_when_the_book_reaches_it() -> None:
     sync = live_sync()
     newer = Snap(11, bids=[(D("103"), D("1"))], asks=[(D("101"), D("3"))])
-    assert sync.on_snapshot(newer) == [PublishSnapshot(SYM, 10, "interval", 7)]
+    assert sync.on_snapshot(newer) == [PublishSnapshot(SYM, 10, "check", 7)]
     acts = sync.on_delta(1, Delta(11, 11, bids=[("100", "4")], engine_time=11))
     assert [type(a).__name__ for a in acts] == ["PublishDelta", "Malformed", "RequestSnapshot"]
     assert sync.book.depth() == ((("100", "4"), ("99", "1")), (("101", "3"),))

@@ -227,7 +227,7 @@ def test_live_snapshot_older_publishes_current_book_without_rewind() -> None:
     sync.on_delta(1, d(12, bids=[("100", "9")]))
     before = sync.book.copy()
     acts = sync.on_snapshot(BASE_SNAP)
-    assert acts == [PublishSnapshot(SYM, 12, "interval", 120)]
+    assert acts == [PublishSnapshot(SYM, 12, "check", 120)]
     assert sync.book == before
 
 
@@ -235,7 +235,7 @@ def test_live_snapshot_at_same_id_is_verified() -> None:
     sync = live_sync()
     sync.on_delta(1, d(12, bids=[("100", "9")]))
     good = Snap(12, bids=[(D("99"), D("1")), (D("100"), D("9"))], asks=[(D("101"), D("3"))])
-    assert sync.on_snapshot(good) == [PublishSnapshot(SYM, 12, "interval", 120)]
+    assert sync.on_snapshot(good) == [PublishSnapshot(SYM, 12, "check", 120)]
     assert sync.counters["snapshot_checks"] == 1
     bad = Snap(12, bids=[(D("100"), D("8"))], asks=[(D("101"), D("3"))])
     acts = sync.on_snapshot(bad)
@@ -250,7 +250,7 @@ def test_live_snapshot_at_same_id_is_verified() -> None:
 def test_live_snapshot_newer_is_checked_when_the_book_reaches_it() -> None:
     sync = live_sync()
     newer = Snap(13, bids=[(D("99"), D("1")), (D("100"), D("2"))], asks=[(D("101"), D("4"))])
-    assert sync.on_snapshot(newer) == [PublishSnapshot(SYM, 11, "interval", 110)]
+    assert sync.on_snapshot(newer) == [PublishSnapshot(SYM, 11, "check", 110)]
     assert kinds(sync.on_delta(1, d(12))) == ["PublishDelta"]
     acts = sync.on_delta(1, d(13, asks=[("101", "5")]))
     assert kinds(acts) == [
@@ -735,7 +735,7 @@ class BookSyncMachine(RuleBasedStateMachine):
                 if act.kind in (StatusKind.GAP_DETECTED, StatusKind.RESYNCING):
                     self.in_resync = True
             elif isinstance(act, PublishSnapshot):
-                if act.reason == "interval":
+                if act.reason == "check":
                     assert not self.in_resync
                 else:
                     self.in_resync = False
