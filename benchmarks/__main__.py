@@ -10,6 +10,8 @@ Parts (``--only scale,plumbing,core,e2e``; default all, in this order):
   (``benchmarks/plumbing.py``).
 - ``core``: the core-only rows (no event loop, 64 frames per read), latency, memory.
 - ``e2e``: the single-market sustained-rate ladder (``benchmarks/e2e.py``).
+- ``export``: a recording to Parquet and Tardis CSV, and the live Parquet sink: rows/s and MB
+  per million events (``benchmarks/export.py``).
 - ``bus``: the Redis Streams bus — publish throughput (JSON vs msgpack, batching on/off, beside
   the JSONL sink) and feed -> Redis -> reader latency (``benchmarks/bus.py``; needs the Redis at
   ``BUS_REDIS_URL``, default ``redis://127.0.0.1:6379/0``).
@@ -137,7 +139,7 @@ def _end_to_end(args: argparse.Namespace, report: Report) -> None:
         report.e2e_skipped(f"the loopback run failed: {exc!r}")
 
 
-PARTS = ("scale", "plumbing", "core", "e2e", "bus")
+PARTS = ("scale", "plumbing", "core", "e2e", "bus", "export")
 
 
 def _load() -> str:
@@ -265,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print("bus: publish throughput and feed -> Redis -> reader latency ...", flush=True)
         bus.run(report, quick=args.quick, seed=args.seed)
+        print(report.last_section(), flush=True)
+    if "export" in parts:
+        from benchmarks import export
+
+        print("export: Parquet and Tardis CSV throughput and size ...", flush=True)
+        export.run(report, quick=args.quick, seed=args.seed)
         print(report.last_section(), flush=True)
     facts["load"] += f", {_load()} at the end"
 

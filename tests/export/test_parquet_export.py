@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 import trio
 
 from backpack_actors.cli import main
+from backpack_actors.core.book import OrderBook
 from backpack_actors.core.events import (
     BookDelta,
     BookSnapshot,
@@ -198,3 +200,43 @@ def test_cli_export(faulty_recording: Recorded, tmp_path: Path) -> None:
     assert len(_read(out, "trades")) == sum(isinstance(e, Trade) for e in events)
     # An export never mixes with an older one's files.
     assert main(["export", str(path), "--format", "tardis-csv", "--out", str(out)]) == 2
+
+
+def _example() -> Any:
+    path = Path(__file__).resolve().parents[2] / "examples" / "parquet_book_at.py"
+    spec = importlib.util.spec_from_file_location("parquet_book_at", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _time_us(event: BookSnapshot | BookDelta) -> int:
+    if event.engine_time_us is not None:
+        return event.engine_time_us
+    return _ns(event.received_at) // 1000
+
+
+async def test_the_reader_example_rebuilds_books_at_moments(
+    faulty_recording: Recorded, tmp_path: Path
+) -> None:
+    path, events = faulty_recording
+    out = tmp_path / "out"
+    with trio.fail_after(60):
+        await export_recording(path, out)
+    book_at = _example().book_at
+    mine = [e for e in events if isinstance(e, BookSnapshot | BookDelta) and e.symbol == "BTC-USDC"]
+    for index in (len(mine) // 5, len(mine) // 2, len(mine) - 1):
+        moment = _time_us(mine[index])
+        stop = max(i for i, e in enumerate(mine) if _time_us(e) <= moment)
+        book = OrderBook()
+        for event in mine[: stop + 1]:
+            if isinstance(event, BookSnapshot):
+                book.load(event.raw_bids, event.raw_asks)
+            else:
+                book.apply(event.raw_bids, event.raw_asks)
+        bids, asks = book.depth()
+        got_bids, got_asks = book_at(out, "BTC-USDC", moment)
+        assert got_bids == [(Decimal(p), Decimal(s)) for p, s in bids]
+        assert got_asks == [(Decimal(p), Decimal(s)) for p, s in asks]
