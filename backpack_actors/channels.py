@@ -55,6 +55,7 @@ __all__ = [
     "global_streams",
     "interval_of",
     "parse_channel",
+    "private_channels",
     "streams_for",
 ]
 
@@ -112,6 +113,9 @@ class Channel:
     """Allowed values of ``name:<value>`` (candle intervals); empty for plain channels."""
     rest_route: str | None = None
     description: str = ""
+    private: bool = False
+    """An account channel: signed, served by the private feed (``backpack_actors.private``), not
+    by the public connections; it needs ``api_key``/``api_secret``."""
 
 
 def _text(value: Decimal) -> str:
@@ -344,6 +348,26 @@ _REGISTRY: Final = (
         global_stream=True,
         description="liquidations of the feed's markets (one stream for all markets)",
     ),
+    Channel(
+        "orders",
+        "account.orderUpdate",
+        None,
+        None,
+        "order_update",
+        private=True,
+        rest_route="/api/v1/orders",
+        description="the account's order updates and fills, reconciled over REST after reconnects",
+    ),
+    Channel(
+        "positions",
+        "account.positionUpdate",
+        None,
+        None,
+        "position_update",
+        private=True,
+        rest_route="/api/v1/position",
+        description="the account's perp positions (and polled balances)",
+    ),
 )
 
 CHANNELS: Final = {channel.name: channel for channel in _REGISTRY}
@@ -400,7 +424,7 @@ def streams_for(
     symbol = info.exchange_id
     for name in names:
         channel = channel_of(name)
-        if channel.global_stream or not _applies(channel, info):
+        if channel.global_stream or channel.private or not _applies(channel, info):
             continue
         if channel.name == "l2_book" and depth_stream != "realtime":
             streams.append(f"depth.{depth_stream}.{symbol}")
@@ -414,6 +438,11 @@ def streams_for(
 def global_streams(names: Iterable[str]) -> list[str]:
     """The streams carrying every market (subscribed once, on one connection)."""
     return [channel_of(n).stream for n in names if channel_of(n).global_stream]
+
+
+def private_channels(names: Iterable[str]) -> tuple[str, ...]:
+    """The account channels among ``names`` (served by the private feed)."""
+    return tuple(n for n in names if channel_of(n).private)
 
 
 def builders_for(names: Sequence[str]) -> dict[type, Builder]:

@@ -453,6 +453,14 @@ def _check_cross_fields(clean: dict[str, Any], prefix: str) -> None:
     if has_key != has_secret:
         missing = "api_secret" if has_key else "api_key"
         raise ConfigError(prefix + missing, "api_key and api_secret together, or neither")
+    private = [c for c in clean.get("channels", ()) if c in ("orders", "positions")]
+    from_env = bool(os.environ.get("BACKPACK_KEY") and os.environ.get("BACKPACK_SECRET"))
+    if private and not has_key and not from_env:
+        raise ConfigError(
+            prefix + "api_key",
+            f"credentials for the account channels {private} "
+            "(api_key and api_secret, or BACKPACK_KEY and BACKPACK_SECRET in the environment)",
+        )
     fields = attrs.fields(FeedConfig)
     base = cast(float, clean.get("reconnect_base", fields.reconnect_base.default))
     cap = cast(float, clean.get("reconnect_cap", fields.reconnect_cap.default))

@@ -67,6 +67,7 @@ class Feed:
         rng: random.Random | None = None,
         recorder: Recorder | None = None,
         consume: bool = True,
+        private_rest: object = None,
     ) -> None:
         self.config = config
         self._owns_client = rest_client is None
@@ -80,6 +81,7 @@ class Feed:
             wall_clock=wall_clock,
             rng=rng or random.Random(),
             recorder=recorder,
+            private_rest=private_rest,
         )
         # The consumer's own subscription exists from the start, so nothing published before
         # the first ``async for`` is missed. ``consume=False`` (e.g. a CLI writing only sinks)
@@ -292,6 +294,7 @@ async def open_feed(
     rng: random.Random | None = None,
     recorder: Recorder | None = None,
     consume: bool = True,
+    private_rest: object = None,
 ) -> AsyncIterator[Feed]:
     """Run a feed for the duration of the ``async with`` block::
 
@@ -314,6 +317,7 @@ async def open_feed(
         rng=rng,
         recorder=recorder,
         consume=consume,
+        private_rest=private_rest,
     )
     try:
         async with trio.open_nursery() as nursery:

@@ -23,7 +23,7 @@ import itertools
 import logging
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -37,6 +37,7 @@ from backpack_actors.actors.messages import SymbolAdded, SymbolRemoved
 from backpack_actors.actors.metadata import MetadataActor
 from backpack_actors.actors.reconciler import Reconciler
 from backpack_actors.actors.rest import RestActor, RestSettings
+from backpack_actors.channels import private_channels
 from backpack_actors.config import L2_BOOK, TRADES, FeedConfig
 from backpack_actors.core.budget import TokenBucket
 from backpack_actors.core.events import BookSnapshot, StatusKind
@@ -65,9 +66,14 @@ class ActorTree:
         wall_clock: Callable[[], float],
         rng: random.Random,
         recorder: Recorder | None = None,
+        private_rest: object = None,
     ) -> None:
         self.config = config
         self.client = client
+        # Signed REST for the account channels (None: HTTP to config.rest_url; the simulator's
+        # in-process account in tests). Typed loosely: the private package is an optional extra.
+        self._private_rest = private_rest
+        self.private: Any = None
         self._connector = connector
         self._wall_clock = wall_clock
         self._rng = rng
@@ -233,13 +239,17 @@ class ActorTree:
             assert self.connections is not None
             await self.connections.run(task_status=task_status)
 
+        children = [
+            ChildSpec("metadata", self.metadata.run),
+            ChildSpec("rest", run_rest),
+            ChildSpec("connections", run_connections),
+        ]
+        private = private_channels(cfg.channels)
+        if private:
+            children.append(ChildSpec("private", self._private_child(private), restart="temporary"))
         self.root = Supervisor(
             "root",
-            [
-                ChildSpec("metadata", self.metadata.run),
-                ChildSpec("rest", run_rest),
-                ChildSpec("connections", run_connections),
-            ],
+            children,
             strategy="one_for_one",
             intensity=cfg.restart_intensity,
             period=cfg.restart_period,
@@ -251,6 +261,29 @@ class ActorTree:
             await self.root.run(task_status=task_status)
         finally:
             self.emitter.close()
+
+    def _private_child(self, channels: tuple[str, ...]) -> Any:
+        """The account channels' feed (its own supervisor), publishing through the emitter.
+
+        An authentication failure is reported in-band and ends only this child: the public
+        streams go on (``restart="temporary"``).
+        """
+        from backpack_actors.private.feed import PrivateConfig, PrivateFeed
+
+        cfg = self.config
+        symbols = () if cfg.symbols == ("all",) else tuple(self.markets)
+        private_config = PrivateConfig.from_feed_config(
+            cfg, channels=channels, symbols=symbols, on_auth_error="report"
+        )
+        emitter = self.emitter
+        self.private = PrivateFeed(
+            private_config,
+            rest=self._private_rest,  # type: ignore[arg-type]
+            connect=self._connector,
+            clock=self._wall_clock,
+            emit=lambda event: emitter.publish([event]),  # type: ignore[list-item]
+        )
+        return self.private.run
 
     def _on_supervisor_event(self, event: SupervisorEvent) -> None:
         self.supervisor_events.append(event)

@@ -26,6 +26,8 @@ waits and never fails; what a full queue does instead is the written policy belo
   that holds the newest event of that key until the reader reaches it.
 - **Liquidations** are discrete like trades: lossless up to the bound, then dropped and counted
   (``dropped_liquidations``) in the symbol's overflow report.
+- **Account events** (orders, fills, positions, balances) are few and none may be lost: always
+  queued, whatever the bound.
 - **Status and protocol-error events** are rare and small: they may use ``status_slack`` slots
   beyond the bound; past that they are dropped and counted in the same overflow report.
 
@@ -48,6 +50,7 @@ from backpack_actors.core.events import (
     Liquidation,
     MarkPrice,
     OpenInterest,
+    ProtocolErrorEvent,
     StatusEvent,
     StatusKind,
     Ticker,
@@ -250,7 +253,9 @@ class SubscriberQueue:
                 self._overflow_marker(event.symbol, front=False).dropped_liquidations += 1
                 self.dropped_liquidations += 1
                 return
-        elif len(items) - len(self._dead) >= self.status_limit:
+        elif (kind is StatusEvent or kind is ProtocolErrorEvent) and len(items) - len(
+            self._dead
+        ) >= self.status_limit:
             self._overflow_marker(event.symbol, front=False).dropped_status += 1
             self.dropped_status += 1
             return

@@ -72,6 +72,13 @@ EVENT_TYPES: dict[type, str] = {
 }
 """The ``"type"`` value of each event class."""
 
+try:
+    # The account channels' events, when the [private] extra is installed.
+    from backpack_actors.private.jsonl import PRIVATE_EVENT_TYPES
+except ImportError:  # pragma: no cover - depends on the installed extras
+    PRIVATE_EVENT_TYPES = {}
+EVENT_TYPES.update({k: v for k, v in PRIVATE_EVENT_TYPES.items() if k not in EVENT_TYPES})
+
 _encoder = msgspec.json.Encoder()
 
 # Events hold the exchange's text in ``raw_*`` fields; the schema names them by their meaning, and
