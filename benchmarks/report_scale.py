@@ -10,13 +10,27 @@ from typing import Any
 
 __all__ = [
     "BUDGET_PER_S",
+    "feed_budget_per_s",
     "latency_section",
     "plumbing_section",
     "scale_section",
 ]
 
 BUDGET_PER_S = 2000 / 60
-"""Backpack's published REST limit (2000 requests/min): the floor for loading N books."""
+"""Backpack's published REST limit (2000 requests/min)."""
+
+
+def feed_budget_per_s() -> float:
+    """The feed's own default REST rate (``FeedConfig.rest_rate_per_s``, 90% of the published
+    limit): "the time the REST budget allows" for N books is N ÷ this."""
+    import attrs
+
+    from backpack_actors.config import FeedConfig
+
+    rate = {f.name: f.default for f in attrs.fields(FeedConfig)}.get("rest_rate_per_s")
+    return float(rate) if isinstance(rate, int | float) else BUDGET_PER_S
+
+
 LAG_P99_TARGET_MS = 100.0
 CPU_SHARE_TARGET = 1 / 3
 LAG_SHARE_TARGET = 1 / 2
@@ -73,7 +87,9 @@ def _health(runs: list[dict[str, Any]], kind: str) -> tuple[str, int]:
 def _cell_ready(runs: list[dict[str, Any]]) -> str:
     values = [r.get("ready_all_s") for r in runs]
     if all(v is not None for v in values) and values:
-        return _fmt(_med(values))
+        cpu = [r["startup_cpu_s"] for r in runs if r.get("startup_cpu_s") is not None]
+        # The client's CPU until then (REST snapshots and books, with the streams already on).
+        return _fmt(_med(values)) + (f" (CPU {_fmt(_med(cpu))} s)" if cpu else "")
     counts = ", ".join(f"{r.get('ready_count')}/{r.get('markets')}" for r in runs)
     return f"not all ({counts})"
 
@@ -136,7 +152,7 @@ def scale_section(data: dict[str, Any]) -> tuple[str, str, list[Target]]:
             f" {'yes' if x['sustains'] else 'no'} |"
         )
         summary[(n, rate)] = cells
-    budget = BUDGET_PER_S
+    budget = feed_budget_per_s()
     config = "symbols=…, rest_url=…, ws_url=…, snapshot_interval=0"
     if data.get("group_supported"):
         config += f", connection_group_size={data['group']}"
@@ -154,8 +170,9 @@ medians of {data["reps"]} reps (lag max and health: worst rep).
 CPU per event = process user+sys (`getrusage`) over the steady window ÷ deltas and trades
 delivered in it; the steady window starts 2 s after every book is ready (at half the run if they
 are not all ready by then). Lag = delivery to the consumer − `T`. Books ready = from just before `open_feed` /
-`load_markets` until the last market's first book (REST floor at Backpack's 2000 requests/min:
-N ÷ {budget:.1f}/s). Health (ours) = restarts / reconnects / resyncs / REST-only degradations from
+`load_markets` until the last market's first book (the floor is the REST budget: ours spends
+{budget:g} requests/s by default, 90% of Backpack's published {BUDGET_PER_S * 60:.0f} requests/min, so
+N books take N ÷ {budget:g}/s less its burst; *CPU* = the client's CPU until then). Health (ours) = restarts / reconnects / resyncs / REST-only degradations from
 `statistics()` or the status events the consumer saw, whichever is larger. Server CPU = the
 multiblaster's CPU over the client's run (% of one core); *late* = the worst time a write went out
 after its first frame was due.
@@ -197,7 +214,7 @@ after its first frame was due.
         targets.append(
             (
                 f"{n} × {big_key[1]:g}/s: every book ready",
-                f"≤ N ÷ {budget:.1f}/s + 2 s = {limit:.0f} s",
+                f"≤ N ÷ {budget:g}/s (the feed's REST budget) + 2 s = {limit:.1f} s",
                 o["ready"],
                 _verdict(len(ready) == o["runs"] and o["runs"] > 0 and max(ready) <= limit),
             )

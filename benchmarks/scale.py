@@ -145,6 +145,7 @@ class _Tally:
         self.steady_at = 0.0
         self.steady_due = 0.0
         self.steady_cpu = 0.0
+        self.startup_cpu: float | None = None
         self.steady_events = 0
         self.events = 0
         self.lag = array.array("d")
@@ -156,6 +157,8 @@ class _Tally:
     def book_ready(self, symbol: str, now: float) -> None:
         if symbol not in self.ready:
             self.ready[symbol] = now - self.t0
+            if len(self.ready) == self.n and self.startup_cpu is None:
+                self.startup_cpu = cpu_s() - self.cpu0
             if len(self.ready) == self.n and not self.steady_at:
                 # Frames buffered while the last snapshots loaded arrive late: skip them.
                 self.steady_due = now + SETTLE_S
@@ -192,6 +195,7 @@ class _Tally:
             "cpu_us_per_event": 1e6 * (cpu_end - self.steady_cpu) / events if events else None,
             "cpu_pct": 100 * (cpu_end - self.steady_cpu) / seconds if seconds > 0 else None,
             "cpu_total_s": cpu_end - self.cpu0,
+            "startup_cpu_s": self.startup_cpu,
             "lag_ms": [1e3 * x for x in lag],
             "lat_us": [1e6 * x for x in lat],
             "samples": len(self.lat),
