@@ -103,6 +103,7 @@ class ReconcilerSettings(msgspec.Struct, frozen=True):
     # Interval snapshots (depth, interval_ms) and the REST snapshot side cap (valid window).
     book_snapshots: tuple[int, int] | None = None
     snapshot_side_levels: int = 1000
+    depth_stream: str = "realtime"
 
 
 class RecordingHeader(msgspec.Struct, frozen=True, tag="header", tag_field="kind"):
@@ -388,6 +389,7 @@ class Recorder:
                     else (config.book_snapshots.depth, config.book_snapshots.interval_ms)
                 ),
                 snapshot_side_levels=config.snapshot_side_levels,
+                depth_stream=config.depth_stream,
             )
             source = {"rest_url": config.rest_url, "ws_url": config.ws_url}
             symbols = list(config.symbols)
@@ -528,6 +530,7 @@ class _Replayer:
             channels=settings.channels,
             book_snapshots=settings.book_snapshots,
             snapshot_side_levels=settings.snapshot_side_levels,
+            depth_stream=settings.depth_stream,
         )
 
     def feed(self, line: RecordLine) -> list[Event]:

@@ -160,6 +160,8 @@ class ActorTree:
                 else (cfg.book_snapshots.depth, cfg.book_snapshots.interval_ms)
             ),
             snapshot_side_levels=cfg.snapshot_side_levels,
+            depth_stream=cfg.depth_stream,
+            on_depth_fallback=self._depth_fallback,
             recorder=record,
         )
         settings = ConnectionSettings(
@@ -261,6 +263,10 @@ class ActorTree:
             await self.root.run(task_status=task_status)
         finally:
             self.emitter.close()
+
+    def _depth_fallback(self, symbol: str) -> None:
+        if self.connections is not None:
+            self.connections.use_realtime_depth(symbol)
 
     def _private_child(self, channels: tuple[str, ...]) -> Any:
         """The account channels' feed (its own supervisor), publishing through the emitter.

@@ -227,6 +227,10 @@ class ConnectionActor:
         # connection of the feed does (the Connections manager decides which).
         self.carries_global = False
         self._global_pending = False
+        # Markets moved off an aggregated depth stream that did not keep the id chain, and the
+        # aggregated streams still to unsubscribe on the live connection.
+        self._realtime_depth: set[str] = set()
+        self._drop_streams: list[str] = []
 
     def __repr__(self) -> str:
         return f"ConnectionActor({self.id!r}, symbols={len(self._symbols)})"
@@ -274,17 +278,28 @@ class ConnectionActor:
             self._global_pending = True
             self._session.control.set()
 
+    def use_realtime_depth(self, symbol: str) -> None:
+        """Serve ``symbol``'s book from the real-time depth stream from now on (resubscribed)."""
+        window = self.settings.depth_stream
+        if window == "realtime" or symbol in self._realtime_depth or symbol not in self._symbols:
+            return
+        self._realtime_depth.add(symbol)
+        if self._session is not None and not self.health.rest_only:
+            self._drop_streams.append(f"depth.{window}.{symbol}")
+            self._to_subscribe.add(symbol)
+            self._session.control.set()
+
     def _streams(self, symbols: Iterable[str], *, with_global: bool = False) -> list[str]:
         """Every stream of ``symbols`` for the configured channels (registry order)."""
         settings = self.settings
         market = self._reconciler.market
+        realtime = self._realtime_depth
         streams: list[str] = []
         for symbol in symbols:
             info = market(symbol)
             if info is not None:
-                streams.extend(
-                    streams_for(settings.channels, info, depth_stream=settings.depth_stream)
-                )
+                depth_stream = "realtime" if symbol in realtime else settings.depth_stream
+                streams.extend(streams_for(settings.channels, info, depth_stream=depth_stream))
         if with_global:
             streams.extend(global_streams(settings.channels))
         return streams
@@ -411,6 +426,9 @@ class ConnectionActor:
             if self._global_pending:
                 self._global_pending = False
                 await session.conn.send(subscribe_frame(global_streams(self.settings.channels)))
+            if self._drop_streams:
+                drop, self._drop_streams = self._drop_streams, []
+                await session.conn.send(subscribe_frame(drop, method="UNSUBSCRIBE"))
             if self._to_unsubscribe:
                 gone, self._to_unsubscribe = sorted(self._to_unsubscribe), set()
                 await session.conn.send(subscribe_frame(self._streams(gone), method="UNSUBSCRIBE"))
@@ -791,6 +809,12 @@ class Connections:
         self.actors.append(actor)
         self._pending.append(actor)
         return actor
+
+    def use_realtime_depth(self, symbol: str) -> None:
+        """Move ``symbol`` off the aggregated depth stream (see the reconciler's fallback)."""
+        actor = self.actor_of(symbol)
+        if actor is not None:
+            actor.use_realtime_depth(symbol)
 
     def actor_of(self, symbol: str) -> ConnectionActor | None:
         for actor in self.actors:

@@ -57,6 +57,9 @@ __all__ = ["Reconciler"]
 
 log = logging.getLogger(__name__)
 
+AGGREGATED_GAPS_BEFORE_FALLBACK = 2
+"""Gaps on an aggregated depth stream after which a market falls back to the real-time one."""
+
 _NEVER = 2**63
 """A boundary no engine time reaches (interval snapshots off)."""
 
@@ -70,6 +73,7 @@ class _Symbol:
         "book",
         "info",
         "mode",
+        "aggregated_gaps",
         "next_boundary",
         "polled",
         "rx_mono",
@@ -97,6 +101,8 @@ class _Symbol:
         self.rx_mono = 0
         # Interval snapshots: the next exchange-time boundary (µs) a depth frame may cross.
         self.next_boundary = _NEVER
+        # Gaps seen on an aggregated depth stream; -1 once the symbol fell back to real time.
+        self.aggregated_gaps = 0
 
 
 class Reconciler:
@@ -115,8 +121,12 @@ class Reconciler:
         channels: Sequence[str] = (),
         book_snapshots: tuple[int, int] | None = None,
         snapshot_side_levels: int = bsync.SNAPSHOT_SIDE_CAP,
+        depth_stream: str = "realtime",
+        on_depth_fallback: Callable[[str], None] | None = None,
         recorder: Callable[[InboxMessage, float], None] | None = None,
     ) -> None:
+        self._aggregated = depth_stream != "realtime"
+        self._on_depth_fallback = on_depth_fallback
         self._recorder = recorder
         self._side_cap = snapshot_side_levels
         # Interval snapshots (depth, interval): µs between exchange-time boundaries, 0 = off.
@@ -515,8 +525,30 @@ class Reconciler:
                     )
             elif isinstance(action, bsync.Status):
                 self._status(state, action.kind, action.reason, action.counts)
+                if action.kind is StatusKind.GAP_DETECTED and self._aggregated:
+                    self._aggregated_gap(state)
             elif isinstance(action, bsync.Malformed):
                 self._malformed(state, action)
+
+    def _aggregated_gap(self, state: _Symbol) -> None:
+        # Whether an aggregated depth stream keeps the U/u chain is not documented. Two gaps on
+        # one market say it does not (losing frames twice on a healthy connection is rare): the
+        # market moves to the real-time stream, which does (docs/protocol.md §4.3).
+        if state.aggregated_gaps < 0:
+            return
+        state.aggregated_gaps += 1
+        if state.aggregated_gaps < AGGREGATED_GAPS_BEFORE_FALLBACK:
+            return
+        state.aggregated_gaps = -1
+        self._status(
+            state,
+            StatusKind.DEPTH_STREAM_FALLBACK,
+            f"the aggregated depth stream broke the update-id chain "
+            f"{AGGREGATED_GAPS_BEFORE_FALLBACK} times; using the real-time depth stream",
+            {"gaps": AGGREGATED_GAPS_BEFORE_FALLBACK},
+        )
+        if self._on_depth_fallback is not None:
+            self._on_depth_fallback(state.info.exchange_id)
 
     def _trade_actions(self, state: _Symbol, actions: Iterable[tsync.TradeAction]) -> None:
         info = state.info

@@ -76,6 +76,7 @@ class StatusKind(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     CONSUMER_OVERFLOW = "consumer_overflow"
     TRADE_ID_RESET = "trade_id_reset"
+    DEPTH_STREAM_FALLBACK = "depth_stream_fallback"
 
 
 class Trade(msgspec.Struct, frozen=True, gc=False):

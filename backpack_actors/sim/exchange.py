@@ -82,6 +82,10 @@ class SimConfig:
     rate_limit_per_minute: int = 2000
     history_rate_limit_per_minute: int = 30
     ticker_interval: float = 1.0
+    aggregated_keeps_chain: bool = True
+    """Whether ``depth.<window>.*`` frames keep the U/u chain (U = the window's first id); False
+    sends U = u = the window's last id, so merged windows skip ids (the case the docs leave
+    open, docs/protocol.md §4.3)."""
     depth_cap: int = 1000
     """Levels per side a ``/depth`` answer holds at most (Backpack: 1000). Below ``levels`` it
     truncates snapshots, so a book is known only inside their range (the valid window)."""
@@ -530,8 +534,9 @@ class SimExchange:
                 continue
             del self._aggregates[stream]
             sym = stream.split(".", 2)[2]
+            first = agg.first_id if self.config.aggregated_keeps_chain else agg.last_id
             data = {
-                "E": agg.event_us, "T": agg.engine_us, "U": agg.first_id,
+                "E": agg.event_us, "T": agg.engine_us, "U": first,
                 "a": sorted(agg.asks.items(), key=_price_key),
                 "b": sorted(agg.bids.items(), key=_price_key),
                 "e": "depth", "s": sym, "u": agg.last_id,

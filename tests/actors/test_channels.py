@@ -27,6 +27,7 @@ from backpack_actors.core.events import (
     MarkPrice,
     OpenInterest,
     Side,
+    StatusKind,
     Ticker,
 )
 from backpack_actors.core.symbols import MarketInfo
@@ -339,3 +340,48 @@ def test_jsonl_round_trip_of_every_channel_event() -> None:
         rebuilt = {(k[4:] if k.startswith("raw_") else k): v for k, v in fields.items()}
         rebuilt = {k: (v.value if isinstance(v, Side) else v) for k, v in rebuilt.items()}
         assert {k: v for k, v in line.items() if k != "type"} == rebuilt
+
+
+# --- aggregated depth streams -----------------------------------------------------------------
+
+
+async def test_an_aggregated_depth_stream_that_keeps_the_chain_is_used_as_is(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    exchange = SimExchange(seed=4, markets=["ETH_USDC"], config=SimConfig(rate=20.0))
+    config = _config(["ETH-USDC"], depth_stream="200ms")
+    with trio.fail_after(300):
+        async with running(exchange, config) as (_feed, consumer, _log):
+            await wait_for(lambda: consumer.deltas.get("ETH_USDC", 0) >= 100, within=200)
+            subscribed = {stream for stream, sessions in exchange._subs.items() if sessions}
+    assert StatusKind.GAP_DETECTED not in consumer.kinds("ETH-USDC")
+    assert "depth.200ms.ETH_USDC" in subscribed
+    assert "depth.ETH_USDC" not in subscribed
+    assert_matches_truth(consumer, exchange, "ETH_USDC")
+
+
+async def test_an_aggregated_depth_stream_that_breaks_the_chain_falls_back_to_real_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    exchange = SimExchange(
+        seed=4, markets=["ETH_USDC"], config=SimConfig(rate=20.0, aggregated_keeps_chain=False)
+    )
+    config = _config(["ETH-USDC"], depth_stream="200ms")
+    with trio.fail_after(300):
+        async with running(exchange, config) as (_feed, consumer, _log):
+            await wait_for(
+                lambda: StatusKind.DEPTH_STREAM_FALLBACK in consumer.kinds("ETH-USDC"), within=200
+            )
+            fallback_at = consumer.deltas.get("ETH_USDC", 0)
+            await wait_for(
+                lambda: consumer.deltas.get("ETH_USDC", 0) >= fallback_at + 200, within=200
+            )
+            kinds = consumer.kinds("ETH-USDC")
+            subscribed = {stream for stream, sessions in exchange._subs.items() if sessions}
+    # Detected, reported once, and on the real-time stream from then on: no gap after it.
+    assert kinds.count(StatusKind.DEPTH_STREAM_FALLBACK) == 1
+    after = kinds[kinds.index(StatusKind.DEPTH_STREAM_FALLBACK) :]
+    assert StatusKind.GAP_DETECTED not in after
+    assert "depth.ETH_USDC" in subscribed
+    assert "depth.200ms.ETH_USDC" not in subscribed
+    assert_matches_truth(consumer, exchange, "ETH_USDC")
