@@ -87,6 +87,7 @@ class BusStats(msgspec.Struct):
     undecodable: int = 0
     unannounced_trade_jumps: int = 0
     reconnects: int = 0
+    channel_holes: int = 0
 
 
 class _Book:
@@ -141,10 +142,12 @@ class BusFeed:
         self._books = {s: _Book() for s in self.symbols}
         self._trades = {s: _Trades() for s in self.symbols}
         self._positions: dict[str, str] = {}
+        self._channels: dict[str, tuple[int, int]] = {}
         self._kind: dict[str, tuple[str, str]] = {}
         for s in self.symbols:
             self._kind[self.keys.book(s)] = ("book", s)
             self._kind[self.keys.trades(s)] = ("trades", s)
+            self._kind[self.keys.channels(s)] = ("channels", s)
         self.last_error: str | None = None
         self.last_entry_us: dict[str, int] = {}
         """Per stream, the publisher's write time of the newest entry read (µs)."""
@@ -157,6 +160,7 @@ class BusFeed:
             start = previous_id(point) if point is not None else "0-0"
             self._positions[book_key] = start
             self._positions[trade_key] = start
+            self._positions[self.keys.channels(symbol)] = start
 
     async def _newest_resync_point(self, key: str) -> bytes | None:
         end: bytes | str = "+"
@@ -202,8 +206,10 @@ class BusFeed:
                 fields = cast(dict[bytes, bytes], entry.field_values)
                 if kind == "book":
                     self._book_entry(key, symbol, fields, out)
-                else:
+                elif kind == "trades":
                     self._trade_entry(key, symbol, fields, out)
+                else:
+                    self._channel_entry(key, symbol, fields, out)
         self.stats.events += len(out)
         return out
 
@@ -360,6 +366,30 @@ class BusFeed:
                 state.resync_pending = True
                 return
             state.update_id = event.last_update_id
+        out.append(event)
+
+    def _channel_entry(
+        self, key: str, symbol: str, fields: dict[bytes, bytes], out: list[Event]
+    ) -> None:
+        """Tickers, candles, ...: latest values, delivered in order; only the epoch rule and
+        duplicates apply (a hole is counted, not reported: the next value replaces the lost)."""
+        decoded = self._decode(key, symbol, fields, out)
+        if decoded is None:
+            return
+        epoch, seq, _kind, event = decoded
+        last = self._channels.get(key)
+        if last is not None:
+            last_epoch, last_seq = last
+            if epoch < last_epoch:
+                self.stats.stale_epoch += 1
+                return
+            if epoch == last_epoch:
+                if seq <= last_seq:
+                    self.stats.duplicates += 1
+                    return
+                if seq != last_seq + 1:
+                    self.stats.channel_holes += 1
+        self._channels[key] = (epoch, seq)
         out.append(event)
 
     def _trade_entry(

@@ -3,8 +3,9 @@
 Per symbol there are two streams, ``{prefix}:book:{symbol}`` (book snapshots, deltas, and the
 status events about books, in the feed's order) and ``{prefix}:trades:{symbol}`` (trades and the
 status events about trades: ``trade_gap``, ``trades_backfilled``, ``trade_id_reset``,
-``consumer_overflow``), plus one ``{prefix}:status`` stream with every status and protocol-error
-event and the publishers' own news. Every entry has these fields:
+``consumer_overflow``), plus ``{prefix}:channels:{symbol}`` for the symbol's other channels
+(tickers, candles, mark prices, ...), and one ``{prefix}:status`` stream with a copy of every
+status and protocol-error event. Every entry has these fields:
 
 ``e``  the publisher's fencing epoch for the symbol (an integer, increasing per handover)
 ``s``  the entry's sequence number in its stream, counted by the publisher (1, 2, ...)
@@ -25,6 +26,7 @@ from backpack_actors.core.events import (
     BookDelta,
     BookSnapshot,
     Event,
+    ProtocolErrorEvent,
     StatusEvent,
     StatusKind,
     Trade,
@@ -53,7 +55,7 @@ TRADE_STATUS_KINDS = frozenset(
 """Status kinds that travel in a symbol's trade stream (in order with its trades)."""
 
 _CLASSES: dict[str, type] = {name: cls for cls, name in EVENT_TYPES.items()}
-_RAW_NAMES = {"price": "raw_price", "amount": "raw_amount", "bids": "raw_bids", "asks": "raw_asks"}
+_RAW_NAMES: dict[type, dict[str, str]] = {}
 _json_encoder = msgspec.json.Encoder()
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _json_decoder = msgspec.json.Decoder(dict[str, Any])
@@ -77,6 +79,10 @@ class Keys:
     @property
     def status(self) -> str:
         return f"{self.prefix}:status"
+
+    def channels(self, symbol: str) -> str:
+        """The symbol's other channels (tickers, candles, mark prices, ...), in order."""
+        return f"{self.prefix}:channels:{symbol}"
 
     def lease(self, symbol: str) -> str:
         return f"{self.prefix}:lease:{symbol}"
@@ -104,7 +110,9 @@ class Keys:
             if event.kind in TRADE_STATUS_KINDS:
                 return self.trades(event.symbol)
             return self.book(event.symbol)
-        return None
+        if isinstance(event, ProtocolErrorEvent) or not getattr(event, "symbol", ""):
+            return None
+        return self.channels(event.symbol)
 
 
 def encode_payload(event: Event, codec: Codec) -> bytes:
@@ -115,13 +123,23 @@ def encode_payload(event: Event, codec: Codec) -> bytes:
     return _json_encoder.encode(body)
 
 
+def _raw_names(cls: type) -> dict[str, str]:
+    """Schema name -> field name: the JSONL schema drops the ``raw_`` of the text fields."""
+    names = _RAW_NAMES.get(cls)
+    if names is None:
+        fields: tuple[str, ...] = getattr(cls, "__struct_fields__", ())
+        names = _RAW_NAMES[cls] = {f[4:]: f for f in fields if f.startswith("raw_")}
+    return names
+
+
 def decode_payload(data: bytes, codec: bytes | str) -> Event:
     """The event of an entry's ``d`` field; ``msgspec.ValidationError`` when it is not one."""
     body = _msgpack_decoder.decode(data) if codec in (b"m", "m") else _json_decoder.decode(data)
     cls = _CLASSES.get(body.pop("type", None))
     if cls is None:
         raise msgspec.ValidationError("not an event: unknown or missing type")
-    fields = {_RAW_NAMES.get(key, key): value for key, value in body.items()}
+    names = _raw_names(cls)
+    fields = {names.get(key, key): value for key, value in body.items()}
     event: Event = msgspec.convert(fields, cls)
     return event
 

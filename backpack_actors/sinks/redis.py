@@ -179,6 +179,7 @@ class RedisStreamsSink:
         checkpoint_interval: float = 5.0,
         trades_maxlen: int = 100_000,
         status_maxlen: int = 10_000,
+        channels_maxlen: int = 10_000,
         batching: bool = True,
         write_timeout: float = 5.0,
         backoff: tuple[float, float] = (0.05, 2.0),
@@ -198,6 +199,7 @@ class RedisStreamsSink:
         self.book_maxlen = 3 * checkpoint_deltas + 100
         self.trades_maxlen = trades_maxlen
         self.status_maxlen = status_maxlen
+        self.channels_maxlen = channels_maxlen
         self.batching = batching
         self.write_timeout = write_timeout
         self._backoff = backoff
@@ -272,6 +274,8 @@ class RedisStreamsSink:
             maxlen = self.status_maxlen
         elif key.startswith(f"{self.keys.prefix}:trades:"):
             maxlen = self.trades_maxlen
+        elif key.startswith(f"{self.keys.prefix}:channels:"):
+            maxlen = self.channels_maxlen
         else:
             maxlen = self.book_maxlen
         return _Entry(key, fields, maxlen, symbol, book_data)
@@ -347,6 +351,11 @@ class RedisStreamsSink:
                 or trio.current_time() - state.last_checkpoint >= self.checkpoint_interval
             ):
                 out.append(self._checkpoint(symbol, state, epoch))
+        elif not isinstance(event, ProtocolErrorEvent):
+            # The other channels (tickers, candles, mark prices, ...): in order, unchecked.
+            key = self.keys.stream_of(event)
+            if key is not None:
+                out.append(self._entry(key, event, b"e", epoch, symbol, False))
 
     @staticmethod
     def _apply(state: _Symbol, event: BookSnapshot | BookDelta) -> None:

@@ -17,7 +17,14 @@ import trio.testing
 
 from backpack_actors.bus.schema import TRADE_STATUS_KINDS
 from backpack_actors.core.book import OrderBook
-from backpack_actors.core.events import BookDelta, BookSnapshot, Event, StatusEvent, Trade
+from backpack_actors.core.events import (
+    BookDelta,
+    BookSnapshot,
+    Event,
+    ProtocolErrorEvent,
+    StatusEvent,
+    Trade,
+)
 from backpack_actors.testing import simulate_feed
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -43,18 +50,20 @@ async def isolated_prefix(url: str = REDIS_URL) -> AsyncIterator[str]:
 
 
 def stream_of(event: Event) -> tuple[str, str]:
-    """(symbol, "book" | "trades"): the per-symbol stream an event travels in."""
+    """(symbol, "book" | "trades" | "channels"): the per-symbol stream an event travels in."""
     if isinstance(event, Trade) or (
         isinstance(event, StatusEvent) and event.kind in TRADE_STATUS_KINDS
     ):
         return event.symbol, "trades"
-    return event.symbol, "book"
+    if isinstance(event, (BookSnapshot, BookDelta, StatusEvent)):
+        return event.symbol, "book"
+    return event.symbol, "channels"
 
 
 def per_stream(events: Sequence[Event]) -> dict[tuple[str, str], list[Event]]:
     out: dict[tuple[str, str], list[Event]] = {}
     for event in events:
-        if event.symbol:
+        if event.symbol and not isinstance(event, ProtocolErrorEvent):
             out.setdefault(stream_of(event), []).append(event)
     return out
 
