@@ -71,6 +71,7 @@ _JSON = {"content-type": "application/json; charset=utf-8"}
 _STREAM = msgspec.json.Decoder(dict[str, Any])
 _DEPTH = "/api/v1/depth"
 _TRADES = ("/api/v1/trades", "/api/v1/trades/history")
+_CLOSE = "\x00close"  # the writer's cue: a recorded disconnect
 
 
 def _spec(info: MarketInfo) -> MarketSpec:
@@ -126,12 +127,19 @@ class _Session:
         self.streams: set[str] = set()
         self._send, self._recv = trio.open_memory_channel[str | bytes](math.inf)
         self._scope = trio.CancelScope()
+        self.closing = False
 
     def offer(self, frame: str | bytes) -> None:
         self._send.send_nowait(frame)
 
-    def kill(self) -> None:
-        self._scope.cancel()
+    def kill(self) -> bool:
+        """Close the connection once the frames offered before are sent (recorded order);
+        False when it was already being closed."""
+        if self.closing:
+            return False
+        self.closing = True
+        self._send.send_nowait(_CLOSE)
+        return True
 
     async def run(self, transport: Any) -> None:
         """Serve the connection until the client leaves or the timeline drops it."""
@@ -157,6 +165,9 @@ class _Session:
 
     async def _writer(self, transport: Any) -> None:
         async for frame in self._recv:
+            if frame is _CLOSE:
+                self._scope.cancel()
+                return
             if isinstance(frame, bytes):
                 frame = frame.decode("utf-8", "replace")
             await transport.send(frame)
@@ -249,9 +260,9 @@ class ReplayExchange:
         return list(found)
 
     def _drop_connections(self, symbol: str) -> None:
+        # The markets of one connection each have their reconnect news: it closes once.
         for session in self._sessions_of(symbol):
-            session.kill()
-            self.stats["disconnects"] += 1
+            self.stats["disconnects"] += session.kill()
 
     async def _deliver(self, stream: str | None, raw: str | bytes) -> None:
         if stream is None:
