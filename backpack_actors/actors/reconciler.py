@@ -69,11 +69,11 @@ Request = Callable[[RestRequest], None]
 
 class _Symbol:
     __slots__ = (
+        "aggregated_gaps",
         "backfill",
         "book",
         "info",
         "mode",
-        "aggregated_gaps",
         "next_boundary",
         "polled",
         "rx_mono",
