@@ -32,8 +32,14 @@ Recorded = tuple[Path, list[Event]]
 
 
 def _ns(seconds: float) -> int:
-    # Ground truth for receipt times: the float's shortest decimal, in ns.
+    # Ground truth for float-second times: the float's shortest decimal, in ns.
     return int(Decimal(repr(seconds)) * 1_000_000_000)
+
+
+def _received_ns(event: Trade | BookSnapshot | BookDelta) -> int:
+    """The event's own integer receipt time where it carries one, else its float seconds."""
+    ns = getattr(event, "received_at_ns", None)
+    return ns if isinstance(ns, int) else _ns(event.received_at)
 
 
 def _read(out: Path, channel: str) -> list[dict[str, Any]]:
@@ -57,7 +63,7 @@ def _expected_trades(events: list[Event]) -> list[dict[str, Any]]:
             "side": e.side.value,
             "event_time_us": e.event_time_us,
             "engine_time_us": e.engine_time_us,
-            "received_at_ns": _ns(e.received_at),
+            "received_at_ns": _received_ns(e),
             "backfilled": e.backfilled,
         }
         for seq, e in enumerate(events)
@@ -85,7 +91,7 @@ def _expected_book(events: list[Event]) -> list[dict[str, Any]]:
                         "update_id": e.update_id if snapshot else e.last_update_id,  # type: ignore[union-attr]
                         "event_time_us": None if snapshot else e.event_time_us,  # type: ignore[union-attr]
                         "engine_time_us": e.engine_time_us,
-                        "received_at_ns": _ns(e.received_at),
+                        "received_at_ns": _received_ns(e),
                         "reason": e.reason if snapshot else None,  # type: ignore[union-attr]
                     }
                 )
@@ -215,7 +221,7 @@ def _example() -> Any:
 def _time_us(event: BookSnapshot | BookDelta) -> int:
     if event.engine_time_us is not None:
         return event.engine_time_us
-    return _ns(event.received_at) // 1000
+    return _received_ns(event) // 1000
 
 
 async def test_the_reader_example_rebuilds_books_at_moments(

@@ -24,8 +24,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _trade(trade_id: int, received_at: float) -> Trade:
     us = int(received_at * 1_000_000)
-    price, amount = "106815.5", "0.001"
-    return Trade("BTC-USDC", "BTC_USDC", trade_id, price, amount, Side.BUY, us, us, received_at)
+    # Events carry their receipt time as integer ns (received_at_ns) or, before, float seconds.
+    if "received_at_ns" in Trade.__struct_fields__:
+        receipt: dict[str, Any] = {"received_at_ns": us * 1000}
+    else:
+        receipt = {"received_at": received_at}
+    return Trade(
+        symbol="BTC-USDC",
+        exchange_symbol="BTC_USDC",
+        trade_id=trade_id,
+        raw_price="106815.5",
+        raw_amount="0.001",
+        side=Side.BUY,
+        event_time_us=us,
+        engine_time_us=us,
+        **receipt,
+    )
 
 
 def _rows(directory: Path) -> list[dict[str, Any]]:

@@ -27,6 +27,13 @@ def _rows(out: Path, data_type: str, symbol: str) -> list[dict[str, str]]:
     return rows
 
 
+def _received_us(trade: Trade) -> int:
+    ns = getattr(trade, "received_at_ns", None)
+    if isinstance(ns, int):
+        return ns // 1000
+    return int(Decimal(repr(trade.received_at)) * 1_000_000)
+
+
 def _levels(book: OrderBook) -> tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]:
     return book.as_dicts()
 
@@ -110,7 +117,7 @@ async def test_trades_quotes_and_top_levels(faulty_recording: Recorded, tmp_path
                 t.raw_price,
                 t.raw_amount,
                 str(t.engine_time_us),
-                str(int(Decimal(repr(t.received_at)) * 1_000_000)),
+                str(_received_us(t)),
             )
             for t in trades
         ]
