@@ -1,0 +1,56 @@
+"""The ``bus`` commands as processes: ``bus status --json`` shows the streams and the owner,
+``bus read`` prints the verified events as the feed's JSON Lines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from backpack_actors.bus.lease import ShardCoordinator
+from backpack_actors.bus.schema import Keys
+from backpack_actors.sinks.jsonl import encode_event
+from backpack_actors.sinks.redis import RedisStreamsSink, redis_client
+from tests.bus.helpers import REDIS_URL, generate, isolated_prefix, per_stream
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def _cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    command = [sys.executable, "-m", "backpack_actors", "bus", *args]
+    with trio.fail_after(60):
+        return await trio.run_process(command, cwd=ROOT, capture_stdout=True, check=True)
+
+
+async def test_bus_status_and_bus_read() -> None:
+    emitted, _ = await trio.to_thread.run_sync(partial(generate, ["BTC-USDC"], events=400))
+    async with isolated_prefix() as prefix, redis_client(REDIS_URL) as client:
+        keys = Keys(prefix)
+        leases = ShardCoordinator(client, ["BTC-USDC"], keys=keys, publisher_id="pub-1", ttl=30)
+        await leases.tick()
+        sink = RedisStreamsSink(client, keys=keys, ownership=leases)
+        await sink.publish(emitted)
+        status = json.loads((await _cli("status", "--json", "--redis", REDIS_URL, "--prefix",
+                                        prefix)).stdout)  # fmt: skip
+        row = status["symbols"]["BTC-USDC"]
+        assert row["owner"] == "pub-1"
+        assert row["epoch"] == leases.owned["BTC-USDC"]
+        assert row["book_length"] == await client.xlen(keys.book("BTC-USDC"))
+        assert row["trades_length"] == await client.xlen(keys.trades("BTC-USDC"))
+        assert "pub-1" in status["publishers"]
+        book = per_stream(emitted)[("BTC-USDC", "book")]
+        read = await _cli("read", "--redis", REDIS_URL, "--prefix", prefix, "--symbols",
+                          "btc_usdc", "--max-events", "20")  # fmt: skip
+        lines = read.stdout.splitlines(keepends=True)
+        assert len(lines) == 20
+        # The reader starts at the newest resync point: the stream's last snapshot.
+        got_book = [line for line in lines if b'"type":"book_' in line]
+        start = len(book) - 1 - [type(e).__name__ for e in book][::-1].index("BookSnapshot")
+        want = [line for e in book[start:] if b'"type":"book_' in (line := encode_event(e))]
+        assert got_book == want[: len(got_book)]
+        assert len(got_book) > 5
+        await leases.release_all()
