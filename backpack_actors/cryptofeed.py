@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import msgspec
 import trio
 
 try:
@@ -288,14 +289,15 @@ class CcxtBackpackFeed:
                 predicted_rate=None, raw=event,
             )  # fmt: skip
         if isinstance(event, OpenInterest):
+            # cryptofeed types this one's ``raw`` as a dict: the event's fields.
             return CfOpenInterest(
                 self.id, event.symbol, event.open_interest, event.event_time_us / 1_000_000,
-                raw=event,
+                raw=msgspec.structs.asdict(event),
             )  # fmt: skip
         if isinstance(event, Liquidation):
             return CfLiquidation(
                 self.id, event.symbol, _side(event.side), event.amount, event.price, None,
-                FILLED, event.engine_time_us / 1_000_000, raw=event,
+                FILLED, event.engine_time_us / 1_000_000, raw=msgspec.structs.asdict(event),
             )  # fmt: skip
         if isinstance(event, Candle):
             return CfCandle(
