@@ -257,11 +257,11 @@ class CcxtBackpackFeed:
         if channel is None:
             return
         callbacks = self.callbacks.get(channel)
-        if not callbacks and channel != "l2_book":
+        if not callbacks:
             return
         self.events += 1
         obj = self._convert(event)
-        if obj is None or not callbacks:
+        if obj is None:
             return
         receipt = getattr(event, "received_at", None) or getattr(event, "at", 0.0)
         for callback in callbacks:
