@@ -221,6 +221,8 @@ def _load() -> str:
 
 def run(report: Any, *, quick: bool = False, seed: int = 1) -> dict[str, Any]:
     """Measure, add a section to ``report``, return the numbers."""
+    from backpack_actors.errors import redact_urls
+
     symbols = ["BTC-USDC", "ETH-USDC", "SOL-USDC", "BTC-USDC-PERP"]
     n = 5_000 if quick else 30_000
     events = _generate(symbols, n, seed)
@@ -245,8 +247,8 @@ def run(report: Any, *, quick: bool = False, seed: int = 1) -> dict[str, Any]:
         [
             f"Events of one seeded simulator run over {len(symbols)} markets (books and trades, "
             "full-depth snapshots), written in batches of 1000 to the Redis at "
-            f"`{REDIS_URL}`; best of 3 (one call per entry: 1 run). Every bus run was read "
-            "back by the verifying reader and equalled what was written.",
+            f"`{redact_urls(REDIS_URL)}`; best of 3 (one call per entry: 1 run). Every bus run "
+            "was read back by the verifying reader and equalled what was written.",
             "",
             *table,
             "",

@@ -101,15 +101,29 @@ def run_bus_command(args: argparse.Namespace, *, stdout: IO[str] | None = None) 
     """``bus status`` or ``bus read``; returns the exit code."""
     import trio
 
+    from backpack_actors.errors import redact_urls
+    from backpack_actors.sinks.redis import REDIS_ERRORS
+    from backpack_actors.testing import unwrap_group
+
     out = stdout if stdout is not None else sys.stdout
-    if args.bus_command == "status":
-        status = trio.run(bus_status, args.redis, args.prefix)
-        if args.json:
-            print(json.dumps(status, sort_keys=True), file=out, flush=True)
-        else:
-            print(format_status(status), file=out, flush=True)
-        return 0
-    trio.run(_read, args, out)
+    try:
+        if args.bus_command == "status":
+            status = trio.run(bus_status, args.redis, args.prefix)
+            if args.json:
+                print(json.dumps(status, sort_keys=True), file=out, flush=True)
+            else:
+                print(format_status(status), file=out, flush=True)
+            return 0
+        trio.run(_read, args, out)
+    except Exception as exc:
+        # coredis raises from its connection task group: the error may come wrapped.
+        root = unwrap_group(exc)
+        if not isinstance(root, REDIS_ERRORS):
+            raise
+        # Exit code 4, as for an unreachable exchange: the service the command needs is not there.
+        message = f"could not reach Redis at {args.redis}: {type(root).__name__}: {root}"
+        print(f"error: {redact_urls(message)}; check --redis", file=sys.stderr, flush=True)
+        return 4
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO
 
 import trio
@@ -28,7 +28,8 @@ __all__ = ["BusOptions", "run_bus_publisher"]
 class BusOptions:
     """Where and how a publisher writes (``run --bus URL`` and its ``--bus-*`` options)."""
 
-    url: str
+    url: str = field(repr=False)
+    """``redis://[user:password@]host:port/db`` (kept out of reprs: it may hold a password)."""
     prefix: str = "bpa"
     codec: Codec = "json"
     lease_ttl: float = 3.0

@@ -15,7 +15,7 @@ from backpack_actors.bus.lease import ShardCoordinator
 from backpack_actors.bus.schema import Keys
 from backpack_actors.sinks.jsonl import encode_event
 from backpack_actors.sinks.redis import RedisStreamsSink, redis_client
-from tests.bus.helpers import REDIS_URL, generate, isolated_prefix, per_stream
+from tests.bus.helpers import REDIS_URL, free_port, generate, isolated_prefix, per_stream
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,3 +54,15 @@ async def test_bus_status_and_bus_read() -> None:
         assert got_book == want[: len(got_book)]
         assert len(got_book) > 5
         await leases.release_all()
+
+
+async def test_unreachable_redis_is_exit_4_without_the_password() -> None:
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    command = [sys.executable, "-m", "backpack_actors", "bus", "status", "--redis", url]
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            command, cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False
+        )
+    assert done.returncode == 4
+    assert b"could not reach Redis at redis://:***@127.0.0.1" in done.stderr
+    assert b"hunter2" not in done.stderr + done.stdout
