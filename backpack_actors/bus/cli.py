@@ -95,6 +95,7 @@ def add_bus_parser(sub: Any) -> None:
             cmd.add_argument("--symbols", nargs="+", required=True, metavar="S")
             cmd.add_argument("--max-events", type=int, metavar="N")
             cmd.add_argument("--duration", type=float, metavar="SECONDS")
+            cmd.add_argument("--name", help="report this reader's lag under NAME (bus status)")
 
 
 def run_bus_command(args: argparse.Namespace, *, stdout: IO[str] | None = None) -> int:
@@ -166,7 +167,22 @@ async def bus_status(url: str, prefix: str = "bpa") -> dict[str, Any]:
                     for g in groups
                 }
             rows[symbol] = row
-        return {"publishers": publishers, "symbols": rows}
+        readers: dict[str, Any] = {}
+        for reader, raw in (await client.hgetall(keys.readers)).items():
+            try:
+                position = json.loads(raw)
+                streams = position["streams"]
+                seen_ms = int(position["seen_ms"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            lag: dict[str, int] = {}
+            for key, read_us in streams.items():
+                newest = await client.xrevrange(key, count=1)
+                if newest:
+                    written = int(newest[0].field_values.get(b"t", b"0"))
+                    lag[key.removeprefix(f"{prefix}:")] = max(0, (written - int(read_us)) // 1000)
+            readers[_text(reader)] = {"seen_ms_ago": now_ms - seen_ms, "lag_ms": lag}
+        return {"publishers": publishers, "symbols": rows, "readers": readers}
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -189,6 +205,12 @@ def format_status(status: dict[str, Any]) -> str:
             f"{row['owner'] or '(none)':<32} {row['book_length']:>7} {row['trades_length']:>7} "
             f"{row.get('book_age_ms', '-'):>7}  {groups}"
         )
+    readers = status.get("readers", {})
+    if readers:
+        lines.append("readers (lag behind the newest entry, ms):")
+    for name, info in sorted(readers.items()):
+        lags = ", ".join(f"{key} {ms}" for key, ms in sorted(info["lag_ms"].items()))
+        lines.append(f"  {name}  (reported {info['seen_ms_ago']} ms ago)  {lags}")
     return "\n".join(lines)
 
 
@@ -200,7 +222,9 @@ async def _read(args: argparse.Namespace, out: IO[str]) -> None:
 
     remaining = args.max_events
     with trio.move_on_after(args.duration if args.duration is not None else float("inf")):
-        async with open_bus_feed(args.redis, args.symbols, prefix=args.prefix) as bus:
+        async with open_bus_feed(
+            args.redis, args.symbols, prefix=args.prefix, name=args.name
+        ) as bus:
             async for batch in bus.batches():
                 if remaining is not None:
                     batch = batch[:remaining]

@@ -23,6 +23,7 @@ emitted, in order per symbol and stream.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -131,6 +132,7 @@ class BusFeed:
         block: float = 1.0,
         count: int = 1000,
         wall_clock: object = time.time,
+        name: str | None = None,
     ) -> None:
         self.client = client
         self.keys = keys or Keys()
@@ -149,6 +151,9 @@ class BusFeed:
             self._kind[self.keys.trades(s)] = ("trades", s)
             self._kind[self.keys.channels(s)] = ("channels", s)
         self.last_error: str | None = None
+        self.name = name
+        """Named readers publish their position for ``bus status`` (lag) every second."""
+        self._reported = -float("inf")
         self.last_entry_us: dict[str, int] = {}
         """Per stream, the publisher's write time of the newest entry read (µs)."""
 
@@ -229,8 +234,20 @@ class BusFeed:
                 await trio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)))
                 continue
             failures = 0
+            if self.name is not None and trio.current_time() - self._reported >= 1.0:
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await self.report_position()
             if events:
                 yield events
+
+    async def report_position(self) -> None:
+        """Record, under ``{prefix}:readers``, the publisher time of the newest entry this
+        reader has read per stream, and when it said so (``bus status`` turns it into lag)."""
+        if self.name is None:
+            return
+        self._reported = trio.current_time()
+        position = {"seen_ms": int(self._wall() * 1000), "streams": self.last_entry_us}
+        await self.client.hset(self.keys.readers, {self.name: msgspec.json.encode(position)})
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()
@@ -466,11 +483,13 @@ async def open_bus_feed(
     prefix: str = "bpa",
     block: float = 1.0,
     count: int = 1000,
+    name: str | None = None,
 ) -> AsyncIterator[BusFeed]:
     """A :class:`BusFeed` on ``redis_url`` for ``symbols`` (any form), positioned and open for
-    the block: ``async with open_bus_feed(url, ["BTC-USDC"]) as bus: async for event in bus``."""
+    the block: ``async with open_bus_feed(url, ["BTC-USDC"]) as bus: async for event in bus``.
+    A ``name`` makes the reader's lag visible in ``bus status``."""
     client: coredis.Redis[bytes] = coredis.Redis.from_url(redis_url, stream_timeout=block + 10.0)
     async with client:
-        bus = BusFeed(client, list(symbols), keys=Keys(prefix), block=block, count=count)
+        bus = BusFeed(client, list(symbols), keys=Keys(prefix), block=block, count=count, name=name)
         await bus.start()
         yield bus

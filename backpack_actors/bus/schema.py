@@ -96,6 +96,11 @@ class Keys:
         return f"{self.prefix}:publishers"
 
     @property
+    def readers(self) -> str:
+        """Hash: reader name -> its last reported position (JSON)."""
+        return f"{self.prefix}:readers"
+
+    @property
     def symbols(self) -> str:
         """Set of the symbols the publishers share."""
         return f"{self.prefix}:symbols"

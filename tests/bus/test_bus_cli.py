@@ -1,5 +1,6 @@
-"""The ``bus`` commands as processes: ``bus status --json`` shows the streams and the owner,
-``bus read`` prints the verified events as the feed's JSON Lines."""
+"""The ``bus`` commands: ``bus status --json`` shows the streams, the owner and named readers'
+lag, ``bus read`` prints the verified events as the feed's JSON Lines, an unreachable Redis is
+exit 4."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import trio
 
+from backpack_actors.bus.cli import bus_status, format_status
 from backpack_actors.bus.lease import ShardCoordinator
+from backpack_actors.bus.reader import BusFeed
 from backpack_actors.bus.schema import Keys
 from backpack_actors.sinks.jsonl import encode_event
 from backpack_actors.sinks.redis import RedisStreamsSink, redis_client
@@ -66,3 +69,24 @@ async def test_unreachable_redis_is_exit_4_without_the_password() -> None:
     assert done.returncode == 4
     assert b"could not reach Redis at redis://:***@127.0.0.1" in done.stderr
     assert b"hunter2" not in done.stderr + done.stdout
+
+
+async def test_bus_status_shows_a_named_readers_lag() -> None:
+    emitted, _ = await trio.to_thread.run_sync(partial(generate, ["BTC-USDC"], events=400))
+    async with isolated_prefix() as prefix, redis_client(REDIS_URL) as client:
+        keys = Keys(prefix)
+        sink = RedisStreamsSink(client, keys=keys)
+        reader = BusFeed(client, ["BTC-USDC"], keys=keys, block=0.05, count=50, name="r1")
+        await reader.start()
+        await sink.publish(emitted[:200])
+        assert await reader.read_batch()
+        await reader.report_position()
+        await sink.publish(emitted[200:])
+        behind = (await bus_status(REDIS_URL, prefix))["readers"]["r1"]
+        assert behind["lag_ms"]["book:BTC-USDC"] > 0, behind
+        while await reader.read_batch():
+            pass
+        await reader.report_position()
+        caught_up = (await bus_status(REDIS_URL, prefix))["readers"]["r1"]
+        assert caught_up["lag_ms"] == {"book:BTC-USDC": 0, "trades:BTC-USDC": 0}
+        assert "r1" in format_status(await bus_status(REDIS_URL, prefix))
