@@ -11,22 +11,32 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Final
+from typing import Any, Final, get_type_hints
 
 import msgspec
 
 from backpack_actors.core.events import (
     BookDelta,
     BookSnapshot,
+    BookTicker,
+    Candle,
     Event,
+    Liquidation,
+    MarkPrice,
+    OpenInterest,
     ProtocolErrorEvent,
+    Side,
     StatusEvent,
+    Ticker,
     Trade,
 )
 
 __all__ = [
     "CHANNELS",
     "COLUMNS",
+    "GENERIC",
+    "GENERIC_KINDS",
+    "GENERIC_SCALE",
     "PRECISION",
     "UNATTRIBUTED",
     "Columns",
@@ -40,8 +50,19 @@ __all__ = [
     "utc_date",
 ]
 
-CHANNELS: Final = ("trades", "book", "status")
-"""The datasets an export writes: trades, book levels (snapshots and deltas), status news."""
+CHANNELS: Final = (
+    "trades",
+    "book",
+    "status",
+    "book_ticker",
+    "ticker",
+    "candles",
+    "mark_price",
+    "open_interest",
+    "liquidations",
+)
+"""The datasets an export writes: trades, book levels (snapshots and deltas), status news, and
+one per stateless channel."""
 
 PRECISION: Final = 38
 """Digits of every decimal column (decimal128's maximum)."""
@@ -82,8 +103,9 @@ def utc_date(us: int) -> str:
 
 
 def fits(text: str, scale: int) -> bool:
-    """True when ``text`` is plain ``digits[.digits]`` exact at ``scale`` in :data:`PRECISION`."""
-    whole, _, fraction = text.partition(".")
+    """True when ``text`` is plain ``[-]digits[.digits]`` exact at ``scale`` in
+    :data:`PRECISION` (a funding rate may be negative)."""
+    whole, _, fraction = text.removeprefix("-").partition(".")
     return (
         len(fraction) <= scale
         and 0 < len(whole) <= PRECISION - scale
@@ -124,7 +146,66 @@ _BOOK = (
     "reason",
 )
 _STATUS = ("seq", "kind", "reason", "stream", "excerpt", "counts", "at_ns")
-COLUMNS: Final[dict[str, tuple[str, ...]]] = {"trades": _TRADE, "book": _BOOK, "status": _STATUS}
+
+GENERIC_SCALE: Final = 18
+"""Decimal places of the stateless channels' decimal columns (rates, volumes, prices alike)."""
+
+GENERIC: Final[dict[type, str]] = {
+    BookTicker: "book_ticker",
+    Ticker: "ticker",
+    Candle: "candles",
+    MarkPrice: "mark_price",
+    OpenInterest: "open_interest",
+    Liquidation: "liquidations",
+}
+"""The stateless channels' events and their datasets (named as the feed's channels)."""
+
+_SKIPPED_FIELDS = ("symbol", "received_mono_ns")
+
+
+def _kinds(cls: type) -> list[tuple[str, str, str]]:
+    """``(field, column, kind)`` per field; kind: decimal, dict, text, int or bool."""
+    hints = get_type_hints(cls)
+    out = []
+    for name in cls.__struct_fields__:  # type: ignore[attr-defined]
+        if name in _SKIPPED_FIELDS:
+            continue
+        hint = hints[name]
+        if name.startswith("raw_"):
+            out.append((name, name.removeprefix("raw_"), "decimal"))
+        elif hint is Side or name in ("exchange_symbol", "interval"):
+            out.append((name, name, "dict"))
+        elif hint is bool:
+            out.append((name, name, "bool"))
+        elif hint is str:
+            out.append((name, name, "text"))
+        else:
+            out.append((name, name, "int"))
+    return out
+
+
+GENERIC_KINDS: Final[dict[str, list[tuple[str, str, str]]]] = {
+    channel: _kinds(cls) for cls, channel in GENERIC.items()
+}
+"""Each stateless channel's fields: ``(event field, column, kind)``."""
+
+
+def _generic_columns(channel: str) -> tuple[str, ...]:
+    names = ["seq"]
+    for _field, column, kind in GENERIC_KINDS[channel]:
+        names.append(column)
+        if kind == "decimal":
+            names.append(f"{column}_text")
+    return tuple(names)
+
+
+COLUMNS: Final[dict[str, tuple[str, ...]]] = {
+    "trades": _TRADE,
+    "book": _BOOK,
+    "status": _STATUS,
+    **{channel: _generic_columns(channel) for channel in GENERIC_KINDS},
+}
+"""Every dataset's columns, in file order."""
 
 
 class Columns:
@@ -197,6 +278,22 @@ class Columns:
                 d["received_at_ns"].append(received)
                 d["reason"].append(reason)
 
+    def add_generic(self, seq: int, event: Event) -> None:
+        d = self.data
+        d["seq"].append(seq)
+        for field, column, kind in GENERIC_KINDS[self.channel]:
+            value = getattr(event, field)
+            if kind == "decimal":
+                if value is None:
+                    d[column].append(None)
+                    d[f"{column}_text"].append(None)
+                else:
+                    self._decimal(value, GENERIC_SCALE, d[column], d[f"{column}_text"])
+            elif kind == "dict" and isinstance(value, Side):
+                d[column].append(value.value)
+            else:
+                d[column].append(value)
+
     def add_status(self, seq: int, event: StatusEvent | ProtocolErrorEvent) -> None:
         d = self.data
         d["seq"].append(seq)
@@ -231,7 +328,12 @@ def partition_of(event: Event) -> PartitionKey | None:
         return "book", event.symbol, utc_date(us)
     if isinstance(event, StatusEvent | ProtocolErrorEvent):
         return "status", event.symbol or UNATTRIBUTED, utc_date(at_ns(event) // 1000)
-    return None
+    channel = GENERIC.get(type(event))
+    if channel is None:
+        return None
+    engine = getattr(event, "engine_time_us", None)
+    us = engine if isinstance(engine, int) else int(getattr(event, "event_time_us", 0))
+    return channel, event.symbol, utc_date(us)
 
 
 class Partitioner:
@@ -275,6 +377,8 @@ class Partitioner:
                 part.add_book(self.seq, event)
             elif isinstance(event, StatusEvent | ProtocolErrorEvent):
                 part.add_status(self.seq, event)
+            else:
+                part.add_generic(self.seq, event)
             touched[key] = None
             self.seq += 1
         return list(touched)

@@ -3,7 +3,9 @@
 Every dataset is laid out ``channel=<c>/symbol=<s>/date=<YYYY-MM-DD>/`` (Hive partitioning: the
 symbol and date come from the path). Prices and sizes are ``decimal128(38, scale)``; a value not
 exact at that scale is null there and kept as text in ``price_text``/``size_text``/``amount_text``
-(null everywhere else). Exchange times are int64 µs, local times int64 ns. ``exchange_symbol``,
+(null everywhere else). The stateless channels (book ticker, ticker, candles, mark price, open
+interest, liquidations) have one column per event field, decimals at scale 18 with the same
+``*_text`` spill. Exchange times are int64 µs, local times int64 ns. ``exchange_symbol``,
 ``side``, ``reason`` and ``kind`` are dictionary-encoded; files are zstd-compressed, and the schema
 metadata names the source and the market table.
 """
@@ -15,7 +17,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from backpack_actors.export.columns import COLUMNS, PRECISION, Columns
+from backpack_actors.export.columns import (
+    COLUMNS,
+    GENERIC_KINDS,
+    GENERIC_SCALE,
+    PRECISION,
+    Columns,
+)
 
 try:
     import pyarrow as pa
@@ -67,10 +75,30 @@ _NOT_NULL = {"seq", "exchange_symbol", "trade_id", "side", "is_snapshot", "updat
 _NOT_NULL |= {"received_at_ns", "backfilled", "kind", "reason", "at_ns", "counts"}
 
 
+def _generic_fields(channel: str) -> list[Any]:
+    kinds = {
+        "decimal": pa.decimal128(PRECISION, GENERIC_SCALE),
+        "dict": _DICT,
+        "bool": pa.bool_(),
+        "text": pa.string(),
+        "int": pa.int64(),
+    }
+    fields = [pa.field("seq", pa.int64(), nullable=False)]
+    for _name, column, kind in GENERIC_KINDS[channel]:
+        fields.append(pa.field(column, kinds[kind]))
+        if kind == "decimal":
+            fields.append(pa.field(f"{column}_text", pa.string()))
+    return fields
+
+
 def schema(
     channel: str, price_scale: int, size_scale: int, metadata: Mapping[str, str] | None = None
 ) -> Any:
     """The Arrow schema of one channel's files."""
+    meta = {f"{META_PREFIX}{k}": v for k, v in (metadata or {}).items()}
+    meta[f"{META_PREFIX}channel"] = channel
+    if channel in GENERIC_KINDS:
+        return pa.schema(_generic_fields(channel), metadata=meta)
     types = _types(price_scale, size_scale)
     nullable_reason = channel == "book"  # deltas have no reason
     fields = [
@@ -81,8 +109,6 @@ def schema(
         )
         for name in COLUMNS[channel]
     ]
-    meta = {f"{META_PREFIX}{k}": v for k, v in (metadata or {}).items()}
-    meta[f"{META_PREFIX}channel"] = channel
     return pa.schema(fields, metadata=meta)
 
 

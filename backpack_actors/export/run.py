@@ -46,7 +46,7 @@ class ExportSummary:
         return sum(path.stat().st_size for path in self.files)
 
     def line(self, out: str | Path) -> str:
-        rows = ", ".join(f"{name} {n}" for name, n in self.rows.items())
+        rows = ", ".join(f"{name} {n}" for name, n in self.rows.items() if n)
         return f"export: {self.events} events -> {rows} rows in {len(self.files)} files under {out}"
 
 

@@ -40,6 +40,8 @@ from backpack_actors.core.events import (
     Trade,
 )
 from backpack_actors.export.columns import (
+    CHANNELS,
+    GENERIC,
     UNATTRIBUTED,
     Columns,
     Partitioner,
@@ -74,7 +76,10 @@ def hourly_partition(event: Event) -> PartitionKey | None:
         return "book", event.symbol, _hour_of(received_at_ns(event))
     if isinstance(event, StatusEvent | ProtocolErrorEvent):
         return "status", event.symbol or UNATTRIBUTED, _hour_of(at_ns(event))
-    return None
+    channel = GENERIC.get(type(event))
+    if channel is None:
+        return None
+    return channel, event.symbol, _hour_of(event.received_at_ns)
 
 
 def _read_parts(path: Path) -> list[str]:
@@ -145,7 +150,7 @@ class ParquetSink:
         started = dt.datetime.now(dt.UTC)
         self.run = f"{started:%Y%m%dT%H%M%SZ}-{os.getpid()}"
         metadata = {"format": "1", "source": metadata_json({"sink": "live", "run": self.run})}
-        self._schemas = {c: schema(c, SCALE, SCALE, metadata) for c in ("trades", "book", "status")}
+        self._schemas = {c: schema(c, SCALE, SCALE, metadata) for c in CHANNELS}
         self._rows = Partitioner(SCALE, SCALE, key=hourly_partition)
         self._hours: dict[PartitionKey, _Hour] = {}
         self._merged: dict[PartitionKey, int] = {}

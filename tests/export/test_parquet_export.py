@@ -13,7 +13,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pytest
 import trio
+import trio.testing
 
 from backpack_actors.cli import main
 from backpack_actors.core.book import OrderBook
@@ -22,11 +24,15 @@ from backpack_actors.core.events import (
     BookSnapshot,
     Event,
     ProtocolErrorEvent,
+    Side,
     StatusEvent,
     StatusKind,
     Trade,
 )
 from backpack_actors.export import export_recording
+from backpack_actors.export.columns import GENERIC, GENERIC_KINDS
+from backpack_actors.recording import replay_events
+from backpack_actors.testing import simulate_feed
 
 Recorded = tuple[Path, list[Event]]
 
@@ -135,7 +141,8 @@ async def test_rows_equal_the_replayed_events(faulty_recording: Recorded, tmp_pa
         e.kind.value if isinstance(e, StatusEvent) else "protocol_error" for e in statuses
     ]
     assert [r["at_ns"] for r in got_status] == [_ns(e.at) for e in statuses]
-    assert summary.rows == {"trades": len(trades), "book": len(book), "status": len(statuses)}
+    written = {channel: n for channel, n in summary.rows.items() if n}
+    assert written == {"trades": len(trades), "book": len(book), "status": len(statuses)}
 
 
 async def test_schema_types_and_metadata(faulty_recording: Recorded, tmp_path: Path) -> None:
@@ -246,3 +253,51 @@ async def test_the_reader_example_rebuilds_books_at_moments(
         got_bids, got_asks = book_at(out, "BTC-USDC", moment)
         assert got_bids == [(Decimal(p), Decimal(s)) for p, s in bids]
         assert got_asks == [(Decimal(p), Decimal(s)) for p, s in asks]
+
+
+ALL_CHANNELS = ["trades", "l2_book", "book_ticker", "ticker", "candles:1m"]
+ALL_CHANNELS += ["mark_price", "open_interest", "liquidations"]
+
+
+@pytest.fixture(scope="module")
+def every_channel(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
+    path = tmp_path_factory.mktemp("channels") / "all.jsonl.gz"
+
+    async def record() -> list[Event]:
+        with trio.fail_after(120):
+            return await simulate_feed(
+                ["BTC-USDC", "BTC-USDC-PERP"],
+                seed=3,
+                levels=30,
+                events=1500,
+                record_to=path,
+                config={"channels": ALL_CHANNELS},
+            )
+
+    trio.run(record, clock=trio.testing.MockClock(autojump_threshold=0))
+    return path, trio.run(replay_events, path)
+
+
+async def test_stateless_channels_have_their_datasets(
+    every_channel: Recorded, tmp_path: Path
+) -> None:
+    path, events = every_channel
+    out = tmp_path / "out"
+    with trio.fail_after(60):
+        await export_recording(path, out)
+    for cls, channel in GENERIC.items():
+        mine = [(seq, e) for seq, e in enumerate(events) if type(e) is cls]
+        assert mine, channel
+        rows = _read(out, channel)
+        assert [r["seq"] for r in rows] == [seq for seq, _ in mine]
+        for row, (_, event) in zip(rows, mine, strict=True):
+            assert row["symbol"] == event.symbol
+            for field, column, kind in GENERIC_KINDS[channel]:
+                value = getattr(event, field)
+                if kind == "decimal":
+                    exact = row[column] if row[column] is not None else row[f"{column}_text"]
+                    assert (exact is None) == (value is None), (channel, column)
+                    if value is not None:
+                        assert Decimal(exact) == Decimal(value), (channel, column)
+                else:
+                    assert row[column] == (value.value if isinstance(value, Side) else value)
