@@ -13,6 +13,7 @@ redraws and leave stale copies of its lines behind.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -260,6 +261,13 @@ def plain_lines(state: LiveState) -> list[str]:
     return lines
 
 
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
+
+
 class LiveView:
     """Redraws a :class:`LiveState` on a console: rich ``Live`` on a terminal, plain otherwise."""
 
@@ -292,7 +300,8 @@ class LiveView:
             console=self.console,
             auto_refresh=False,
             transient=False,
-            redirect_stderr=True,
+            # Only when stderr shares the terminal: a redirected stderr keeps its log lines.
+            redirect_stderr=_stderr_is_terminal(),
             redirect_stdout=False,
         ) as live:
             while True:

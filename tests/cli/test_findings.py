@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 import yaml
@@ -19,6 +20,7 @@ from prometheus_client import generate_latest
 from rich.console import Console
 
 import backpack_actors
+from backpack_actors.runner import live as live_module
 from backpack_actors.runner.app import RunSummary
 from backpack_actors.runner.live import LiveState, LiveView, render_live
 from backpack_actors.runner.metrics import FeedMetrics
@@ -159,8 +161,10 @@ def _terminal() -> tuple[Console, io.StringIO]:
 
 
 async def test_live_view_keeps_announcements_and_log_lines_above_it(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # stderr on the same terminal as the view (pytest captures it, so say so).
+    monkeypatch.setattr(live_module, "_stderr_is_terminal", lambda: True)
     state = LiveState(["BTC-USDC"], levels=2)
     console, out = _terminal()
     view = LiveView(state, console)
@@ -181,6 +185,20 @@ async def test_live_view_keeps_announcements_and_log_lines_above_it(
     rendered = plain.export_text()
     assert "demo: injecting fault: server disconnect" in rendered
     assert rendered.count("backpack_actors  events") == 1
+
+
+async def test_live_view_leaves_a_redirected_stderr_alone(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live_module, "_stderr_is_terminal", lambda: False)
+    console, out = _terminal()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(LiveView(LiveState(["BTC-USDC"]), console).run)
+        await trio.sleep(0.25)
+        print("WARNING backpack_actors: to the log file", file=sys.stderr)
+        await trio.sleep(0.25)
+        nursery.cancel_scope.cancel()
+    assert "to the log file" not in out.getvalue()
 
 
 async def test_demo_live_announces_faults_in_the_view_not_on_stderr() -> None:
