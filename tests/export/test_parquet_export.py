@@ -206,13 +206,45 @@ async def test_duckdb_reads_it_back(faulty_recording: Recorded, tmp_path: Path) 
     db.close()
 
 
-def test_cli_export(faulty_recording: Recorded, tmp_path: Path) -> None:
+async def test_cli_export(faulty_recording: Recorded, tmp_path: Path) -> None:
     path, events = faulty_recording
     out = tmp_path / "cli"
-    assert main(["export", str(path), "--format", "parquet", "--out", str(out)]) == 0
+
+    async def cli(*argv: str) -> int:
+        with trio.fail_after(60):
+            return await trio.to_thread.run_sync(main, list(argv), abandon_on_cancel=True)
+
+    assert await cli("export", str(path), "--format", "parquet", "--out", str(out)) == 0
     assert len(_read(out, "trades")) == sum(isinstance(e, Trade) for e in events)
     # An export never mixes with an older one's files.
-    assert main(["export", str(path), "--format", "tardis-csv", "--out", str(out)]) == 2
+    assert await cli("export", str(path), "--format", "tardis-csv", "--out", str(out)) == 2
+
+
+def test_a_value_finer_than_the_scale_is_kept_as_text() -> None:
+    from backpack_actors.export.columns import Partitioner
+    from backpack_actors.export.parquet import schema, table_of
+
+    trade = Trade(
+        symbol="BTC-USDC",
+        exchange_symbol="BTC_USDC",
+        trade_id=7,
+        raw_price="106815.55",  # one place past a 0.1 tick (the exchange may send up to 8)
+        raw_amount="0.00100",
+        side=Side.SELL,
+        event_time_us=1_767_225_600_000_001,
+        engine_time_us=1_767_225_600_000_000,
+        received_at_ns=1_767_225_600_000_002_003,
+    )
+    rows = Partitioner(1, 5)
+    (key,) = rows.add([trade])
+    table = table_of(rows.parts[key], schema("trades", 1, 5))
+    (row,) = table.to_pylist()
+    assert row["price"] is None
+    assert row["price_text"] == "106815.55"
+    assert row["amount"] == Decimal("0.00100")
+    assert row["amount_text"] is None
+    assert row["received_at_ns"] == 1_767_225_600_000_002_003
+    assert row["side"] == "sell"
 
 
 def _example() -> Any:
