@@ -42,6 +42,9 @@ from backpack_actors.core.wire import (
     OpenInterestEvent,
     TickerEvent,
 )
+from backpack_actors.core.wire import MarkPrice as RestMarkPrice
+from backpack_actors.core.wire import OpenInterest as RestOpenInterest
+from backpack_actors.core.wire import Ticker as RestTicker
 
 __all__ = [
     "CANDLE_INTERVALS",
@@ -56,6 +59,9 @@ __all__ = [
     "interval_of",
     "parse_channel",
     "private_channels",
+    "rest_mark_price",
+    "rest_open_interest",
+    "rest_ticker",
     "streams_for",
 ]
 
@@ -244,6 +250,62 @@ def _open_interest(
         info.exchange_id,
         _text(wire.open_interest),
         wire.event_time,
+        received_ns,
+        mono,
+    )
+
+
+def rest_ticker(wire: RestTicker, info: MarketInfo, received_ns: int, mono: int) -> Ticker:
+    """A ``/api/v1/tickers`` item as the ticker channel's event (REST-only mode).
+
+    REST gives no emit time: ``event_time_us`` is the receipt time.
+    """
+    return Ticker(
+        info.normalized,
+        info.exchange_id,
+        _text(wire.first_price),
+        _text(wire.high),
+        _text(wire.low),
+        _text(wire.last_price),
+        _text(wire.volume),
+        _text(wire.quote_volume),
+        wire.trades,
+        received_ns // 1000,
+        received_ns,
+        mono,
+    )
+
+
+def rest_mark_price(
+    wire: RestMarkPrice, info: MarketInfo, received_ns: int, mono: int
+) -> MarkPrice:
+    """A ``/api/v1/markPrices`` item (REST-only mode; its times are the receipt time)."""
+    next_funding = wire.next_funding_timestamp
+    return MarkPrice(
+        info.normalized,
+        info.exchange_id,
+        _text(wire.mark_price),
+        _opt_text(wire.index_price),
+        _opt_text(wire.funding_rate),
+        None if next_funding is None else next_funding * 1000,
+        received_ns // 1000,
+        received_ns // 1000,
+        received_ns,
+        mono,
+    )
+
+
+def rest_open_interest(
+    wire: RestOpenInterest, info: MarketInfo, received_ns: int, mono: int
+) -> OpenInterest | None:
+    """A ``/api/v1/openInterest`` item (None when the exchange gives no value)."""
+    if wire.open_interest is None:
+        return None
+    return OpenInterest(
+        info.normalized,
+        info.exchange_id,
+        _text(wire.open_interest),
+        wire.timestamp * 1000,
         received_ns,
         mono,
     )

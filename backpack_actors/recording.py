@@ -34,6 +34,7 @@ from backpack_actors.actors.messages import (
     FrameBatch,
     FrameError,
     InboxMessage,
+    RestChannels,
     RestTrades,
     SnapshotFailed,
     SnapshotReady,
@@ -45,7 +46,14 @@ from backpack_actors.actors.messages import (
 from backpack_actors.actors.reconciler import Reconciler
 from backpack_actors.core.events import Event, StatusKind
 from backpack_actors.core.symbols import MarketInfo
-from backpack_actors.core.wire import DepthSnapshotText, MarketData, RestTrade
+from backpack_actors.core.wire import (
+    DepthSnapshotText,
+    MarketData,
+    MarkPrice,
+    OpenInterest,
+    RestTrade,
+    Ticker,
+)
 from backpack_actors.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -65,6 +73,7 @@ __all__ = [
     "Recorder",
     "Recording",
     "RecordingHeader",
+    "RestChannelsRecord",
     "RestTradesRecord",
     "SnapshotFailedRecord",
     "SnapshotRecord",
@@ -241,6 +250,19 @@ class BackfillRecord(
     received_at: float | None = None
 
 
+class RestChannelsRecord(
+    msgspec.Struct, frozen=True, tag="rest_channels", tag_field="kind", omit_defaults=True
+):
+    """REST-only tickers, mark prices, open interest (:class:`RestChannels`)."""
+
+    now: float
+    tickers: list[Ticker] = []
+    mark_prices: list[MarkPrice] = []
+    open_interest: list[OpenInterest] = []
+    received_ns: int = 0
+    mono_ns: int = 0
+
+
 RecordLine = (  # one line of a recording file
     RecordingHeader
     | ReconcilerStartedRecord
@@ -254,6 +276,7 @@ RecordLine = (  # one line of a recording file
     | BackfillRecord
     | SymbolAddedRecord
     | SymbolRemovedRecord
+    | RestChannelsRecord
 )
 _Entry = (
     StreamStartedRecord
@@ -265,6 +288,7 @@ _Entry = (
     | RestTradesRecord
     | SymbolAddedRecord
     | SymbolRemovedRecord
+    | RestChannelsRecord
 )
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(RecordLine)
@@ -318,6 +342,15 @@ def _line_of(message: InboxMessage, now: float) -> RecordLine:
     if isinstance(message, RestTrades):
         return RestTradesRecord(
             message.symbol, message.trades, now, message.received_ns, message.mono_ns
+        )
+    if isinstance(message, RestChannels):
+        return RestChannelsRecord(
+            now,
+            message.tickers,
+            message.mark_prices,
+            message.open_interest,
+            message.received_ns,
+            message.mono_ns,
         )
     return BackfillRecord(
         message.symbol, message.trades, message.error, now, message.received_ns, message.mono_ns
@@ -497,6 +530,10 @@ def _message_of(line: _Entry | BackfillRecord) -> InboxMessage:
         return SymbolRemoved(line.symbol, line.status, line.reason)
     if isinstance(line, RestTradesRecord):
         return RestTrades(line.symbol, line.trades, _rx(line), line.mono_ns)
+    if isinstance(line, RestChannelsRecord):
+        return RestChannels(
+            line.tickers, line.mark_prices, line.open_interest, line.received_ns, line.mono_ns
+        )
     return BackfillDone(line.symbol, line.trades, line.error, _rx(line), line.mono_ns)
 
 

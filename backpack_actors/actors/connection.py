@@ -27,6 +27,7 @@ import logging
 import random
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import attrs
 import msgspec
@@ -35,6 +36,7 @@ import trio
 from backpack_actors.actors.messages import (
     FrameError,
     PollRequest,
+    RestChannels,
     StreamNews,
     StreamStarted,
 )
@@ -50,6 +52,7 @@ from backpack_actors.core.wire import (
     DepthEvent,
     LiquidationEvent,
     MarketData,
+    OpenInterest,
     TradeEvent,
     decode_ws_frame,
 )
@@ -132,6 +135,9 @@ def subscribe_frame(streams: Iterable[str], *, method: str = "SUBSCRIBE") -> str
     """One SUBSCRIBE (or UNSUBSCRIBE) frame naming every stream in ``streams``."""
     return msgspec.json.encode({"method": method, "params": list(streams)}).decode()
 
+
+# Channels with a REST route polled in REST-only mode (besides trades and l2_book).
+_REST_CHANNELS = frozenset({"ticker", "mark_price", "open_interest"})
 
 # A wire type's stream prefix, to name a misrouted frame's stream in its report.
 _STREAM_OF: dict[type, str] = {DepthEvent: "depth", TradeEvent: "trade"} | {
@@ -461,6 +467,23 @@ class ConnectionActor:
             received_mono = mono()
             if session.first_data_at is None:
                 session.first_data_at = trio.current_time()
+            if len(batch) == 1:
+                # One message per read, the common case at real rates: one of our markets'
+                # frames goes straight to the reconciler (anything else takes the loop below).
+                raw = batch[0]
+                try:
+                    data = decode(raw).data
+                except Exception:  # anything unusual: the loop's slow path classifies it
+                    data = None
+                if data is not None:
+                    symbol = data.symbol
+                    only = epochs.get(symbol)
+                    if only is not None:
+                        raws = (raw,) if record_raw else ()
+                        on_frames(symbol, only, [data], received_ns, raws, received_mono)
+                        seen[symbol] = reads
+                        health.frames += 1
+                        continue
             run: list[MarketData] = []
             raw_run: list[str | bytes] = []
             current = ""
@@ -695,6 +718,8 @@ class ConnectionActor:
                         return
 
             nursery.start_soon(poll)
+            if _REST_CHANNELS & {c.partition(":")[0] for c in settings.channels}:
+                nursery.start_soon(self._poll_channels)
             if settings.websocket:
                 nursery.start_soon(probe)
         if promoted:
@@ -708,6 +733,52 @@ class ConnectionActor:
                 "leaving REST-only",
                 {"promotions": health.promotions},
             )
+
+    async def _poll_channels(self) -> None:
+        """REST-only: the ticker, mark-price and open-interest channels from their REST routes.
+
+        One call per route serves every market, so a group asks once per round for its own
+        markets: tickers and mark prices each ``rest_poll_interval`` (at least a second, the
+        stream's own rate), open interest every 60 s (likewise). Candles (a history route,
+        30 requests a minute) and liquidations (no route) have no REST-only form.
+        """
+        settings = self.settings
+        wanted = {c.partition(":")[0] for c in settings.channels}
+        every = max(1.0, settings.rest_poll_interval)
+        next_open_interest = trio.current_time()
+        client = self._rest.client
+        while True:
+            mine = self._symbols
+            tickers = await self._channel_call("tickers", client.tickers, "ticker" in wanted)
+            marks = await self._channel_call(
+                "markPrices", client.mark_prices, "mark_price" in wanted
+            )
+            interest: list[OpenInterest] = []
+            if "open_interest" in wanted and trio.current_time() >= next_open_interest:
+                next_open_interest = trio.current_time() + 60.0
+                interest = await self._channel_call("openInterest", client.open_interest, True)
+            if tickers or marks or interest:
+                self._reconciler.handle(
+                    RestChannels(
+                        [t for t in tickers if t.symbol in mine],
+                        [m for m in marks if m.symbol in mine],
+                        [o for o in interest if o.symbol in mine],
+                        self._wall_ns(),
+                        mono_ns(),
+                    )
+                )
+            await trio.sleep(every)
+
+    async def _channel_call(self, what: str, fn: Callable[[], Any], wanted: bool) -> list[Any]:
+        if not wanted:
+            return []
+        try:
+            result: list[Any] = await self._rest.call(f"{what} (REST-only)", fn, max_attempts=2)
+        except (TransientError, ExchangeRequestError, ProtocolError) as exc:
+            # Reported by the REST actor's counters; the next round tries again.
+            log.info("connection %s: %s poll failed: %s", self.id, what, exc)
+            return []
+        return result
 
     async def _probe(self) -> bool:
         """Connect and subscribe; healthy = decodable, in-sequence frames and no refusal for

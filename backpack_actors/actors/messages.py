@@ -9,7 +9,15 @@ import msgspec
 
 from backpack_actors.core.events import StatusKind
 from backpack_actors.core.symbols import MarketInfo
-from backpack_actors.core.wire import DepthSnapshot, DepthSnapshotText, MarketData, RestTrade
+from backpack_actors.core.wire import (
+    DepthSnapshot,
+    DepthSnapshotText,
+    MarketData,
+    MarkPrice,
+    OpenInterest,
+    RestTrade,
+    Ticker,
+)
 
 __all__ = [
     "BackfillDone",
@@ -18,6 +26,7 @@ __all__ = [
     "FrameError",
     "InboxMessage",
     "PollRequest",
+    "RestChannels",
     "RestRequest",
     "RestTrades",
     "SnapshotFailed",
@@ -136,6 +145,21 @@ class SymbolRemoved:
     reason: str
 
 
+@attrs.frozen
+class RestChannels:
+    """REST-only mode: a connection group's markets' tickers, mark prices or open interest.
+
+    Not about one symbol (``symbol`` is ""): each item names its market.
+    """
+
+    tickers: list[Ticker] = attrs.field(factory=list)
+    mark_prices: list[MarkPrice] = attrs.field(factory=list)
+    open_interest: list[OpenInterest] = attrs.field(factory=list)
+    received_ns: int = 0
+    mono_ns: int = 0
+    symbol: str = ""
+
+
 InboxMessage = (
     StreamStarted
     | FrameBatch
@@ -147,6 +171,7 @@ InboxMessage = (
     | BackfillDone
     | SymbolAdded
     | SymbolRemoved
+    | RestChannels
 )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import msgspec
 
@@ -25,6 +26,7 @@ from backpack_actors.actors.messages import (
     FrameBatch,
     FrameError,
     InboxMessage,
+    RestChannels,
     RestRequest,
     RestTrades,
     SnapshotFailed,
@@ -35,12 +37,18 @@ from backpack_actors.actors.messages import (
     SymbolAdded,
     SymbolRemoved,
 )
-from backpack_actors.channels import builders_for
+from backpack_actors.channels import (
+    builders_for,
+    rest_mark_price,
+    rest_open_interest,
+    rest_ticker,
+)
 from backpack_actors.core import sync as bsync
 from backpack_actors.core import trades as tsync
 from backpack_actors.core.events import (
     BookDelta,
     BookSnapshot,
+    BookTicker,
     Event,
     ProtocolErrorEvent,
     Side,
@@ -148,6 +156,8 @@ class Reconciler:
         self._want_books = books
         # Stateless channels (``backpack_actors.channels``): wire type -> public event builder.
         self._builders = builders_for(channels)
+        self._rest_wanted = frozenset(c.partition(":")[0] for c in channels)
+        self._book_ticker = "book_ticker" in self._rest_wanted
         self.protocol_errors: dict[str, int] = {}
         self.frames = 0
         self._out: list[Event] = []
@@ -252,6 +262,10 @@ class Reconciler:
             return
         if isinstance(message, SymbolRemoved):
             self.remove_symbol(message.symbol, message.kind, message.reason)
+            return
+        if isinstance(message, RestChannels):
+            self._on_rest_channels(message)
+            self._flush()
             return
         state = self._symbols.get(message.symbol)
         if state is None:
@@ -421,6 +435,28 @@ class Reconciler:
             )
         state.next_boundary = boundary + interval
 
+    def _on_rest_channels(self, message: RestChannels) -> None:
+        # REST-only: the channels Backpack also serves over REST, for markets polled, not
+        # streamed (a market back on the WebSocket gets them from there).
+        ns, mono = message.received_ns, message.mono_ns
+        wanted = self._rest_wanted
+        out = self._out
+        groups: tuple[tuple[str, list[Any], Callable[..., Event | None]], ...] = (
+            ("ticker", message.tickers, rest_ticker),
+            ("mark_price", message.mark_prices, rest_mark_price),
+            ("open_interest", message.open_interest, rest_open_interest),
+        )
+        for channel, items, build in groups:
+            if channel not in wanted:
+                continue
+            for item in items:
+                state = self._symbols.get(item.symbol)
+                if state is None or state.mode != "rest":
+                    continue
+                event = build(item, state.info, ns, mono)
+                if event is not None:
+                    out.append(event)
+
     def _on_stream_started(self, state: _Symbol, message: StreamStarted) -> None:
         state.mode = message.mode
         if message.mode == "rest":
@@ -507,6 +543,8 @@ class Reconciler:
             elif isinstance(action, bsync.PublishSnapshot):
                 if self._interval_us and action.reason in ("initial", "resync"):
                     state.next_boundary = 0  # the next depth frame sets the first boundary
+                if self._book_ticker and action.reason == "rest_only":
+                    self._rest_book_ticker(state, action.update_id, action.engine_time_us)
                 if self._want_books:
                     self._out.append(
                         self._snapshot(
@@ -529,6 +567,30 @@ class Reconciler:
                     self._aggregated_gap(state)
             elif isinstance(action, bsync.Malformed):
                 self._malformed(state, action)
+
+    def _rest_book_ticker(self, state: _Symbol, update_id: int, engine_time: int | None) -> None:
+        # REST-only: the polled book's touch is the book ticker (same update id and time).
+        book = state.book.book
+        bid, ask = book.best_bid(), book.best_ask()
+        if bid is None or ask is None:
+            return
+        info = state.info
+        when = engine_time if engine_time is not None else state.rx_ns // 1000
+        self._out.append(
+            BookTicker(
+                info.normalized,
+                info.exchange_id,
+                update_id,
+                bid[0],
+                bid[1],
+                ask[0],
+                ask[1],
+                when,
+                when,
+                state.rx_ns,
+                state.rx_mono,
+            )
+        )
 
     def _aggregated_gap(self, state: _Symbol) -> None:
         # Whether an aggregated depth stream keeps the U/u chain is not documented. Two gaps on

@@ -27,8 +27,14 @@ import trio
 from backpack_actors.core.symbols import MarketTable
 from backpack_actors.core.wire import (
     DepthSnapshotText,
+    MarkPrice,
+    OpenInterest,
     RestTrade,
+    Ticker,
     decode_depth_snapshot_text,
+    decode_mark_prices,
+    decode_open_interest,
+    decode_tickers,
     decode_trades,
 )
 from backpack_actors.errors import (
@@ -68,6 +74,12 @@ class RestClient(Protocol):
     async def trade_history(
         self, exchange_symbol: str, limit: int, offset: int
     ) -> list[RestTrade]: ...
+
+    async def tickers(self) -> list[Ticker]: ...
+
+    async def mark_prices(self) -> list[MarkPrice]: ...
+
+    async def open_interest(self) -> list[OpenInterest]: ...
 
     async def aclose(self) -> None: ...
 
@@ -338,6 +350,17 @@ class CcxtRestClient:
         body = await self._get("trades/history", "/api/v1/trades/history", params)
         return decode_trades(body, exchange_symbol)
 
+    # Every market in one call each: what REST-only mode polls for the ticker, mark-price and
+    # open-interest channels (docs/protocol.md §3).
+    async def tickers(self) -> list[Ticker]:
+        return decode_tickers(await self._get("tickers", "/api/v1/tickers", []))
+
+    async def mark_prices(self) -> list[MarkPrice]:
+        return decode_mark_prices(await self._get("markPrices", "/api/v1/markPrices", []))
+
+    async def open_interest(self) -> list[OpenInterest]:
+        return decode_open_interest(await self._get("openInterest", "/api/v1/openInterest", []))
+
 
 class _InProcessExchange(Protocol):
     def handle_http(self, method: str, path: str, query: Mapping[str, str]) -> Any: ...
@@ -395,3 +418,12 @@ class SimRestClient:
         query = [("symbol", exchange_symbol), ("limit", str(limit)), ("offset", str(offset))]
         body = await self._get("/api/v1/trades/history", query)
         return decode_trades(body, exchange_symbol)
+
+    async def tickers(self) -> list[Ticker]:
+        return decode_tickers(await self._get("/api/v1/tickers", []))
+
+    async def mark_prices(self) -> list[MarkPrice]:
+        return decode_mark_prices(await self._get("/api/v1/markPrices", []))
+
+    async def open_interest(self) -> list[OpenInterest]:
+        return decode_open_interest(await self._get("/api/v1/openInterest", []))

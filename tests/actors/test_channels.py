@@ -385,3 +385,59 @@ async def test_an_aggregated_depth_stream_that_breaks_the_chain_falls_back_to_re
     assert "depth.ETH_USDC" in subscribed
     assert "depth.200ms.ETH_USDC" not in subscribed
     assert_matches_truth(consumer, exchange, "ETH_USDC")
+
+
+# --- REST-only: the channels Backpack serves over REST too ------------------------------------
+
+
+async def test_rest_only_mode_serves_ticker_mark_price_open_interest_and_book_ticker(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    exchange = SimExchange(
+        seed=8, markets=["ETH_USDC", "ETH_USDC_PERP"], config=SimConfig(rate=20.0)
+    )
+    config = _config(
+        ["ETH-USDC", "ETH-USDC-PERP"],
+        channels=["l2_book", "book_ticker", "ticker", "mark_price", "open_interest"],
+        rest_only=True,
+    )
+    with trio.fail_after(400):
+        async with running(exchange, config) as (_feed, _consumer, log):
+            await wait_for(
+                lambda: (
+                    sum(1 for _, e in log if isinstance(e, Ticker)) >= 20
+                    and any(isinstance(e, OpenInterest) for _, e in log)
+                ),
+                within=300,
+            )
+    events = [e for _, e in log]
+    for t in (e for e in events if isinstance(e, Ticker)):
+        # The REST answer counts every trade up to the moment it was made, before receipt.
+        trades = exchange.trades(t.exchange_symbol)
+        received = [x for x in trades if x.engine_time_us * 1000 <= t.received_at_ns]
+        n = t.trade_count
+        assert n <= len(received)
+        assert t.volume == sum(x.quantity for x in trades[:n])
+        if n:
+            assert t.last == trades[n - 1].price
+    marks = [e for e in events if isinstance(e, MarkPrice)]
+    assert marks
+    assert {m.exchange_symbol for m in marks} == {"ETH_USDC_PERP"}
+    for m in marks:
+        # Index = the last trade price when the answer was made: one of the trades received.
+        trades = exchange.trades(m.exchange_symbol)
+        received = [x.price for x in trades if x.engine_time_us * 1000 <= m.received_at_ns]
+        # (Before the first trade the index is the market's opening price.)
+        initial = exchange.models[m.exchange_symbol].spec.initial_price
+        assert m.index_price in [initial, *received[-3:]]
+    for oi in (e for e in events if isinstance(e, OpenInterest)):
+        assert oi.exchange_symbol == "ETH_USDC_PERP"
+        trades = exchange.trades(oi.exchange_symbol)
+        totals = [sum(x.quantity for x in trades[:k]) for k in range(len(trades) + 1)]
+        assert oi.open_interest in totals  # the base volume traded up to the answer
+    touches = [e for e in events if isinstance(e, BookTicker)]
+    assert {b.exchange_symbol for b in touches} == {"ETH_USDC", "ETH_USDC_PERP"}
+    for bt in touches:
+        bids, asks = exchange.book_at(bt.exchange_symbol, bt.update_id)
+        assert (bt.bid_price, bt.bid_size) == bids[0]
+        assert (bt.ask_price, bt.ask_size) == asks[0]
