@@ -71,26 +71,42 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
 
 _SNAPSHOT_FIELDS = frozenset(BookSnapshot.__struct_fields__)
 
-# One batch as one script call: it writes only while this sink's marker key exists, so a Redis
+# One batch as one script call. It writes only while this sink's marker key exists, so a Redis
 # that restarted empty is noticed before anything lands in the new, empty streams (the client
-# itself reconnects without an error). ARGV: count, then per entry key, maxlen, field count and
-# the fields; last the marker's TTL. Returns the count, or -1 when the marker is gone.
+# itself reconnects without an error). And it fences: an entry whose epoch is older than its
+# symbol's epoch key (another publisher took the symbol over) is not written. ARGV: the count,
+# then per entry its key, maxlen, epoch key ('' for none), epoch, field count and fields; last the
+# marker's TTL. Returns the number of entries fenced off, or -1 when the marker is gone.
 _WRITE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local n = tonumber(ARGV[1])
 local i = 2
+local fenced = 0
+local epochs = {}
 for _ = 1, n do
-  local args = {ARGV[i], 'MAXLEN', '~', ARGV[i + 1], '*'}
-  local fields = tonumber(ARGV[i + 2])
-  i = i + 3
-  for _ = 1, 2 * fields do
-    args[#args + 1] = ARGV[i]
-    i = i + 1
+  local fence, epoch, fields = ARGV[i + 2], tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  local allowed = true
+  if fence ~= '' then
+    local current = epochs[fence]
+    if current == nil then
+      current = tonumber(redis.call('GET', fence) or '0')
+      epochs[fence] = current
+    end
+    allowed = current <= epoch
   end
-  redis.call('XADD', unpack(args))
+  if allowed then
+    local args = {ARGV[i], 'MAXLEN', '~', ARGV[i + 1], '*'}
+    for j = 5, 4 + 2 * fields do
+      args[#args + 1] = ARGV[i + j]
+    end
+    redis.call('XADD', unpack(args))
+  else
+    fenced = fenced + 1
+  end
+  i = i + 5 + 2 * fields
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[i])
-return n
+return fenced
 """
 _ALIVE_TTL_MS = 3_600_000
 
@@ -211,6 +227,7 @@ class RedisStreamsSink:
         self.checkpoints = 0
         self.failures = 0
         self.restarts = 0
+        self.fenced = 0
         self._streak = 0
         # This sink's marker: present while Redis still holds what the sink wrote.
         self._alive_key = f"{self.keys.prefix}:alive:{uuid.uuid4().hex}"
@@ -254,6 +271,7 @@ class RedisStreamsSink:
             "failures": self.failures,
             "reconnects": self.reconnects,
             "restarts": self.restarts,
+            "fenced": self.fenced,
             "last_error": self.last_error,
         }
 
@@ -405,14 +423,21 @@ class RedisStreamsSink:
         for group in groups:
             args: list[bytes | str | int] = [len(group)]
             for entry in group:
-                args += [entry.key, entry.maxlen, len(entry.fields)]
+                fence = self.keys.epoch(entry.symbol) if entry.key != self.keys.status else ""
+                epoch = entry.fields["e"]
+                args += [entry.key, entry.maxlen, fence, epoch, len(entry.fields)]
                 for name, value in entry.fields.items():
                     args += [name, value]
-            written = await self.client.eval(
+            fenced = await self.client.eval(
                 _WRITE_SCRIPT, [self._alive_key], [*args, _ALIVE_TTL_MS]
             )
-            if written == -1:
+            if fenced == -1:
                 return False
+            if isinstance(fenced, int) and fenced > 0:
+                self.fenced += fenced
+                log.warning(
+                    "redis sink: %d entries refused: a newer publisher owns their symbols", fenced
+                )
         return True
 
     def _restart_with_checkpoints(self, entries: list[_Entry]) -> list[_Entry]:

@@ -1,15 +1,18 @@
 """Leases on the real Redis: publishers split the symbols fairly, a silent publisher's symbols
-move to the others with a larger epoch, and a publisher whose renewals stopped stops writing
-before its lease can have expired."""
+move to the others with a larger epoch, a publisher whose renewals stopped stops writing before
+its lease can have expired, and Redis itself refuses entries of a superseded epoch."""
 
 from __future__ import annotations
+
+from functools import partial
 
 import coredis
 import trio
 
 from backpack_actors.bus.lease import ShardCoordinator
 from backpack_actors.bus.schema import Keys
-from tests.bus.helpers import REDIS_URL, isolated_prefix
+from backpack_actors.sinks.redis import RedisStreamsSink, redis_client
+from tests.bus.helpers import REDIS_URL, generate, isolated_prefix
 
 SYMBOLS = ["AAA-USDC", "BBB-USDC", "CCC-USDC", "DDD-USDC"]
 
@@ -58,3 +61,32 @@ async def test_fair_split_takeover_with_larger_epochs_and_local_fencing() -> Non
                 await b.release_all()
                 await a.release_all()
                 assert await client.zcard(keys.publishers) == 0
+
+
+async def test_redis_refuses_entries_of_a_superseded_epoch() -> None:
+    """Fencing at the storage: once a symbol's epoch moved on (a takeover), entries of the old
+    epoch are not written, whatever the old publisher believes."""
+    emitted, _ = await trio.to_thread.run_sync(partial(generate, ["BTC-USDC"], events=300))
+    with trio.fail_after(30):
+        async with isolated_prefix() as prefix, redis_client(REDIS_URL) as client:
+            keys = Keys(prefix)
+            old = RedisStreamsSink(client, keys=keys)
+            await old.publish(emitted[:150])
+            before = (
+                await client.xlen(keys.book("BTC-USDC")),
+                await client.xlen(keys.trades("BTC-USDC")),
+            )
+            assert min(before) > 0
+            await client.incr(keys.epoch("BTC-USDC"))  # another publisher took BTC-USDC over
+            await old.publish(emitted[150:])
+            after = (
+                await client.xlen(keys.book("BTC-USDC")),
+                await client.xlen(keys.trades("BTC-USDC")),
+            )
+            assert after == before, "nothing of the old epoch was written"
+            assert old.fenced > 0
+            new = RedisStreamsSink(client, keys=keys)
+            await new.publish(emitted[150:])
+            # (The new sink has seen no snapshot yet: it writes trades, no book entries.)
+            assert await client.xlen(keys.trades("BTC-USDC")) > before[1]
+            assert new.fenced == 0
