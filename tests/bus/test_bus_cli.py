@@ -31,32 +31,33 @@ async def _cli(*args: str) -> subprocess.CompletedProcess[bytes]:
 
 async def test_bus_status_and_bus_read() -> None:
     emitted, _ = await trio.to_thread.run_sync(partial(generate, ["BTC-USDC"], events=400))
-    async with isolated_prefix() as prefix, redis_client(REDIS_URL) as client:
-        keys = Keys(prefix)
-        leases = ShardCoordinator(client, ["BTC-USDC"], keys=keys, publisher_id="pub-1", ttl=30)
-        await leases.tick()
-        sink = RedisStreamsSink(client, keys=keys, ownership=leases)
-        await sink.publish(emitted)
-        status = json.loads((await _cli("status", "--json", "--redis", REDIS_URL, "--prefix",
-                                        prefix)).stdout)  # fmt: skip
-        row = status["symbols"]["BTC-USDC"]
-        assert row["owner"] == "pub-1"
-        assert row["epoch"] == leases.owned["BTC-USDC"]
-        assert row["book_length"] == await client.xlen(keys.book("BTC-USDC"))
-        assert row["trades_length"] == await client.xlen(keys.trades("BTC-USDC"))
-        assert "pub-1" in status["publishers"]
-        book = per_stream(emitted)[("BTC-USDC", "book")]
-        read = await _cli("read", "--redis", REDIS_URL, "--prefix", prefix, "--symbols",
-                          "btc_usdc", "--max-events", "20")  # fmt: skip
-        lines = read.stdout.splitlines(keepends=True)
-        assert len(lines) == 20
-        # The reader starts at the newest resync point: the stream's last snapshot.
-        got_book = [line for line in lines if b'"type":"book_' in line]
-        start = len(book) - 1 - [type(e).__name__ for e in book][::-1].index("BookSnapshot")
-        want = [line for e in book[start:] if b'"type":"book_' in (line := encode_event(e))]
-        assert got_book == want[: len(got_book)]
-        assert len(got_book) > 5
-        await leases.release_all()
+    with trio.fail_after(90):
+        async with isolated_prefix() as prefix, redis_client(REDIS_URL) as client:
+            keys = Keys(prefix)
+            leases = ShardCoordinator(client, ["BTC-USDC"], keys=keys, publisher_id="pub-1", ttl=30)
+            await leases.tick()
+            sink = RedisStreamsSink(client, keys=keys, ownership=leases)
+            await sink.publish(emitted)
+            status = json.loads((await _cli("status", "--json", "--redis", REDIS_URL, "--prefix",
+                                            prefix)).stdout)  # fmt: skip
+            row = status["symbols"]["BTC-USDC"]
+            assert row["owner"] == "pub-1"
+            assert row["epoch"] == leases.owned["BTC-USDC"]
+            assert row["book_length"] == await client.xlen(keys.book("BTC-USDC"))
+            assert row["trades_length"] == await client.xlen(keys.trades("BTC-USDC"))
+            assert "pub-1" in status["publishers"]
+            book = per_stream(emitted)[("BTC-USDC", "book")]
+            read = await _cli("read", "--redis", REDIS_URL, "--prefix", prefix, "--symbols",
+                              "btc_usdc", "--max-events", "20")  # fmt: skip
+            lines = read.stdout.splitlines(keepends=True)
+            assert len(lines) == 20
+            # The reader starts at the newest resync point: the stream's last snapshot.
+            got_book = [line for line in lines if b'"type":"book_' in line]
+            start = len(book) - 1 - [type(e).__name__ for e in book][::-1].index("BookSnapshot")
+            want = [line for e in book[start:] if b'"type":"book_' in (line := encode_event(e))]
+            assert got_book == want[: len(got_book)]
+            assert len(got_book) > 5
+            await leases.release_all()
 
 
 async def test_unreachable_redis_is_exit_4_without_the_password() -> None:
@@ -73,20 +74,21 @@ async def test_unreachable_redis_is_exit_4_without_the_password() -> None:
 
 async def test_bus_status_shows_a_named_readers_lag() -> None:
     emitted, _ = await trio.to_thread.run_sync(partial(generate, ["BTC-USDC"], events=400))
-    async with isolated_prefix() as prefix, redis_client(REDIS_URL) as client:
-        keys = Keys(prefix)
-        sink = RedisStreamsSink(client, keys=keys)
-        reader = BusFeed(client, ["BTC-USDC"], keys=keys, block=0.05, count=50, name="r1")
-        await reader.start()
-        await sink.publish(emitted[:200])
-        assert await reader.read_batch()
-        await reader.report_position()
-        await sink.publish(emitted[200:])
-        behind = (await bus_status(REDIS_URL, prefix))["readers"]["r1"]
-        assert behind["lag_ms"]["book:BTC-USDC"] > 0, behind
-        while await reader.read_batch():
-            pass
-        await reader.report_position()
-        caught_up = (await bus_status(REDIS_URL, prefix))["readers"]["r1"]
-        assert caught_up["lag_ms"] == {"book:BTC-USDC": 0, "trades:BTC-USDC": 0}
-        assert "r1" in format_status(await bus_status(REDIS_URL, prefix))
+    with trio.fail_after(90):
+        async with isolated_prefix() as prefix, redis_client(REDIS_URL) as client:
+            keys = Keys(prefix)
+            sink = RedisStreamsSink(client, keys=keys)
+            reader = BusFeed(client, ["BTC-USDC"], keys=keys, block=0.05, count=50, name="r1")
+            await reader.start()
+            await sink.publish(emitted[:200])
+            assert await reader.read_batch()
+            await reader.report_position()
+            await sink.publish(emitted[200:])
+            behind = (await bus_status(REDIS_URL, prefix))["readers"]["r1"]
+            assert behind["lag_ms"]["book:BTC-USDC"] > 0, behind
+            while await reader.read_batch():
+                pass
+            await reader.report_position()
+            caught_up = (await bus_status(REDIS_URL, prefix))["readers"]["r1"]
+            assert caught_up["lag_ms"] == {"book:BTC-USDC": 0, "trades:BTC-USDC": 0}
+            assert "r1" in format_status(await bus_status(REDIS_URL, prefix))
