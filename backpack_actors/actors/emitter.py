@@ -194,10 +194,14 @@ class _Batches:
             events = self._pop_many(self._limit)
             if events:
                 return events
-            try:
-                await self._sub._wait()
-            except trio.EndOfChannel:
-                raise StopAsyncIteration from None
+            sub = self._sub
+            # Subscription._wait inline (one coroutine less per wait).
+            if sub._closed:
+                raise StopAsyncIteration
+            if sub._waiter is not None:
+                raise trio.BusyResourceError(f"subscription {sub.name!r} already has a reader")
+            sub._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(sub._abort)
 
 
 EventQueue = Subscription

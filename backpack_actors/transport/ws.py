@@ -135,11 +135,21 @@ class WsprotoConnection:
             self._check_open()
         feed = self._reader.feed
         raw = self._raw
+        wait_readable = trio.lowlevel.wait_readable
         while True:
             data: bytes | bytearray
             try:
                 if self._initial:
                     data, self._initial = self._initial, b""
+                elif raw is not None and not self._more:
+                    # _receive_raw's common case inline (one coroutine less per read).
+                    await wait_readable(self._fd)
+                    try:
+                        data = raw.recv(RECEIVE_BYTES)
+                    except BlockingIOError:
+                        continue  # woken without data after all: wait again
+                    self._more = len(data) == RECEIVE_BYTES
+                    self._immediate = 0
                 elif raw is not None:
                     data = await self._receive_raw(raw)
                 else:

@@ -83,6 +83,19 @@ class FrameReader:
         # Parsed straight from the read's bytes: one slice and one decode per frame.
         pos = 0
         if not self._fragment_opcode:
+            if (
+                size > 4
+                and data[0] == 0x81
+                and data[1] == 126
+                and ((data[2] << 8) | data[3]) == size - 4 <= self.max_message
+            ):
+                # Exactly one frame of 126..65535 bytes (Backpack's are ~200): the most common
+                # read of all at real rates.
+                try:
+                    messages.append(data[4:].decode())
+                except UnicodeDecodeError:
+                    messages.append(data[4:])
+                return messages, pings, None
             append = messages.append
             while size - pos >= 4:
                 b1 = data[pos + 1]
