@@ -53,7 +53,7 @@ from backpack_actors.actors.messages import (
 )
 from backpack_actors.core.budget import TokenBucket
 from backpack_actors.core.clock import mono_ns, wall_ns_of
-from backpack_actors.core.wire import DepthSnapshot, RestTrade
+from backpack_actors.core.wire import DepthSnapshot, DepthSnapshotText, RestTrade
 from backpack_actors.errors import (
     ExchangeRequestError,
     ExchangeUnavailableError,
@@ -391,7 +391,9 @@ class RestActor:
                 self._done(job)
                 self._deliver(RestTrades(symbol, trades, self._wall_ns(), mono_ns()))
                 return
-            snapshot: DepthSnapshot = await self.call_once(what, lambda: self.client.depth(symbol))
+            snapshot: DepthSnapshotText | DepthSnapshot = await self.call_once(
+                what, lambda: self.client.depth(symbol)
+            )
         except (*_RETRYABLE, ExchangeRequestError) as exc:
             self._failed(job, exc)
             return
