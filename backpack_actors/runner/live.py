@@ -33,13 +33,25 @@ from backpack_actors.core.book import OrderBook
 from backpack_actors.core.events import (
     BookDelta,
     BookSnapshot,
+    BookTicker,
+    Candle,
     Event,
+    Liquidation,
+    MarkPrice,
+    OpenInterest,
     ProtocolErrorEvent,
     StatusEvent,
     StatusKind,
+    Ticker,
     Trade,
 )
 from backpack_actors.core.symbols import normalize
+
+try:
+    # The account channels' events, when the [private] extra is installed.
+    from backpack_actors.private.events import Balance, Fill, OrderUpdate, PositionUpdate
+except ImportError:  # pragma: no cover - depends on the installed extras
+    Balance = Fill = OrderUpdate = PositionUpdate = None  # type: ignore[assignment,misc]
 
 __all__ = ["LiveState", "LiveView", "SymbolView", "plain_lines", "render_live"]
 
@@ -65,6 +77,8 @@ class SymbolView:
     reconnects: int = 0
     decode_errors: int = 0
     last_status: str = ""
+    # The other channels' latest values, one short text each (book ticker, ticker, candle, ...).
+    channels: dict[str, str] = field(default_factory=dict)
 
     @property
     def gaps(self) -> int:
@@ -92,6 +106,13 @@ class LiveState:
         self._frames_at: dict[str, tuple[float, int]] = {}
         self.notices: deque[str] = deque(maxlen=_NOTICES)
         self.unprinted: list[str] = []
+        # The account channels: open orders (id -> text), positions (symbol -> text), balances,
+        # fills seen, and the private feed's last status.
+        self.orders: dict[str, str] = {}
+        self.positions: dict[str, str] = {}
+        self.balances: dict[str, str] = {}
+        self.fills = 0
+        self.account_status = ""
         for symbol in symbols:
             self.view(symbol)
 
@@ -116,6 +137,8 @@ class LiveState:
     def observe(self, event: Event) -> None:
         """Account one event."""
         self.events += 1
+        if self._observe_account(event):
+            return
         view = self.view(event.symbol)
         if isinstance(event, BookSnapshot):
             view.book.load(event.raw_bids, event.raw_asks)
@@ -138,6 +161,46 @@ class LiveState:
                 view.mode = "ws"
         elif isinstance(event, ProtocolErrorEvent):
             view.last_status = f"protocol error on {event.stream}: {event.reason}"
+        else:
+            text = _channel_text(event)
+            if text is not None:
+                view.channels[text[0]] = text[1]
+
+    def _observe_account(self, event: object) -> bool:
+        """The account channels' events (True when ``event`` was one)."""
+        if isinstance(event, StatusEvent) and event.symbol == "account":
+            self.account_status = f"{event.kind.value}: {event.reason}"
+            return True
+        if OrderUpdate is None:
+            return False
+        if isinstance(event, OrderUpdate):
+            if event.status in ("New", "PartiallyFilled", "TriggerPending"):
+                qty = "-" if event.quantity is None else format(event.quantity, "f")
+                done = "0" if event.executed_quantity is None else f"{event.executed_quantity:f}"
+                price = "market" if event.price is None else f"@{event.price:f}"
+                self.orders[event.order_id] = (
+                    f"{event.symbol} {event.side or ''} {done}/{qty} {price} {event.status}"
+                )
+            else:
+                self.orders.pop(event.order_id, None)
+            return True
+        if isinstance(event, PositionUpdate):
+            if event.net_quantity == 0:
+                self.positions.pop(event.symbol, None)
+            else:
+                entry = "-" if event.entry_price is None else f"{event.entry_price:f}"
+                pnl = "-" if event.unrealized_pnl is None else f"{event.unrealized_pnl:f}"
+                self.positions[event.symbol] = (
+                    f"{event.symbol} {event.net_quantity:f} entry {entry} unrealized {pnl}"
+                )
+            return True
+        if isinstance(event, Fill):
+            self.fills += 1
+            return True
+        if isinstance(event, Balance):
+            self.balances[event.asset] = f"{event.asset} {event.available:f} (+{event.locked:f})"
+            return True
+        return False
 
     def update_stats(self, stats: Mapping[str, Any], now: float) -> None:
         """Take counters from ``feed.statistics()`` at monotonic time ``now``."""
@@ -165,6 +228,40 @@ class LiveState:
             view.trade_gaps = int(sync.get("trades", {}).get("gaps", 0))
             view.resyncs = int(book.get("resyncs", 0))
             view.ready = sync.get("state") == "live"
+
+
+def _channel_text(event: object) -> tuple[str, str] | None:
+    """A stateless channel event as (label, short text) for its symbol's panel."""
+    if isinstance(event, BookTicker):
+        return (
+            "touch",
+            f"{event.raw_bid_size}@{event.raw_bid_price} / "
+            f"{event.raw_ask_size}@{event.raw_ask_price}",
+        )
+    if isinstance(event, Ticker):
+        return (
+            "24h",
+            f"last {event.raw_last} high {event.raw_high} low {event.raw_low} "
+            f"vol {event.raw_volume}",
+        )
+    if isinstance(event, Candle):
+        state = "closed" if event.closed else "open"
+        return (
+            f"candle {event.interval}",
+            f"O {event.raw_open} H {event.raw_high} L {event.raw_low} C {event.raw_close} "
+            f"V {event.raw_volume} ({state})",
+        )
+    if isinstance(event, MarkPrice):
+        funding = event.raw_funding_rate or "-"
+        return (
+            "mark",
+            f"{event.raw_mark_price} index {event.raw_index_price or '-'} funding {funding}",
+        )
+    if isinstance(event, OpenInterest):
+        return "open interest", event.raw_open_interest
+    if isinstance(event, Liquidation):
+        return "liquidation", f"{event.side.value} {event.raw_amount}@{event.raw_price}"
+    return None
 
 
 def _fmt(value: Decimal | str) -> str:
@@ -226,6 +323,8 @@ def _symbol_panel(view: SymbolView, levels: int) -> Panel:
     else:
         parts = [Spinner("dots", text=f"waiting for the {view.symbol} book…")]
     parts.append(_health_line(view))
+    if view.channels:
+        parts.append(Text("  ".join(f"{k} {v}" for k, v in view.channels.items()), style="cyan"))
     if view.last_status:
         parts.append(Text(view.last_status, style="dim"))
     return Panel(Group(*parts), title=title, title_align="left")
@@ -238,8 +337,30 @@ def render_live(state: LiveState) -> RenderableType:
         uptime = state.now - state.started_at
     header = Text(f"backpack_actors  events {state.events}  uptime {uptime:.0f} s", style="bold")
     notices = [Text(notice, style="yellow") for notice in state.notices]
-    panels = [_symbol_panel(view, state.levels) for view in state.symbols.values()]
+    panels: list[RenderableType] = [
+        _symbol_panel(view, state.levels) for view in state.symbols.values()
+    ]
+    account = _account_panel(state)
+    if account is not None:
+        panels.append(account)
     return Group(header, *notices, *panels)
+
+
+def _account_panel(state: LiveState) -> Panel | None:
+    """Open orders, positions and balances of the account channels (when there are any)."""
+    if not (state.orders or state.positions or state.balances or state.account_status):
+        return None
+    lines: list[RenderableType] = []
+    lines.append(Text(f"open orders {len(state.orders)}  fills {state.fills}", style="bold"))
+    lines.extend(Text(text) for text in list(state.orders.values())[:10])
+    if state.positions:
+        lines.append(Text("positions", style="bold"))
+        lines.extend(Text(text) for text in state.positions.values())
+    if state.balances:
+        lines.append(Text("balances (polled)  " + "  ".join(state.balances.values())))
+    if state.account_status:
+        lines.append(Text(state.account_status, style="dim"))
+    return Panel(Group(*lines), title="account", title_align="left")
 
 
 def plain_lines(state: LiveState) -> list[str]:
@@ -257,7 +378,10 @@ def plain_lines(state: LiveState) -> list[str]:
             f"lag {'-' if lag is None else f'{lag:.1f}ms'} book gaps {view.book_gaps} "
             f"trade gaps {view.trade_gaps} "
             f"resyncs {view.resyncs} reconnects {view.reconnects}"
+            + "".join(f" {k} {v}" for k, v in view.channels.items())
         )
+    if state.orders or state.positions:
+        lines.append(f"account open orders {len(state.orders)} positions {len(state.positions)}")
     return lines
 
 

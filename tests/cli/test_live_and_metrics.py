@@ -218,3 +218,66 @@ def test_metrics_names_and_values() -> None:
     ]
     for line in expected:
         assert line in text, line
+
+
+def test_live_view_shows_the_other_channels_and_the_account() -> None:
+    from decimal import Decimal
+
+    from backpack_actors.core.events import BookTicker, Candle, MarkPrice, Ticker
+    from backpack_actors.private import (
+        Balance,
+        OrderKind,
+        OrderUpdate,
+        PositionKind,
+        PositionUpdate,
+    )
+
+    state = LiveState(["BTC-USDC-PERP"], levels=2)
+    state.observe(
+        BookTicker("BTC-USDC-PERP", "BTC_USDC_PERP", 7, "100.5", "1.25", "100.7", "0.5", T0, T0, 0)
+    )
+    state.observe(
+        Ticker("BTC-USDC-PERP", "BTC_USDC_PERP", "99", "101", "98", "100.6", "12", "1200", 5, T0, 0)
+    )
+    state.observe(
+        Candle(
+            "BTC-USDC-PERP", "BTC_USDC_PERP", "1m", T0, T0 + 60_000_000, "100", "101", "99",
+            "100.6", "3", 4, False, T0, 0,
+        )
+    )  # fmt: skip
+    state.observe(
+        MarkPrice("BTC-USDC-PERP", "BTC_USDC_PERP", "100.55", "100.5", "0.0001", T0, T0, T0, 0)
+    )
+    order = OrderUpdate(
+        symbol="BTC-USDC-PERP", exchange_symbol="BTC_USDC_PERP", order_id="o1",
+        kind=OrderKind.NEW, event_type="orderAccepted", status="New", side="Bid",
+        quantity=Decimal("2"), executed_quantity=Decimal("0"), price=Decimal("99.5"),
+    )  # fmt: skip
+    state.observe(order)
+    state.observe(
+        PositionUpdate(
+            symbol="BTC-USDC-PERP", exchange_symbol="BTC_USDC_PERP", kind=PositionKind.OPENED,
+            net_quantity=Decimal("-0.5"), entry_price=Decimal("100.2"),
+        )
+    )  # fmt: skip
+    state.observe(
+        Balance(asset="USDC", available=Decimal("900"), locked=Decimal("199"), staked=Decimal(0))
+    )
+    console = Console(record=True, width=200, force_terminal=False, color_system=None)
+    console.print(render_live(state))
+    text = console.export_text()
+    assert "touch 1.25@100.5 / 0.5@100.7" in text
+    assert "24h last 100.6 high 101 low 98 vol 12" in text
+    assert "candle 1m O 100 H 101 L 99 C 100.6 V 3 (open)" in text
+    assert "mark 100.55 index 100.5 funding 0.0001" in text
+    assert "open orders 1" in text
+    assert "BTC-USDC-PERP Bid 0/2 @99.5 New" in text
+    assert "BTC-USDC-PERP -0.5 entry 100.2" in text
+    assert "USDC 900 (+199)" in text
+    # A filled order leaves the open orders.
+    import msgspec
+
+    state.observe(msgspec.structs.replace(order, status="Filled", kind=OrderKind.FILLED))
+    console = Console(record=True, width=200, force_terminal=False, color_system=None)
+    console.print(render_live(state))
+    assert "open orders 0" in console.export_text()
