@@ -156,7 +156,7 @@ async def bus_status(url: str, prefix: str = "bpa") -> dict[str, Any]:
                 row[f"{name}_length"] = int(await client.xlen(key))
                 newest = await client.xrevrange(key, count=1)
                 if newest:
-                    written = int(newest[0].field_values.get(b"t", b"0"))
+                    written = _written_us(newest[0].field_values)
                     row[f"{name}_age_ms"] = now_ms - written // 1000
                 groups = await client.xinfo_groups(key) if row[f"{name}_length"] else ()
                 row[f"{name}_groups"] = {
@@ -179,7 +179,7 @@ async def bus_status(url: str, prefix: str = "bpa") -> dict[str, Any]:
             for key, read_us in streams.items():
                 newest = await client.xrevrange(key, count=1)
                 if newest:
-                    written = int(newest[0].field_values.get(b"t", b"0"))
+                    written = _written_us(newest[0].field_values)
                     lag[key.removeprefix(f"{prefix}:")] = max(0, (written - int(read_us)) // 1000)
             readers[_text(reader)] = {"seen_ms_ago": now_ms - seen_ms, "lag_ms": lag}
         return {"publishers": publishers, "symbols": rows, "readers": readers}
@@ -233,6 +233,15 @@ async def _read(args: argparse.Namespace, out: IO[str]) -> None:
                 out.flush()
                 if remaining is not None and remaining <= 0:
                     return
+
+
+def _written_us(fields: Any) -> int:
+    from backpack_actors.bus.schema import parse_meta
+
+    try:
+        return parse_meta(fields).written_us
+    except (KeyError, ValueError):
+        return 0
 
 
 def _text(value: object) -> str:

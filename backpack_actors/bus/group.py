@@ -26,7 +26,7 @@ import msgspec
 import trio
 
 from backpack_actors.bus.reader import bus_symbol
-from backpack_actors.bus.schema import Keys, decode_payload
+from backpack_actors.bus.schema import Keys, decode_payload, parse_meta
 from backpack_actors.core.events import Event
 
 __all__ = ["BusGroupReader", "GroupEntry", "open_bus_group"]
@@ -139,9 +139,8 @@ class BusGroupReader:
         fields = cast(dict[bytes, bytes], entry.field_values)  # type: ignore[attr-defined]
         ident = entry.identifier  # type: ignore[attr-defined]
         try:
-            epoch = int(fields[b"e"])
-            kind = fields[b"k"]
-            event = decode_payload(fields[b"d"], fields.get(b"f", b"j"))
+            epoch, _seq, kind, codec, _written = parse_meta(fields)
+            event = decode_payload(fields[b"d"], codec)
         except (KeyError, ValueError, msgspec.ValidationError, msgspec.DecodeError):
             return None
         if epoch < self._epochs.get(key, 0) or kind == b"c":

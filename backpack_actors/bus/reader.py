@@ -34,7 +34,7 @@ import coredis
 import msgspec
 import trio
 
-from backpack_actors.bus.schema import Keys, decode_payload, is_resync_point
+from backpack_actors.bus.schema import Keys, decode_payload, is_resync_point, parse_meta
 from backpack_actors.core.events import (
     BookDelta,
     BookSnapshot,
@@ -175,15 +175,18 @@ class BusFeed:
                 return None
             for entry in entries:
                 fields = cast(dict[bytes, bytes], entry.field_values)
-                kind = fields.get(b"k", b"")
-                if kind == b"c" or b'"type":"book_snapshot"' in fields.get(b"d", b"")[:40]:
+                try:
+                    meta = parse_meta(fields)
+                except (KeyError, ValueError):
+                    continue
+                if meta.kind == b"c" or b'"type":"book_snapshot"' in fields.get(b"d", b"")[:40]:
                     return bytes(entry.identifier)  # type: ignore[arg-type]
-                if fields.get(b"f") == b"m":
+                if meta.codec == b"m":
                     try:
                         event = decode_payload(fields[b"d"], b"m")
                     except (msgspec.ValidationError, msgspec.DecodeError, KeyError):
                         continue
-                    if is_resync_point(kind, event):
+                    if is_resync_point(meta.kind, event):
                         return bytes(entry.identifier)  # type: ignore[arg-type]
             last = entries[-1].identifier
             end = "(" + (last.decode() if isinstance(last, bytes) else str(last))
@@ -268,11 +271,9 @@ class BusFeed:
         self, key: str, symbol: str, fields: dict[bytes, bytes], out: list[Event]
     ) -> tuple[int, int, bytes, Event] | None:
         try:
-            epoch = int(fields[b"e"])
-            seq = int(fields[b"s"])
-            kind = fields[b"k"]
-            event = decode_payload(fields[b"d"], fields.get(b"f", b"j"))
-            self.last_entry_us[key] = int(fields.get(b"t", b"0"))
+            epoch, seq, kind, codec, written_us = parse_meta(fields)
+            event = decode_payload(fields[b"d"], codec)
+            self.last_entry_us[key] = written_us
         except (KeyError, ValueError, msgspec.ValidationError, msgspec.DecodeError) as exc:
             self.stats.undecodable += 1
             excerpt = repr(fields.get(b"d", b""))[:120]

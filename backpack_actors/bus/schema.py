@@ -5,20 +5,24 @@ status events about books, in the feed's order) and ``{prefix}:trades:{symbol}``
 status events about trades: ``trade_gap``, ``trades_backfilled``, ``trade_id_reset``,
 ``consumer_overflow``), plus ``{prefix}:channels:{symbol}`` for the symbol's other channels
 (tickers, candles, mark prices, ...), and one ``{prefix}:status`` stream with a copy of every
-status and protocol-error event. Every entry has these fields:
+status and protocol-error event. Every entry has two fields:
 
-``e``  the publisher's fencing epoch for the symbol (an integer, increasing per handover)
-``s``  the entry's sequence number in its stream, counted by the publisher (1, 2, ...)
-``k``  ``e`` for a feed event, ``c`` for a checkpoint (a whole book the publisher wrote so a
-       reader can start or resync there without a REST call)
-``f``  the payload codec: ``j`` (the JSON Lines object) or ``m`` (the same object as msgpack)
-``t``  the publisher's wall time at writing, integer microseconds (for lag and latency)
+``m``  its metadata, five ASCII words separated by spaces:
+       the publisher's fencing epoch for the symbol (an integer, increasing per handover);
+       the entry's sequence number in its stream, counted by the publisher (1, 2, ...);
+       ``e`` for a feed event or ``c`` for a checkpoint (a whole book the publisher wrote so a
+       reader can start or resync there without a REST call);
+       the payload codec, ``j`` (the JSON Lines object) or ``m`` (the same object as msgpack);
+       the publisher's wall time at writing, integer microseconds (for lag and latency)
 ``d``  the payload: the event in the JSONL schema of :mod:`backpack_actors.sinks.jsonl`
+
+(One metadata field instead of five: appending an entry costs about half as much.)
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 
@@ -37,9 +41,12 @@ __all__ = [
     "TRADE_STATUS_KINDS",
     "Codec",
     "Keys",
+    "Meta",
     "decode_payload",
+    "encode_meta",
     "encode_payload",
     "is_resync_point",
+    "parse_meta",
 ]
 
 Codec = Literal["json", "msgpack"]
@@ -147,6 +154,26 @@ def decode_payload(data: bytes, codec: bytes | str) -> Event:
     fields = {names.get(key, key): value for key, value in body.items()}
     event: Event = msgspec.convert(fields, cls)
     return event
+
+
+class Meta(NamedTuple):
+    """An entry's ``m`` field."""
+
+    epoch: int
+    seq: int
+    kind: bytes
+    codec: bytes
+    written_us: int
+
+
+def encode_meta(epoch: int, seq: int, kind: bytes, codec: bytes, written_us: int) -> bytes:
+    return b"%d %d %s %s %d" % (epoch, seq, kind, codec, written_us)
+
+
+def parse_meta(fields: Mapping[bytes, bytes]) -> Meta:
+    """The entry's metadata; ``ValueError``/``KeyError`` when it has none that parses."""
+    epoch, seq, kind, codec, written = fields[b"m"].split(b" ")
+    return Meta(int(epoch), int(seq), kind, codec, int(written))
 
 
 def is_resync_point(kind: bytes | str, event: Event) -> bool:

@@ -34,7 +34,7 @@ import coredis.exceptions
 import trio
 from coredis.retry import NoRetryPolicy
 
-from backpack_actors.bus.schema import Codec, Keys, encode_payload
+from backpack_actors.bus.schema import Codec, Keys, encode_meta, encode_payload
 from backpack_actors.core.book import OrderBook
 from backpack_actors.core.events import (
     BookDelta,
@@ -138,15 +138,22 @@ class StaticOwnership:
 
 
 class _Entry:
-    __slots__ = ("book_data", "fields", "key", "maxlen", "symbol")
+    __slots__ = ("book_data", "epoch", "fields", "key", "maxlen", "symbol")
 
     def __init__(
-        self, key: str, fields: dict[str, bytes], maxlen: int, symbol: str, book_data: bool
+        self,
+        key: str,
+        fields: dict[str, bytes],
+        maxlen: int,
+        symbol: str,
+        epoch: int,
+        book_data: bool,
     ) -> None:
         self.key = key
         self.fields = fields
         self.maxlen = maxlen
         self.symbol = symbol
+        self.epoch = epoch
         # A book snapshot, delta or checkpoint: replaced by a checkpoint if its write fails.
         self.book_data = book_data
 
@@ -281,11 +288,7 @@ class RedisStreamsSink:
         seq = self._seq.get(key, 0) + 1
         self._seq[key] = seq
         fields = {
-            "e": str(epoch).encode(),
-            "s": str(seq).encode(),
-            "k": kind,
-            "f": self._codec_tag,
-            "t": str(int(self._wall() * 1_000_000)).encode(),
+            "m": encode_meta(epoch, seq, kind, self._codec_tag, int(self._wall() * 1_000_000)),
             "d": encode_payload(event, self.codec),
         }
         if key == self.keys.status:
@@ -296,7 +299,7 @@ class RedisStreamsSink:
             maxlen = self.channels_maxlen
         else:
             maxlen = self.book_maxlen
-        return _Entry(key, fields, maxlen, symbol, book_data)
+        return _Entry(key, fields, maxlen, symbol, epoch, book_data)
 
     def _checkpoint(self, symbol: str, state: _Symbol, epoch: int) -> _Entry:
         bids, asks = state.book.depth()
@@ -424,8 +427,7 @@ class RedisStreamsSink:
             args: list[bytes | str | int] = [len(group)]
             for entry in group:
                 fence = self.keys.epoch(entry.symbol) if entry.key != self.keys.status else ""
-                epoch = entry.fields["e"]
-                args += [entry.key, entry.maxlen, fence, epoch, len(entry.fields)]
+                args += [entry.key, entry.maxlen, fence, entry.epoch, len(entry.fields)]
                 for name, value in entry.fields.items():
                     args += [name, value]
             fenced = await self.client.eval(

@@ -15,6 +15,7 @@ import trio
 
 from backpack_actors.bus import open_bus_feed
 from backpack_actors.bus.cli import bus_status
+from backpack_actors.bus.schema import parse_meta
 from backpack_actors.core.events import BookDelta, Event, StatusEvent, StatusKind
 from backpack_actors.sim.server import open_simulator
 from tests.bus.helpers import REDIS_URL, Books, Watch, isolated_prefix
@@ -143,8 +144,9 @@ async def _raw_epochs(prefix: str) -> list[tuple[int, bytes]]:
     out = []
     for entry in entries:
         fields = entry.field_values
-        kind = fields[b"k"]
+        meta = parse_meta(fields)
+        kind = meta.kind
         if kind == b"e" and b'"type":"book_snapshot"' in fields[b"d"][:40]:
             kind = b"snapshot"
-        out.append((int(fields[b"e"]), kind))  # type: ignore[call-overload]
+        out.append((meta.epoch, kind))
     return out
