@@ -281,3 +281,16 @@ def test_live_view_shows_the_other_channels_and_the_account() -> None:
     console = Console(record=True, width=200, force_terminal=False, color_system=None)
     console.print(render_live(state))
     assert "open orders 0" in console.export_text()
+
+
+def test_every_channel_has_its_events_counter_from_the_start() -> None:
+    from backpack_actors.core.events import BookTicker
+
+    metrics = FeedMetrics()
+    metrics.observe(
+        BookTicker("BTC-USDC", "BTC_USDC", 7, "100.5", "1.25", "100.7", "0.5", T0, T0, 0)
+    )
+    text = generate_latest(metrics.registry).decode()
+    assert 'backpack_events_total{type="book_ticker"} 1.0' in text
+    for kind in ("ticker", "candle", "mark_price", "open_interest", "liquidation", "fill"):
+        assert f'backpack_events_total{{type="{kind}"}} 0.0' in text, kind
