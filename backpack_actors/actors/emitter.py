@@ -179,11 +179,12 @@ class Subscription:
 class _Batches:
     """What :meth:`Subscription.batches` returns."""
 
-    __slots__ = ("_limit", "_pop_many", "_sub")
+    __slots__ = ("_limit", "_pop_many", "_queue", "_sub")
 
     def __init__(self, sub: Subscription, limit: int) -> None:
         self._sub = sub
         self._limit = limit
+        self._queue = sub._queue
         self._pop_many = sub._queue.pop_many
 
     def __aiter__(self) -> _Batches:
@@ -191,9 +192,11 @@ class _Batches:
 
     async def __anext__(self) -> list[Event]:
         while True:
-            events = self._pop_many(self._limit)
-            if events:
-                return events
+            # An empty queue goes straight to waiting (a length costs less than an empty pop).
+            if len(self._queue):
+                events = self._pop_many(self._limit)
+                if events:
+                    return events
             sub = self._sub
             # Subscription._wait inline (one coroutine less per wait).
             if sub._closed:
@@ -253,9 +256,19 @@ class Emitter:
         """Hand ``events`` to every subscriber (each copies what it keeps)."""
         if not events:
             return
-        self.published += len(events)
+        count = len(events)
+        self.published += count
+        reschedule = trio.lowlevel.reschedule
         for sub in self._subs:
-            sub.offer_many(events)
+            # Subscription.offer_many inline: this runs once per socket read.
+            if sub._closed:
+                continue
+            sub.published += count
+            sub._queue.offer_many(events)
+            waiter = sub._waiter
+            if waiter is not None:
+                sub._waiter = None
+                reschedule(waiter)
 
     def close(self) -> None:
         """End every subscription (readers drain what is queued, then stop)."""

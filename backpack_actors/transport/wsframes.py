@@ -12,6 +12,8 @@ at most ``max_fragments`` frames; the unparsed remainder is at most one frame.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = ["MAX_FRAGMENTS", "FrameReader", "WsProtocolError"]
 
 _TEXT, _BINARY, _CONTINUATION, _CLOSE, _PING, _PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
@@ -64,16 +66,15 @@ class FrameReader:
 
     def feed(
         self, data: bytes | bytearray
-    ) -> tuple[list[str | bytes], list[bytes], tuple[int, str] | None]:
+    ) -> tuple[list[str | bytes], Sequence[bytes], tuple[int, str] | None]:
         """Messages completed by ``data``, ping payloads, and ``(code, reason)`` if closed."""
         messages: list[str | bytes] = []
-        pings: list[bytes] = []
         buf = self._buffer
         if buf:
             buf += data
             if len(buf) < self._need:
                 # A large frame still arriving: nothing to parse yet (no copy per read).
-                return messages, pings, None
+                return messages, (), None
             data = bytes(buf)
             buf.clear()
         elif type(data) is not bytes:
@@ -95,7 +96,7 @@ class FrameReader:
                     messages.append(data[4:].decode())
                 except UnicodeDecodeError:
                     messages.append(data[4:])
-                return messages, pings, None
+                return messages, (), None
             append = messages.append
             while size - pos >= 4:
                 b1 = data[pos + 1]
@@ -115,7 +116,8 @@ class FrameReader:
                     append(data[start:end])
                 pos = end
             if pos == size:
-                return messages, pings, None
+                return messages, (), None
+        pings: list[bytes] = []
         try:
             close = self._parse(data, pos, messages, pings)
         except WsProtocolError as exc:

@@ -252,4 +252,4 @@ def test_a_message_in_the_most_fragments_allowed_comes_out_whole() -> None:
     wire = _frame(0x01, b"<") + _frame(0x00, b"x") * (MAX_FRAGMENTS - 2) + _frame(0x80, b">")
     messages, pings, close = reader.feed(wire)
     assert messages == ["<" + "x" * (MAX_FRAGMENTS - 2) + ">"]
-    assert (pings, close) == ([], None)
+    assert (list(pings), close) == ([], None)
