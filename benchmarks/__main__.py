@@ -15,6 +15,8 @@ Parts (``--only scale,plumbing,core,e2e``; default all, in this order):
 - ``bus``: the Redis Streams bus — publish throughput (JSON vs msgpack, batching on/off, beside
   the JSONL sink) and feed -> Redis -> reader latency (``benchmarks/bus.py``; needs the Redis at
   ``BUS_REDIS_URL``, default ``redis://127.0.0.1:6379/0``).
+- ``startup``: client CPU per REST depth snapshot to a ready book, ccxt's path against ours
+  (``benchmarks/startup.py``).
 
 Numbers are medians of interleaved repetitions; compare ratios from the same run. A path whose
 final book (or event stream) differs from the generator's ground truth fails the run.
@@ -139,7 +141,7 @@ def _end_to_end(args: argparse.Namespace, report: Report) -> None:
         report.e2e_skipped(f"the loopback run failed: {exc!r}")
 
 
-PARTS = ("scale", "plumbing", "core", "e2e", "bus", "export")
+PARTS = ("scale", "plumbing", "core", "e2e", "bus", "export", "startup")
 
 
 def _load() -> str:
@@ -273,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print("export: Parquet and Tardis CSV throughput and size ...", flush=True)
         export.run(report, quick=args.quick, seed=args.seed)
+        print(report.last_section(), flush=True)
+    if "startup" in parts:
+        from benchmarks import startup
+
+        print("startup: REST depth snapshot -> ready book, ccxt's path vs ours ...", flush=True)
+        startup.run_report(report, quick=args.quick, seed=args.seed)
         print(report.last_section(), flush=True)
     facts["load"] += f", {_load()} at the end"
 
