@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.sessions = ["tests"]
@@ -44,7 +46,8 @@ def fuzz(session: nox.Session) -> None:
     """
     if session.venv_backend != "none":
         session.install("-e", ".[test,fuzz]")
-    examples = session.env.get("FUZZ_EXAMPLES", "850")
+    # The caller's environment (session.env holds only the session's own variables).
+    examples = os.environ.get("FUZZ_EXAMPLES", "850")
     session.run(
         "pytest",
         "tests/fuzz",
@@ -59,8 +62,8 @@ def fuzz(session: nox.Session) -> None:
         "-m",
         "tests.fuzz.targets.run",
         env={
-            "FUZZ_RUNS": session.env.get("FUZZ_RUNS", "20000"),
-            "FUZZ_SECONDS": session.env.get("FUZZ_SECONDS", "120"),
+            "FUZZ_RUNS": os.environ.get("FUZZ_RUNS", "20000"),
+            "FUZZ_SECONDS": os.environ.get("FUZZ_SECONDS", "120"),
         },
     )
 
