@@ -10,9 +10,32 @@ in a consumer group with :func:`open_bus_group`. Needs the
 
 from __future__ import annotations
 
-from backpack_actors.bus.group import BusGroupReader, GroupEntry, open_bus_group
-from backpack_actors.bus.reader import BusFeed, BusStats, open_bus_feed
-from backpack_actors.bus.schema import Keys
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backpack_actors.bus.group import BusGroupReader, GroupEntry, open_bus_group
+    from backpack_actors.bus.reader import BusFeed, BusStats, open_bus_feed
+    from backpack_actors.bus.schema import Keys
+
+# Imported on first use: the CLI imports ``backpack_actors.bus.cli`` for its options, and that
+# must not need coredis (the ``redis`` extra) unless a bus command runs.
+_WHERE = {
+    "BusGroupReader": "group",
+    "GroupEntry": "group",
+    "open_bus_group": "group",
+    "BusFeed": "reader",
+    "BusStats": "reader",
+    "open_bus_feed": "reader",
+    "Keys": "schema",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 __all__ = [
     "BusFeed",
