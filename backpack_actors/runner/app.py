@@ -110,6 +110,9 @@ class RunOptions:
     """More sinks as ``KIND:TARGET`` specs (``parquet:DIR``), each its own subscriber."""
 
 
+_CORE_TYPES = ("trade", "book_snapshot", "book_delta", "status", "protocol_error")
+
+
 @dataclass
 class RunSummary:
     """What a run did; :meth:`line` is the one-line summary printed on exit."""
@@ -151,7 +154,12 @@ class RunSummary:
 
     def line(self) -> str:
         """``summary: 1234 events (trades 10, ...), gaps 0, resyncs 0, reconnects 0 in 5.0 s``."""
-        kinds = ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in self.by_type.items())
+        # The five core types always (a zero says something); the other channels when seen.
+        kinds = ", ".join(
+            f"{name.replace('_', ' ')} {n}"
+            for name, n in self.by_type.items()
+            if n or name in _CORE_TYPES
+        )
         lost = f", dropped {self.dropped} (reported)" if self.dropped else ""
         unwritten = f", unwritten {self.unwritten}" if self.unwritten else ""
         return (
