@@ -185,6 +185,13 @@ SEQUENCE_RESET_RUN = 100
 """Consecutive LIVE deltas at or below the last applied id taken as a sequence reset."""
 
 MAX_BUFFER_LEVELS = 500_000
+"""Default budget of levels held in the pending-delta buffer while a snapshot is outstanding.
+
+The count bound alone allows 10,000 deltas of up to 4 MB each (40 GB). A buffered level costs
+~170 bytes (a tuple and two short strings), so 500,000 levels is ~85 MB for one symbol in the
+worst case, while it still holds minutes of the busiest book's real flow (a few thousand levels
+a second), far longer than a snapshot takes to arrive.
+"""
 
 SNAPSHOT_SIDE_CAP = 1000
 """Levels per side a REST ``/depth`` answer carries at most (Backpack's default and maximum
@@ -208,15 +215,6 @@ def _window_bound(levels: _SnapshotLevels, cap: int, lowest: bool) -> Decimal | 
         return None
     prices = [p if isinstance(p, Decimal) else Decimal(p) for p, _size in levels]
     return min(prices) if lowest else max(prices)
-
-
-"""Default budget of levels held in the pending-delta buffer while a snapshot is outstanding.
-
-The count bound alone allows 10,000 deltas of up to 4 MB each (40 GB). A buffered level costs
-~170 bytes (a tuple and two short strings), so 500,000 levels is ~85 MB for one symbol in the
-worst case, while it still holds minutes of the busiest book's real flow (a few thousand levels
-a second), far longer than a snapshot takes to arrive.
-"""
 
 
 def _levels(delta: DepthDelta) -> int:
