@@ -119,7 +119,8 @@ def _snapshot(last: int, source: Input) -> wire.DepthSnapshot | None:
 
 
 def book_sync(data: bytes) -> None:
-    """Stream starts, deltas (in order, duplicated, gapped, stale, malformed) and snapshots."""
+    """Stream starts, deltas (in order, duplicated, gapped, stale, malformed), snapshots,
+    window refetches, REST-only polls and failures."""
     source = Input(data)
     sync: BookSync[wire.DepthEvent] = BookSync(
         SYM, max_buffer=MAX_BUFFER, max_buffer_levels=MAX_BUFFER_LEVELS, bounds=BOUNDS
@@ -127,11 +128,14 @@ def book_sync(data: bytes) -> None:
     epoch = 0
     head = 100
     while source.remaining:
-        op = source.below(16)
+        op = source.below(17)
         actions: Sequence[object]
         if op == 0:
             epoch += 1
             actions = sync.stream_started(epoch)
+        elif op == 16:
+            # A window refetch: the next snapshot is caught up with the deltas since.
+            actions = sync.request_window()
         elif op <= 9:
             # Mostly the next update, sometimes a merge, a repeat, a gap or a jump back.
             step = source.pick([1, 1, 1, 1, 0, -1, 2, 5, -200, 1000])
