@@ -134,7 +134,7 @@ def _ready_reconciler(
     holder.append(reconciler)
     reconciler.handle(StreamStarted(symbol, EPOCH))
     snapshot = decode_depth_snapshot(workload.snapshot_json, symbol)
-    reconciler.handle(SnapshotReady(symbol, snapshot, "initial", time.time()))
+    reconciler.handle(SnapshotReady(symbol, snapshot, "initial", time.time_ns()))
     consumer = _Consumer()
     if queue is not None:
         while (event := queue.get_nowait()) is not None:
@@ -168,7 +168,7 @@ def _ours(workload: Workload, batch: int, capacity: int, one_by_one: bool) -> Ou
     get = queue.get_nowait
     get_batch = queue.get_batch_nowait
     take = consumer.take
-    wall = time.time
+    wall = time.time_ns
     gc.collect()
     start = time.perf_counter()
     if one_by_one:
@@ -306,7 +306,7 @@ def _stage_reconciler(
     symbol = workload.symbol
     batches = [list(decoded[i : i + batch]) for i in range(0, len(decoded), batch)]
     on_frames = reconciler.on_frames
-    wall = time.time
+    wall = time.time_ns
     gc.collect()
     start = time.perf_counter()
     if queue is None:
@@ -505,7 +505,7 @@ def _latency_ours(workload: Workload) -> tuple[list[int], OursRun]:
     get = queue.get_nowait
     take = consumer.take
     clock = time.perf_counter_ns
-    wall = time.time
+    wall = time.time_ns
     samples: list[int] = []
     append = samples.append
     gc.collect()

@@ -143,7 +143,7 @@ async def _run(frames: int, seed: int, capacity: int) -> dict[str, Any]:
     async def produce() -> None:
         reconciler.handle(StreamStarted(symbol, 1))
         snapshot = decode_depth_snapshot(gen.snapshot_json(), symbol)
-        reconciler.handle(SnapshotReady(symbol, snapshot, "initial", time.time()))
+        reconciler.handle(SnapshotReady(symbol, snapshot, "initial", time.time_ns()))
         on_frames = reconciler.on_frames
         quarter = frames // 4
         done = 0
@@ -154,7 +154,7 @@ async def _run(frames: int, seed: int, capacity: int) -> dict[str, Any]:
             decoded, errors = decode_read(symbol, chunk)
             if errors:
                 raise BenchmarkFailure(f"memory run: undecodable frames {errors[:2]}")
-            on_frames(symbol, 1, decoded, time.time())
+            on_frames(symbol, 1, decoded, time.time_ns())
             done += len(chunk)
             if done >= next_mark:
                 marks.append((f"{round(100 * done / frames)}%", done, rss_kib()))
