@@ -53,7 +53,6 @@ __all__ = [
     "Channel",
     "ChannelError",
     "builders_for",
-    "candle_intervals",
     "channel_of",
     "global_streams",
     "interval_of",
@@ -515,8 +514,3 @@ def builders_for(names: Sequence[str]) -> dict[type, Builder]:
         if channel.build is not None and channel.wire_type is not None:
             out[channel.wire_type] = channel.build
     return out
-
-
-def candle_intervals(names: Iterable[str]) -> frozenset[str]:
-    """The candle intervals asked for (a kline of another interval is not published)."""
-    return frozenset(n.partition(":")[2] for n in names if n.startswith("candles:"))
