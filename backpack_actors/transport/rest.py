@@ -26,6 +26,7 @@ import trio
 
 from backpack_actors.core.symbols import MarketTable
 from backpack_actors.core.wire import (
+    DepthSnapshot,
     DepthSnapshotText,
     MarkPrice,
     OpenInterest,
@@ -67,7 +68,9 @@ class RestClient(Protocol):
 
     async def load_markets(self) -> MarketTable: ...
 
-    async def depth(self, exchange_symbol: str) -> DepthSnapshotText: ...
+    async def depth(self, exchange_symbol: str) -> DepthSnapshotText | DepthSnapshot:
+        """Ours give text levels; a client giving ``Decimal`` ones works the same."""
+        ...
 
     async def recent_trades(self, exchange_symbol: str, limit: int) -> list[RestTrade]: ...
 
