@@ -528,17 +528,18 @@ class ConnectionActor:
         # subscription is reported (never fatal: other markets on this connection are fine),
         # other events and other markets' frames are ignored.
         if data is not None:
-            if data.symbol in self._gone:
-                return  # in flight when it was unsubscribed: expected, nothing to report
             if type(data) is LiquidationEvent:
                 # One stream carries every market's liquidations: the feed's markets on other
-                # connections get theirs from here, the rest are not ours (expected).
+                # connections (or that left this one) get theirs from here; the rest are not
+                # ours (expected).
                 if data.symbol in self._reconciler:
                     raw_run = (raw,) if self.settings.record_raw else ()
                     self._reconciler.on_frames(
                         data.symbol, 0, [data], self._wall_ns(), raw_run, mono_ns()
                     )
                 return
+            if data.symbol in self._gone:
+                return  # in flight when it was unsubscribed: expected, nothing to report
             # Ids are per market: another market's frame must never touch a book, and a
             # connection that delivers what it did not subscribe is worth a report.
             self.health.decode_errors += 1

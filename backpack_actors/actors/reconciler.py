@@ -50,6 +50,7 @@ from backpack_actors.core.events import (
     BookSnapshot,
     BookTicker,
     Event,
+    IntervalSnapshot,
     ProtocolErrorEvent,
     Side,
     StatusEvent,
@@ -402,12 +403,18 @@ class Reconciler:
         # The consumer asked for a depth: its levels must lie inside the valid window; once they
         # would not, fetch a snapshot to renew it (published snapshots never include levels
         # beyond the window meanwhile, see _snapshot).
+        # Only recorded state decides (not ``snapshot_pending``, which unrecorded refresh timers
+        # touch): BookSync itself allows one refetch at a time, spaced on engine time.
         sync = state.book
-        if state.snapshot_pending is not None or state.mode == "rest":
+        floor, ceiling = sync.bid_floor, sync.ask_ceiling
+        if (floor is None and ceiling is None) or state.mode == "rest":
             return
-        if sync.bid_floor is None and sync.ask_ceiling is None:
-            return
-        if not sync.book.within(self._need_depth, sync.bid_floor, sync.ask_ceiling):
+        # O(1): the n-th best level of each bounded side must lie inside the window.
+        n = self._need_depth
+        bids, asks = sync.book._bids.prices, sync.book._asks.prices
+        if (floor is not None and (len(bids) < n or bids[-n] < floor)) or (
+            ceiling is not None and (len(asks) < n or asks[n - 1] > ceiling)
+        ):
             self._book_actions(state, sync.request_window())
 
     def _interval_snapshot(self, state: _Symbol, engine_time: int) -> None:
@@ -423,14 +430,22 @@ class Reconciler:
             and sync.last_update_id is not None
             and self._want_books
         ):
+            view = self._snapshot(
+                state, sync.last_update_id, "interval", boundary, depth=self._interval_depth
+            )
             self._out.append(
-                self._snapshot(
-                    state,
-                    sync.last_update_id,
-                    "interval",
-                    boundary,
+                IntervalSnapshot(
+                    symbol=view.symbol,
+                    exchange_symbol=view.exchange_symbol,
+                    update_id=view.update_id,
+                    raw_bids=view.raw_bids,
+                    raw_asks=view.raw_asks,
+                    engine_time_us=boundary,
+                    received_at_ns=view.received_at_ns,
                     depth=self._interval_depth,
-                    force=False,
+                    valid_bid_floor=view.valid_bid_floor,
+                    valid_ask_ceiling=view.valid_ask_ceiling,
+                    received_mono_ns=view.received_mono_ns,
                 )
             )
         state.next_boundary = boundary + interval
@@ -698,7 +713,6 @@ class Reconciler:
         *,
         age_us: int | None = None,
         depth: int | None = -1,
-        force: bool = True,
     ) -> BookSnapshot:
         sync = state.book
         book = sync.book
@@ -724,7 +738,6 @@ class Reconciler:
             age_us=age_us,
             valid_bid_floor=None if floor is None else format(floor, "f"),
             valid_ask_ceiling=None if ceiling is None else format(ceiling, "f"),
-            force=force,
             received_mono_ns=state.rx_mono,
         )
 

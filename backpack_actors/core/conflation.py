@@ -47,6 +47,7 @@ from backpack_actors.core.events import (
     BookTicker,
     Candle,
     Event,
+    IntervalSnapshot,
     Liquidation,
     MarkPrice,
     OpenInterest,
@@ -82,7 +83,7 @@ class ConflatedMarker:
         return f"ConflatedMarker({self.symbol!r}, absorbed={self.absorbed})"
 
 
-_LATEST_KINDS = frozenset({BookTicker, Ticker, MarkPrice, OpenInterest, Candle})
+_LATEST_KINDS = frozenset({BookTicker, Ticker, MarkPrice, OpenInterest, Candle, IntervalSnapshot})
 
 
 def _latest_key(event: Event) -> tuple[object, ...]:
@@ -172,6 +173,9 @@ class SubscriberQueue:
         self._conflating: dict[str, ConflatedMarker] = {}
         self._overflow: dict[str, OverflowMarker] = {}
         self._latest: dict[tuple[object, ...], LatestMarker] = {}
+        # Per symbol, the keys of its latest-value markers: an event of the symbol queued after
+        # a marker retires it (the marker keeps its value), so per-symbol order is kept.
+        self._latest_of: dict[str, list[tuple[object, ...]]] = {}
         # drop_oldest only: the queued trades in order, and the ids of those dropped in place
         # (skipped when popped), so dropping the oldest trade is O(1) whatever is queued.
         self._trades: deque[Trade] = deque()
@@ -210,6 +214,8 @@ class SubscriberQueue:
         """Queue one event under the policy."""
         items = self._items
         kind = type(event)
+        if self._latest_of and kind not in _LATEST_KINDS:
+            self._retire_latest(event.symbol)
         if kind is BookDelta or kind is BookSnapshot:
             symbol = event.symbol
             marker = self._conflating.get(symbol)
@@ -236,6 +242,9 @@ class SubscriberQueue:
             if self.trade_policy == "drop_oldest":
                 self._trades.append(event)
         elif kind in _LATEST_KINDS:
+            # Invariant: a marker still taking values is the last queued item of its symbol
+            # (anything else of the symbol queued later retires it), so replacing its value in
+            # place never lets a newer value overtake an older event of the same symbol.
             key = _latest_key(event)
             latest = self._latest.get(key)
             if latest is not None:
@@ -243,9 +252,13 @@ class SubscriberQueue:
                 latest.absorbed += 1
                 self.conflated_latest += 1
                 return
+            if self._latest_of:
+                self._retire_latest(event.symbol)
             if len(items) - len(self._dead) >= self.book_limit:
-                self._latest[key] = LatestMarker(key, event)
-                items.append(self._latest[key])
+                latest = LatestMarker(key, event)
+                self._latest[key] = latest
+                self._latest_of[event.symbol] = [key]
+                items.append(latest)
                 self._note_depth()
                 return
         elif kind is Liquidation:
@@ -262,6 +275,12 @@ class SubscriberQueue:
         # (Not ``items``: making room may have compacted the deque into a new one.)
         self._items.append(event)
         self._note_depth()
+
+    def _retire_latest(self, symbol: str) -> None:
+        keys = self._latest_of.pop(symbol, None)
+        if keys:
+            for key in keys:
+                self._latest.pop(key, None)
 
     def _make_room_for_trade(self, trade: Trade) -> bool:
         """A full queue and a trade to queue: apply the trade policy; True to queue ``trade``."""
@@ -346,7 +365,13 @@ class SubscriberQueue:
             return self._snapshot_of(item.symbol)
         if kind is LatestMarker:
             assert isinstance(item, LatestMarker)
-            del self._latest[item.key]
+            if self._latest.get(item.key) is item:
+                del self._latest[item.key]
+                keys = self._latest_of.get(item.event.symbol)
+                if keys is not None and item.key in keys:
+                    keys.remove(item.key)
+                    if not keys:
+                        del self._latest_of[item.event.symbol]
             return item.event
         if kind is OverflowMarker:
             assert isinstance(item, OverflowMarker)

@@ -24,6 +24,7 @@ __all__ = [
     "BookTicker",
     "Candle",
     "Event",
+    "IntervalSnapshot",
     "Level",
     "Liquidation",
     "MarkPrice",
@@ -175,6 +176,46 @@ class BookSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     def timestamp(self) -> float | None:
         """Engine time in float seconds, when the exchange gave one."""
         return None if self.engine_time_us is None else self.engine_time_us / 1_000_000
+
+
+class IntervalSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """``book_snapshots``: the top ``depth`` levels on an exchange-time boundary (a view).
+
+    Not a :class:`BookSnapshot` on purpose: it holds only the top levels, so nothing that keeps a
+    book may load it as one (``force`` is always False). ``engine_time_us`` is the boundary; the
+    book is the one after every update with an earlier engine time. Levels are vouched for: never
+    beyond the valid window (see :class:`BookSnapshot`).
+    """
+
+    symbol: str
+    exchange_symbol: str
+    update_id: int
+    raw_bids: tuple[RawLevel, ...]
+    raw_asks: tuple[RawLevel, ...]
+    engine_time_us: int
+    received_at_ns: int
+    depth: int | None
+    """Levels per side asked for (None: the whole book)."""
+    reason: str = "interval"
+    force: bool = False
+    valid_bid_floor: str | None = None
+    valid_ask_ceiling: str | None = None
+    received_mono_ns: int = 0
+
+    @property
+    def received_at(self) -> float:
+        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
+        return self.received_at_ns / 1_000_000_000
+
+    @property
+    def bids(self) -> tuple[Level, ...]:
+        """Bids as ``Decimal`` levels, best first."""
+        return _levels(self.raw_bids)
+
+    @property
+    def asks(self) -> tuple[Level, ...]:
+        """Asks as ``Decimal`` levels, best first."""
+        return _levels(self.raw_asks)
 
 
 class BookDelta(msgspec.Struct, frozen=True, gc=False):
@@ -476,4 +517,5 @@ Event = (
     | MarkPrice
     | OpenInterest
     | Liquidation
+    | IntervalSnapshot
 )

@@ -199,6 +199,14 @@ SNAPSHOT_SIDE_CAP = 1000
 is known only down to (bids) / up to (asks) its last level — the valid window."""
 
 
+_WINDOW_BACKOFF_US = 1_000_000
+_WINDOW_BACKOFF_MAX_US = 60_000_000
+
+
+def _nonzero(levels: _SnapshotLevels) -> int:
+    return sum(1 for _price, size in levels if Decimal(size) != 0)
+
+
 def _inside(
     book: OrderBook, floor: Decimal | None, ceiling: Decimal | None
 ) -> tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]:
@@ -259,8 +267,11 @@ class BookSync(Generic[D]):
         "_max_buffer_levels",
         "_sequence_reset",
         "_shadow",
+        "_shadow_levels",
         "_state_v",
         "_steady",
+        "_window_backoff_us",
+        "_window_retry_at",
         "ask_ceiling",
         "bid_floor",
         "book",
@@ -294,6 +305,12 @@ class BookSync(Generic[D]):
         # While a window refetch is out: the deltas applied since it was asked for, so an answer
         # older than the book can be brought up to it and compared (None: no refetch out).
         self._shadow: deque[D] | None = None
+        self._shadow_levels = 0
+        # Window refetches are spaced on the exchange's own clock (engine time, so replay asks at
+        # the same frames): 1 s after the last, doubling while they keep being needed (to 60 s),
+        # back to 1 s once the window held for four spacings.
+        self._window_backoff_us = _WINDOW_BACKOFF_US
+        self._window_retry_at = 0
         self._state_v = SyncState.WAITING_FOR_STREAM
         self._bridging_v = False
         self._check_v: DepthSnapshotLike | None = None
@@ -327,16 +344,33 @@ class BookSync(Generic[D]):
         self.ask_ceiling: Decimal | None = None
 
     def request_window(self) -> list[Action[D]]:
-        """Ask for a snapshot to renew the valid window (the consumer's depth left it)."""
-        if self.state is not SyncState.LIVE or self._shadow is not None:
+        """Ask for a snapshot to renew the valid window (the consumer's depth left it).
+
+        At most one at a time, spaced out on engine time (see ``_window_retry_at``): a market
+        whose book is deeper than a snapshot can show never spins the REST budget.
+        """
+        now = self.last_engine_time_us
+        if (
+            self.state is not SyncState.LIVE
+            or self._shadow is not None
+            or now is None
+            or now < self._window_retry_at
+        ):
             return []
+        backoff = self._window_backoff_us
+        if self._window_retry_at and now >= self._window_retry_at + 4 * backoff:
+            backoff = _WINDOW_BACKOFF_US
+        self._window_retry_at = now + backoff
+        self._window_backoff_us = min(2 * backoff, _WINDOW_BACKOFF_MAX_US)
         self._shadow = deque()
+        self._shadow_levels = 0
         self._settle()
         self.counters["window_refetches"] += 1
         return [RequestSnapshot(self.symbol, "window")]
 
     def _end_shadow(self) -> None:
         self._shadow = None
+        self._shadow_levels = 0
         self._settle()
 
     def _catch_up(self, snapshot: DepthSnapshotLike) -> list[Action[D]]:
@@ -381,6 +415,15 @@ class BookSync(Generic[D]):
             PublishSnapshot(self.symbol, last, "resync", self.last_engine_time_us),
             self._status(StatusKind.RESYNCED, f"resynced at update {last} after {reason}"),
         ]
+
+    def _whole_sides_match(self, snapshot: DepthSnapshotLike) -> bool:
+        # A side shorter than the cap is the whole side: the book must hold exactly its levels
+        # (top_matches compares only as many as the snapshot has), or it knows levels the
+        # exchange does not — a mismatch, not a confirmation.
+        cap = self.side_cap
+        if len(snapshot.bids) < cap and self.book.bid_count != _nonzero(snapshot.bids):
+            return False
+        return not (len(snapshot.asks) < cap and self.book.ask_count != _nonzero(snapshot.asks))
 
     def _set_window(self, snapshot: DepthSnapshotLike) -> None:
         self.bid_floor = _window_bound(snapshot.bids, self.side_cap, lowest=True)
@@ -542,7 +585,8 @@ class BookSync(Generic[D]):
         shadow = self._shadow
         if shadow is not None:
             shadow.append(delta)
-            if len(shadow) > self._max_buffer:
+            self._shadow_levels += _levels(delta)
+            if len(shadow) > self._max_buffer or self._shadow_levels > self._max_buffer_levels:
                 self._end_shadow()  # the answer is too late to catch up with; asked again later
         actions: list[Action[D]] = [PublishDelta(self.symbol, delta)]
         if self._check is not None and last_id >= self._check.last_update_id:
@@ -750,9 +794,13 @@ class BookSync(Generic[D]):
         assert last is not None
         s = snapshot.last_update_id
         if self._shadow is not None:
+            # A window refetch's answer: it renews the window (matched or adopted), and is no
+            # news for consumers otherwise (no "check" republish).
             if s < last:
                 return self._catch_up(snapshot)
-            self._end_shadow()  # the check below renews the window (match or adopt)
+            self._end_shadow()
+            self._check = snapshot
+            return self._run_check() if s == last else []
         if s > last:
             # Newer than the book: keep it and compare once the book reaches its id.
             self._check = snapshot
@@ -772,7 +820,9 @@ class BookSync(Generic[D]):
             # A merged delta jumped over the snapshot's id: nothing comparable.
             return []
         self.counters["snapshot_checks"] += 1
-        if self.book.top_matches(snapshot.bids, snapshot.asks):
+        if self.book.top_matches(snapshot.bids, snapshot.asks) and self._whole_sides_match(
+            snapshot
+        ):
             # The book equals the snapshot over the snapshot's range: that range is known now.
             self._set_window(snapshot)
             if publish_reason is None:
@@ -850,6 +900,7 @@ class BookSync(Generic[D]):
     def on_snapshot_failed(self, reason: str) -> list[Action[D]]:
         """The snapshot request failed; while the book is not live, ask again."""
         self.counters["snapshots_failed"] += 1
+        self._end_shadow()  # a window refetch that failed: asked again after its spacing
         if self.state is SyncState.BUFFERING:
             return [RequestSnapshot(self.symbol, f"snapshot failed: {reason}", retry=True)]
         return []

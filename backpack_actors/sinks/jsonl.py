@@ -43,6 +43,7 @@ from backpack_actors.core.events import (
     BookTicker,
     Candle,
     Event,
+    IntervalSnapshot,
     Liquidation,
     MarkPrice,
     OpenInterest,
@@ -69,6 +70,7 @@ EVENT_TYPES: dict[type, str] = {
     MarkPrice: "mark_price",
     OpenInterest: "open_interest",
     Liquidation: "liquidation",
+    IntervalSnapshot: "interval_snapshot",
 }
 """The ``"type"`` value of each event class."""
 

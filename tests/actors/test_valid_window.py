@@ -15,7 +15,7 @@ from pathlib import Path
 import trio
 
 from backpack_actors.core.book import OrderBook
-from backpack_actors.core.events import BookSnapshot
+from backpack_actors.core.events import IntervalSnapshot
 from backpack_actors.core.sync import BookSync, PublishSnapshot, RequestSnapshot
 from backpack_actors.core.wire import DepthEvent, DepthSnapshot
 from backpack_actors.recording import Recorder, replay_events
@@ -57,13 +57,15 @@ async def test_depth_limited_books_never_leave_the_valid_window(
     assert snapshots
     full = 0
     for snap in snapshots:
-        assert isinstance(snap, BookSnapshot)
+        assert isinstance(snap, IntervalSnapshot)
         truth_bids, truth_asks = _truth_top(exchange, "SOL_USDC", snap.update_id, DEPTH)
         # What was published is the exchange's true best levels, as many as were vouched for.
         assert _levels(snap.raw_bids) == truth_bids[: len(snap.raw_bids)]
         assert _levels(snap.raw_asks) == truth_asks[: len(snap.raw_asks)]
-        nb, na = snap.vouched()
-        assert (nb, na) == (len(snap.raw_bids), len(snap.raw_asks))
+        floor = None if snap.valid_bid_floor is None else Decimal(snap.valid_bid_floor)
+        ceiling = None if snap.valid_ask_ceiling is None else Decimal(snap.valid_ask_ceiling)
+        assert all(floor is None or Decimal(p) >= floor for p, _ in snap.raw_bids)
+        assert all(ceiling is None or Decimal(p) <= ceiling for p, _ in snap.raw_asks)
         full += len(snap.raw_bids) == DEPTH and len(snap.raw_asks) == DEPTH
         assert not snap.force  # a fixed-depth view, not a book replacement
         assert snap.engine_time_us is not None
@@ -77,7 +79,7 @@ async def test_depth_limited_books_never_leave_the_valid_window(
 
 
 def _interval(event: object) -> bool:
-    return isinstance(event, BookSnapshot) and event.reason == "interval"
+    return isinstance(event, IntervalSnapshot)
 
 
 async def test_interval_snapshots_are_identical_across_two_replays(
