@@ -80,7 +80,17 @@ class StatusKind(enum.StrEnum):
     DEPTH_STREAM_FALLBACK = "depth_stream_fallback"
 
 
-class Trade(msgspec.Struct, frozen=True, gc=False):
+class _Received(msgspec.Struct, frozen=True, gc=False):
+    """Base of the market-data events: ``received_at``, the float-seconds view of their
+    ``received_at_ns`` field."""
+
+    @property
+    def received_at(self) -> float:
+        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
+        return self.received_at_ns / 1_000_000_000  # type: ignore[attr-defined, no-any-return]
+
+
+class Trade(_Received, frozen=True, gc=False):
     """One public trade."""
 
     symbol: str
@@ -95,11 +105,6 @@ class Trade(msgspec.Struct, frozen=True, gc=False):
     backfilled: bool = False
     received_mono_ns: int = 0
     """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
-
-    @property
-    def received_at(self) -> float:
-        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
-        return self.received_at_ns / 1_000_000_000
 
     @property
     def price(self) -> Decimal:
@@ -122,7 +127,7 @@ class Trade(msgspec.Struct, frozen=True, gc=False):
         return self.event_time_us / 1_000_000
 
 
-class BookSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class BookSnapshot(_Received, frozen=True, kw_only=True, gc=False):
     """A whole book (``force=True``): after a (re)sync, on every snapshot interval, or conflated.
 
     ``bids`` are best (highest) first, ``asks`` best (lowest) first. ``update_id`` is the id of the
@@ -150,11 +155,6 @@ class BookSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
 
     @property
-    def received_at(self) -> float:
-        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
-        return self.received_at_ns / 1_000_000_000
-
-    @property
     def bids(self) -> tuple[Level, ...]:
         """Bids as ``Decimal`` levels, best first."""
         return _levels(self.raw_bids)
@@ -178,7 +178,7 @@ class BookSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         return None if self.engine_time_us is None else self.engine_time_us / 1_000_000
 
 
-class IntervalSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class IntervalSnapshot(_Received, frozen=True, kw_only=True, gc=False):
     """``book_snapshots``: the top ``depth`` levels on an exchange-time boundary (a view).
 
     Not a :class:`BookSnapshot` on purpose: it holds only the top levels, so nothing that keeps a
@@ -203,11 +203,6 @@ class IntervalSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     received_mono_ns: int = 0
 
     @property
-    def received_at(self) -> float:
-        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
-        return self.received_at_ns / 1_000_000_000
-
-    @property
     def bids(self) -> tuple[Level, ...]:
         """Bids as ``Decimal`` levels, best first."""
         return _levels(self.raw_bids)
@@ -218,7 +213,7 @@ class IntervalSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         return _levels(self.raw_asks)
 
 
-class BookDelta(msgspec.Struct, frozen=True, gc=False):
+class BookDelta(_Received, frozen=True, gc=False):
     """Changed levels (absolute sizes; zero removes) covering update ids ``first..last``."""
 
     symbol: str
@@ -232,11 +227,6 @@ class BookDelta(msgspec.Struct, frozen=True, gc=False):
     received_at_ns: int
     received_mono_ns: int = 0
     """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
-
-    @property
-    def received_at(self) -> float:
-        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
-        return self.received_at_ns / 1_000_000_000
 
     @property
     def bids(self) -> tuple[Level, ...]:
@@ -284,7 +274,7 @@ def _dec(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
-class BookTicker(msgspec.Struct, frozen=True, gc=False):
+class BookTicker(_Received, frozen=True, gc=False):
     """``book_ticker``: the best bid and ask with their sizes; ``update_id`` is the book's ``u``."""
 
     symbol: str
@@ -299,11 +289,6 @@ class BookTicker(msgspec.Struct, frozen=True, gc=False):
     received_at_ns: int
     received_mono_ns: int = 0
     """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
-
-    @property
-    def received_at(self) -> float:
-        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
-        return self.received_at_ns / 1_000_000_000
 
     @property
     def bid_price(self) -> Decimal:
@@ -322,7 +307,7 @@ class BookTicker(msgspec.Struct, frozen=True, gc=False):
         return Decimal(self.raw_ask_size)
 
 
-class Ticker(msgspec.Struct, frozen=True, gc=False):
+class Ticker(_Received, frozen=True, gc=False):
     """``ticker``: 24 h rolling statistics (Backpack pushes one a second; no engine time)."""
 
     symbol: str
@@ -338,11 +323,6 @@ class Ticker(msgspec.Struct, frozen=True, gc=False):
     received_at_ns: int
     received_mono_ns: int = 0
     """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
-
-    @property
-    def received_at(self) -> float:
-        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
-        return self.received_at_ns / 1_000_000_000
 
     @property
     def open(self) -> Decimal:
@@ -370,7 +350,7 @@ class Ticker(msgspec.Struct, frozen=True, gc=False):
         return Decimal(self.raw_quote_volume)
 
 
-class Candle(msgspec.Struct, frozen=True, gc=False):
+class Candle(_Received, frozen=True, gc=False):
     """``candles:<interval>``: one OHLCV candle; sent on every change, ``closed`` on the last."""
 
     symbol: str
@@ -389,11 +369,6 @@ class Candle(msgspec.Struct, frozen=True, gc=False):
     received_at_ns: int
     received_mono_ns: int = 0
     """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
-
-    @property
-    def received_at(self) -> float:
-        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
-        return self.received_at_ns / 1_000_000_000
 
     @property
     def open(self) -> Decimal:
@@ -416,7 +391,7 @@ class Candle(msgspec.Struct, frozen=True, gc=False):
         return Decimal(self.raw_volume)
 
 
-class MarkPrice(msgspec.Struct, frozen=True, gc=False):
+class MarkPrice(_Received, frozen=True, gc=False):
     """``mark_price`` (perps): mark and index price, estimated funding rate, next funding time.
 
     ``index_price``, ``funding_rate`` and ``next_funding_time_us`` are None where the exchange
@@ -436,11 +411,6 @@ class MarkPrice(msgspec.Struct, frozen=True, gc=False):
     """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
 
     @property
-    def received_at(self) -> float:
-        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
-        return self.received_at_ns / 1_000_000_000
-
-    @property
     def mark_price(self) -> Decimal:
         return Decimal(self.raw_mark_price)
 
@@ -453,7 +423,7 @@ class MarkPrice(msgspec.Struct, frozen=True, gc=False):
         return _dec(self.raw_funding_rate)
 
 
-class OpenInterest(msgspec.Struct, frozen=True, gc=False):
+class OpenInterest(_Received, frozen=True, gc=False):
     """``open_interest`` (perps): open interest in contracts, every 60 s."""
 
     symbol: str
@@ -465,16 +435,11 @@ class OpenInterest(msgspec.Struct, frozen=True, gc=False):
     """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
 
     @property
-    def received_at(self) -> float:
-        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
-        return self.received_at_ns / 1_000_000_000
-
-    @property
     def open_interest(self) -> Decimal:
         return Decimal(self.raw_open_interest)
 
 
-class Liquidation(msgspec.Struct, frozen=True, gc=False):
+class Liquidation(_Received, frozen=True, gc=False):
     """``liquidations``: one liquidation; ``side`` is the liquidation order's side."""
 
     symbol: str
@@ -487,11 +452,6 @@ class Liquidation(msgspec.Struct, frozen=True, gc=False):
     received_at_ns: int
     received_mono_ns: int = 0
     """Receipt time on the monotonic clock (``time.monotonic_ns``), for ordering and latency."""
-
-    @property
-    def received_at(self) -> float:
-        """Receipt time in float seconds (``received_at_ns`` / 1e9)."""
-        return self.received_at_ns / 1_000_000_000
 
     @property
     def price(self) -> Decimal:
