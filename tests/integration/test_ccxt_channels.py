@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import ccxt
 import ccxt.pro
@@ -84,6 +85,10 @@ async def test_ccxt_rest_tickers_ohlcv_and_funding_agree_with_truth() -> None:
             exchange = sim.exchange
             tickers = await trio.to_thread.run_sync(ex.fetch_tickers)
             ohlcv = await trio.to_thread.run_sync(ex.fetch_ohlcv, "SOL/USDC", "1m")
+            # ccxt bounds the query with its own clock (endTime, seconds, exclusive): the truth
+            # of the newest candle must stop there too.
+            query = parse_qs(urlsplit(ex.last_request_url).query)
+            end_us = int(query["endTime"][0]) * 1_000_000 - 1
             funding = await trio.to_thread.run_sync(ex.fetch_funding_rate, "SOL/USDC:USDC")
             truth_funding = mark_price_fields(exchange.models["SOL_USDC_PERP"], exchange.now_us())
             trades = exchange.trades("SOL_USDC")
@@ -93,7 +98,7 @@ async def test_ccxt_rest_tickers_ohlcv_and_funding_agree_with_truth() -> None:
     assert spot["baseVolume"] == float(sum(t.quantity for t in trades))
     assert ohlcv
     for ts, o, h, low, c, v in ohlcv:
-        truth = candle_fields(model, 60, ts // 1000)
+        truth = candle_fields(model, 60, ts // 1000, until_us=end_us)
         assert truth is not None
         assert [o, h, low, c, v] == [float(truth[k]) for k in ("o", "h", "l", "c", "v")]
     assert funding["fundingRate"] == float(truth_funding["f"])
