@@ -62,7 +62,11 @@ INSTRUCTIONS: dict[tuple[str, str], str] = {
     ("GET", "/wapi/v1/history/orders"): "orderHistoryQueryAll",
     ("GET", "/wapi/v1/history/fills"): "fillHistoryQueryAll",
 }
-"""Private routes the simulator serves, with the instruction each one is signed with."""
+"""Private routes the simulator serves, with the instruction each one is signed with.
+
+Kept apart from the client's table (``backpack_actors.private.rest.INSTRUCTIONS``) on purpose:
+the simulator is the client's independent peer, so a wrong instruction name on either side
+fails against the other instead of being shared by both."""
 
 PRIVATE_STREAMS = ("account.orderUpdate", "account.positionUpdate")
 MAKER_FEE = Decimal("0.0002")
