@@ -9,7 +9,7 @@ Tree (one :class:`~backpack_actors.supervisor.Supervisor`, ``one_for_one``)::
      └─ poller   every ``poll_interval``: balances (no balance stream is confirmed) and the same
                  reconciliation, so an update the stream lost is found without a reconnect
 
-A reconciliation reads open orders, order and fill history since the last fill seen, positions
+A reconciliation reads open orders, order and fill history since the previous read, positions
 and ``/api/v1/capital``; :class:`~backpack_actors.private.state.PrivateState` turns the answers
 into events that were not emitted yet (``reconciled=True``), and a ``StatusEvent`` (symbol
 ``account``, kind ``resynced``) says what it found. A dropped connection is a ``reconnecting``
@@ -70,8 +70,8 @@ _STREAMS = {"orders": "account.orderUpdate", "positions": "account.positionUpdat
 ACCOUNT = "account"
 """The ``symbol`` of the private feed's status events."""
 _AUTH_WORDS = ("signature", "expired", "api key", "unauthorized", "authentication")
-# Fill history is read from a little before the last fill seen: fills of the same millisecond
-# may still arrive, and every trade id is emitted once anyway.
+# Fill history is read from a little before the newest fill the previous read returned: a fill
+# of that moment may reach history late, and every trade id is emitted once anyway.
 _FILL_MARGIN_MS = 2_000
 # Fill history is filtered by time on the server (big pages); order history is read newest first
 # until it reaches the watermark (small pages: usually one).
@@ -167,6 +167,9 @@ class PrivateFeed:
         self._send, self._receive = trio.open_memory_channel[PrivateEvent | StatusEvent](math.inf)
         self._lock = trio.Lock()
         self._start_ms: int | None = None
+        # How far fill history has been read: every fill before it reached the consumer. It is not
+        # the newest fill the stream delivered (that may be newer than one the stream dropped).
+        self._fills_read_ms: int | None = None
         self._connects = 0
         self.stats: dict[str, int] = {
             "connects": 0,
@@ -313,11 +316,15 @@ class PrivateFeed:
             # History from before the feed started is not news; open orders, positions and
             # balances are (they are the starting state).
             self._start_ms = read_ms
-        since = max(self._start_ms, (state.last_fill_ms or self._start_ms) - _FILL_MARGIN_MS)
+        since = max(self._start_ms, (self._fills_read_ms or self._start_ms) - _FILL_MARGIN_MS)
         open_orders = await rest.request("GET", "/api/v1/orders", {})
         fills = await self._pages(
             "/wapi/v1/history/fills", {"from": since, "sortDirection": "Asc"}, _FILL_PAGE, None
         )
+        # The newest fill history returned bounds what it covered, in the exchange's own clock (a
+        # client clock may be skewed); a page cut short at _MAX_PAGES is covered up to there too.
+        times = [t for t in (parse_time_ms(f.get("timestamp")) for f in fills) if t is not None]
+        fills_read_ms = max(times, default=self._fills_read_ms)
         horizon = since - _FILL_MARGIN_MS
         orders = [
             o
@@ -347,6 +354,7 @@ class PrivateFeed:
         )
         for event in events:
             self._emit(event)
+        self._fills_read_ms = fills_read_ms
         if len(state.fill_ids) + len(state.orders) > _PRUNE_AT and state.last_fill_ms is not None:
             state.prune(state.last_fill_ms - _PRUNE_HORIZON_MS)
         self.stats["reconciliations"] += 1

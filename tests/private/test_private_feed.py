@@ -121,6 +121,49 @@ async def test_feed_equals_truth_despite_dropped_updates_and_cuts(autojump_clock
             nursery.cancel_scope.cancel()
 
 
+async def test_a_dropped_fill_followed_by_a_delivered_one_is_still_reconciled(
+    autojump_clock: Any,
+) -> None:
+    # The stream loses every frame of one order's fill, then delivers a later order's fill. Fill
+    # history must still be read from before the lost one: the newest fill the stream delivered
+    # is not how far history was read (CI saw a fill lost for good this way).
+    exchange, config, rest = _setup(seed=8)
+    config = attrs.evolve(config, poll_interval=3600.0)
+    events: list[Any] = []
+    engine = exchange.engine
+    market = {"symbol": "ETH_USDC", "side": "Bid", "orderType": "Market", "quantity": "1"}
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(exchange.run)
+            async with open_private_feed(
+                config, rest=rest, connect=sim_memory_connector(exchange)
+            ) as feed:
+
+                async def consume() -> None:
+                    async for event in feed:
+                        events.append(event)
+
+                nursery.start_soon(consume)
+                engine.faults.drop_next = 1_000_000
+                lost = engine.execute(market)
+                engine.faults.drop_next = 0
+                await trio.sleep(10)
+                seen = engine.execute(market)
+                while not any(isinstance(e, Fill) and e.order_id == seen.id for e in events):
+                    await trio.sleep(0.1)
+                assert not any(getattr(e, "order_id", None) == lost.id for e in events)
+                await feed.reconcile("test")
+                await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+    fills = {e.trade_id: e for e in events if isinstance(e, Fill)}
+    truth = {f.trade_id: f for f in engine.fills}
+    assert {t: (f.order_id, f.price, f.quantity) for t, f in fills.items()} == {
+        t: (f.order_id, f.price, f.quantity) for t, f in truth.items()
+    }
+    assert {f.order_id for f in truth.values()} == {lost.id, seen.id}
+    assert all(fills[t].reconciled for t, f in truth.items() if f.order_id == lost.id)
+
+
 async def test_stream_events_carry_every_wire_field(autojump_clock: Any) -> None:
     exchange, config, rest = _setup(seed=3)
     events: list[Any] = []
