@@ -163,14 +163,11 @@ def _scale(args: argparse.Namespace, report: Report) -> None:
     from benchmarks import scale
 
     if args.scale_rows:
-        rows = tuple(
-            scale.Row(int(n), float(r), float(d))
-            for n, r, d in (x.split(":") for x in args.scale_rows.split(","))
-        )
+        rows = tuple(scale.Row.parse(x) for x in args.scale_rows.split(","))
     else:
         rows = scale.QUICK_ROWS if args.quick else scale.FULL_ROWS
     if args.scale_seconds:
-        rows = tuple(scale.Row(r.markets, r.rate, args.scale_seconds) for r in rows)
+        rows = tuple(scale.Row(r.markets, r.rate, args.scale_seconds, r.tick) for r in rows)
     reps = args.scale_reps or (1 if args.quick else 2)
     print(
         "scale: " + ", ".join(f"{r.label} for {r.duration:g} s" for r in rows) + f", {reps} reps",
@@ -214,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help=f"comma-separated parts to run: {','.join(PARTS)}")
     parser.add_argument(
         "--scale-rows",
-        help="scale rows as N:R:seconds,... (default 50:20:20,200:20:20,1000:20:60,50:200:20)",
+        help="scale rows as N:R:seconds[:tick_ms],... (default: scale.FULL_ROWS)",
     )
     parser.add_argument("--scale-seconds", type=float, help="override every scale row's duration")
     parser.add_argument("--scale-reps", type=int, help="scale repetitions (default 2, quick 1)")
