@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Generic, Protocol, TypeVar
 
@@ -149,6 +149,7 @@ _COUNTER_NAMES = (
     "sequence_resets",
     "malformed",
     "window_refetches",
+    "window_adoptions",
 )
 
 
@@ -215,6 +216,17 @@ def _inside(
         {p: q for p, q in bids.items() if floor is None or p >= floor},
         {p: q for p, q in asks.items() if ceiling is None or p <= ceiling},
     )
+
+
+def _tighter(
+    mine: Decimal | None, theirs: Decimal | None, pick: Callable[[Decimal, Decimal], Decimal]
+) -> Decimal | None:
+    # Where both views are exact: the nearer of two window bounds (None = the whole side).
+    if mine is None:
+        return theirs
+    if theirs is None:
+        return mine
+    return pick(mine, theirs)
 
 
 def _window_bound(levels: _SnapshotLevels, cap: int, lowest: bool) -> Decimal | None:
@@ -403,10 +415,12 @@ class BookSync(Generic[D]):
             return []
         if candidate.is_crossed():
             return self._reject_snapshot(snapshot, f"REST snapshot {s} crossed", retry=False)
-        self.counters["snapshot_mismatches"] += 1
-        self.counters["resyncs"] += 1
         last = self.last_update_id
         assert last is not None
+        if self._differs_only_unvouched(candidate, floor, ceiling):
+            return self._adopt_window(candidate, floor, ceiling, last)
+        self.counters["snapshot_mismatches"] += 1
+        self.counters["resyncs"] += 1
         reason = f"book differs from REST snapshot {s} brought up to update {last}"
         self.book.adopt(candidate)
         self.bid_floor, self.ask_ceiling = floor, ceiling
@@ -415,6 +429,31 @@ class BookSync(Generic[D]):
             PublishSnapshot(self.symbol, last, "resync", self.last_engine_time_us),
             self._status(StatusKind.RESYNCED, f"resynced at update {last} after {reason}"),
         ]
+
+    def _differs_only_unvouched(
+        self, candidate: OrderBook, floor: Decimal | None, ceiling: Decimal | None
+    ) -> bool:
+        """True when ``candidate`` (the exchange's book, exact down to ``floor`` / up to
+        ``ceiling``) equals the book wherever both are exact: the book was never vouched for
+        beyond its own window, so a difference only there is the window growing, not an error.
+        """
+        if self.bid_floor is None and self.ask_ceiling is None:
+            return False  # the whole book was exact: any difference is a real one
+        bid_floor = _tighter(self.bid_floor, floor, max)
+        ask_ceiling = _tighter(self.ask_ceiling, ceiling, min)
+        return _inside(candidate, bid_floor, ask_ceiling) == _inside(
+            self.book, bid_floor, ask_ceiling
+        )
+
+    def _adopt_window(
+        self, candidate: OrderBook, floor: Decimal | None, ceiling: Decimal | None, last: int
+    ) -> list[Action[D]]:
+        # Consumers hold the old levels beyond the window: a snapshot replaces them, but nothing
+        # was wrong where the book claimed to be exact, so it is no resync.
+        self.counters["window_adoptions"] += 1
+        self.book.adopt(candidate)
+        self.bid_floor, self.ask_ceiling = floor, ceiling
+        return [PublishSnapshot(self.symbol, last, "window", self.last_engine_time_us)]
 
     def _whole_sides_match(self, snapshot: DepthSnapshotLike) -> bool:
         # A side shorter than the cap is the whole side: the book must hold exactly its levels
@@ -831,12 +870,17 @@ class BookSync(Generic[D]):
         # The snapshot is the exchange's book at our own id: adopt it instead of fetching again,
         # unless it is no possible book. A crossed one is refused (the live book stays, since
         # nothing showed it wrong but this snapshot) and checked again with a fresh one.
-        self.counters["snapshot_mismatches"] += 1
         candidate, problem = _snapshot_book(snapshot)
         if candidate is None:
+            self.counters["snapshot_mismatches"] += 1
             return self._reject_snapshot(
                 snapshot, f"REST snapshot at update {last} refused: {problem}", retry=True
             )
+        floor = _window_bound(snapshot.bids, self.side_cap, lowest=True)
+        ceiling = _window_bound(snapshot.asks, self.side_cap, lowest=False)
+        if self._differs_only_unvouched(candidate, floor, ceiling):
+            return self._adopt_window(candidate, floor, ceiling, last)
+        self.counters["snapshot_mismatches"] += 1
         self.counters["resyncs"] += 1
         reason = f"book differs from REST snapshot at update {last}"
         self.book.adopt(candidate)

@@ -16,7 +16,7 @@ import trio
 
 from backpack_actors.core.book import OrderBook
 from backpack_actors.core.events import IntervalSnapshot
-from backpack_actors.core.sync import BookSync, PublishSnapshot, RequestSnapshot
+from backpack_actors.core.sync import BookSync, PublishSnapshot, RequestSnapshot, Status
 from backpack_actors.core.wire import DepthEvent, DepthSnapshot
 from backpack_actors.recording import Recorder, replay_events
 from backpack_actors.sim import SimConfig, SimExchange
@@ -168,15 +168,54 @@ def test_a_window_refetch_older_than_the_book_is_brought_up_and_renews_the_windo
     sync.on_delta(1, _delta(11, 11, bids=[("99", "0"), ("96", "2")]))
     sync.on_delta(1, _delta(12, 12, bids=[("98", "0"), ("95", "2")]))
     # The answer was taken at update 11 (older than the book, which is at 12), down to 94.
-    answer = _snap(11, [("98", "1"), ("97", "1"), ("96", "2"), ("94", "7")], [("101", "1")])
+    asks = [("101", "1"), ("102", "1"), ("103", "1")]
+    answer = _snap(11, [("98", "1"), ("97", "1"), ("96", "2"), ("94", "7")], asks)
     actions = sync.on_snapshot(answer)
-    # Brought up to 12 it holds 97, 96, 95, 94 — the book lacked 94: it is replaced.
-    assert any(isinstance(a, PublishSnapshot) and a.reason == "resync" for a in actions)
+    # Brought up to 12 it holds 97, 96, 95, 94 — the book lacked 94, below its old window (97):
+    # it is replaced and republished, but it was never wrong where it claimed to be exact, so no
+    # resync is reported.
+    assert actions == [PublishSnapshot("X", 12, "window", sync.last_engine_time_us)]
+    assert sync.counters["resyncs"] == 0
+    assert sync.counters["window_adoptions"] == 1
     assert sync.bid_floor == Decimal(94)
     want = OrderBook()
     want.load([("97", "1"), ("96", "2"), ("95", "2"), ("94", "7")], [("101", "1")])
     assert sync.book.as_dicts()[0] == want.as_dicts()[0]
     assert sync.last_update_id == 12
+
+
+def test_a_refetch_differing_inside_the_old_window_is_a_resync() -> None:
+    sync = _live(cap=3)
+    sync.request_window()
+    sync.on_delta(1, _delta(11, 11, bids=[("99", "0"), ("96", "2")]))
+    # Taken at 10, brought up to 11: 98 has size 5 on the exchange, 1 in the book — inside the
+    # window the book vouched for (down to 97), so the book was wrong: a resync.
+    answer = _snap(10, [("99", "1"), ("98", "5"), ("97", "1"), ("95", "3")], [("101", "1")])
+    actions = sync.on_snapshot(answer)
+    assert [a.reason for a in actions if isinstance(a, PublishSnapshot)] == ["resync"]
+    assert sync.counters["resyncs"] == 1
+    assert sync.counters["window_adoptions"] == 0
+    assert sync.book.as_dicts()[0][Decimal(98)] == Decimal(5)
+
+
+def test_a_periodic_check_differing_only_beyond_the_window_adopts_it_quietly() -> None:
+    sync = _live(cap=3)
+    # A delta adds 90 below the window (97). A check snapshot at 11 reaching deeper (four bids)
+    # shows 93 there and no 90: the book was exact where it said so, and only wrong beyond.
+    sync.on_delta(1, _delta(11, 11, bids=[("90", "4")]))
+    asks = [("101", "1"), ("102", "1"), ("103", "1")]
+    deeper = _snap(11, [("99", "1"), ("98", "1"), ("97", "1"), ("93", "2")], asks)
+    actions = sync.on_snapshot(deeper)
+    assert [a.reason for a in actions if isinstance(a, PublishSnapshot)] == ["window"]
+    assert not any(isinstance(a, Status) for a in actions)
+    assert sync.counters["resyncs"] == 0
+    assert sync.bid_floor == Decimal(93)
+    assert sync.book.as_dicts()[0] == {
+        Decimal(99): Decimal(1),
+        Decimal(98): Decimal(1),
+        Decimal(97): Decimal(1),
+        Decimal(93): Decimal(2),
+    }
 
 
 def test_a_matching_refetch_renews_the_window_quietly() -> None:

@@ -138,10 +138,13 @@ async def test_a_dropped_fill_followed_by_a_delivered_one_is_still_reconciled(
             async with open_private_feed(
                 config, rest=rest, connect=sim_memory_connector(exchange)
             ) as feed:
+                streamed_fill = trio.Event()
 
                 async def consume() -> None:
                     async for event in feed:
                         events.append(event)
+                        if isinstance(event, Fill) and not event.reconciled:
+                            streamed_fill.set()
 
                 nursery.start_soon(consume)
                 engine.faults.drop_next = 1_000_000
@@ -149,8 +152,8 @@ async def test_a_dropped_fill_followed_by_a_delivered_one_is_still_reconciled(
                 engine.faults.drop_next = 0
                 await trio.sleep(10)
                 seen = engine.execute(market)
-                while not any(isinstance(e, Fill) and e.order_id == seen.id for e in events):
-                    await trio.sleep(0.1)
+                await streamed_fill.wait()
+                assert {e.order_id for e in events if isinstance(e, Fill)} == {seen.id}
                 assert not any(getattr(e, "order_id", None) == lost.id for e in events)
                 await feed.reconcile("test")
                 await trio.sleep(0.1)
