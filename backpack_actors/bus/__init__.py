@@ -2,7 +2,8 @@
 
 Publishers write with :class:`~backpack_actors.sinks.redis.RedisStreamsSink` (stream layout in
 :mod:`backpack_actors.bus.schema`), sharing the symbols through leases
-(:mod:`backpack_actors.bus.lease`); readers use :func:`open_bus_feed`, which re-verifies
+(:mod:`backpack_actors.bus.lease`) and, given their feed, streaming only the symbols they lease
+(:mod:`backpack_actors.bus.shard`); readers use :func:`open_bus_feed`, which re-verifies
 continuity, trade ids and publisher epochs (:mod:`backpack_actors.bus.reader`), or share the work
 in a consumer group with :func:`open_bus_group`. Needs the
 ``redis`` extra (coredis). docs/bus.md is the guide.

@@ -89,6 +89,8 @@ class ShardCoordinator:
         self._on_change = on_change
         self._wall = wall_clock
         self.owned: dict[str, int] = {}
+        self.taken_at: dict[str, float] = {}
+        """Per symbol, the trio time this publisher last took its lease (handover timing)."""
         self._valid_until: dict[str, float] = {}
         self.live_publishers = 0
         self.acquired = 0
@@ -165,6 +167,7 @@ class ShardCoordinator:
                 epoch = taken
                 self.acquired += 1
                 self._valid_until[symbol] = valid_until
+                self.taken_at[symbol] = trio.current_time()
                 log.info("bus: took %s at epoch %d", symbol, epoch)
                 self._set(symbol, epoch)
 
