@@ -13,6 +13,10 @@ The recording is one total order (the reconciler's inbox), and the server walks 
   symbol: the timeline waits (up to ``request_wait``) for the request, answers it, lets the client
   take it in (``settle``), and goes on; a request the recording has no answer for left gets the
   last answer served for the symbol (an empty list for trades);
+* a recorded REST-only channel poll (``rest_channels``: tickers, mark prices, open interest) is
+  one poll round, offered to the next ``/api/v1/tickers``, ``/markPrices`` and ``/openInterest``
+  requests (see :class:`_Round`); ``/api/v1/ticker?symbol=`` answers the symbol's latest recorded
+  ticker;
 * a recorded ``reconnecting`` drops the connections carrying that symbol, so the client
   reconnects where the recorded one did; an undecodable frame is sent as its recorded excerpt;
 * the markets (``/api/v1/markets``, ``/assets``...) come from the recording's market table.
@@ -28,10 +32,10 @@ import argparse
 import logging
 import math
 import sys
-from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Mapping
+from collections import Counter, defaultdict, deque
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -44,12 +48,14 @@ from hypercorn.trio import serve
 
 from backpack_actors.core.events import StatusKind
 from backpack_actors.core.symbols import MarketInfo
+from backpack_actors.core.wire import MarkPrice, OpenInterest, Ticker
 from backpack_actors.recording import (
     BackfillRecord,
     FrameErrorRecord,
     FramesRecord,
     NewsRecord,
     Recording,
+    RestChannelsRecord,
     RestTradesRecord,
     SnapshotRecord,
     load_recording,
@@ -71,6 +77,13 @@ _JSON = {"content-type": "application/json; charset=utf-8"}
 _STREAM = msgspec.json.Decoder(dict[str, Any])
 _DEPTH = "/api/v1/depth"
 _TRADES = ("/api/v1/trades", "/api/v1/trades/history")
+_TICKER = "/api/v1/ticker"
+# The REST-only channel routes, each answered from its list in the recorded polls.
+_POLLS = {
+    "/api/v1/tickers": "tickers",
+    "/api/v1/markPrices": "mark_prices",
+    "/api/v1/openInterest": "open_interest",
+}
 _CLOSE = "\x00close"  # the writer's cue: a recorded disconnect
 
 
@@ -179,6 +192,66 @@ class _Waiter:
     body: bytes | None = None
 
 
+PollItem = Ticker | MarkPrice | OpenInterest
+
+
+@dataclass
+class _Round:
+    """One REST-only poll round of the REST channels, as recorded.
+
+    A connection group polls ``/tickers``, ``/markPrices`` and (every 60 s of its own clock)
+    ``/openInterest`` once a round and records what it kept, its own markets' items, as one
+    ``rest_channels`` line. Consecutive lines of disjoint markets are the groups' shares of one
+    round: every request of the round gets their union (a group keeps its own markets), and each
+    route with items takes one request per line. ``left`` counts the requests a route still
+    takes; once a route's are taken, a further request for it is the client's next round.
+    """
+
+    items: dict[str, list[PollItem]]
+    left: dict[str, int] = field(default_factory=dict)
+    moved_on: bool = False
+    """A request for a route this round already answered came: the client polls the next one."""
+
+    def body(self, route: str, symbol: str = "") -> bytes:
+        """The route's answer; ``symbol`` narrows it as the exchange's ``?symbol=`` does."""
+        items = self.items[route]
+        if symbol:
+            items = [item for item in items if item.symbol == symbol]
+        return msgspec.json.encode(items)
+
+
+def _rounds(lines: Sequence[object]) -> dict[int, _Round]:
+    """The poll rounds by the index of their first ``rest_channels`` line."""
+    out: dict[int, _Round] = {}
+    current: _Round | None = None
+    markets: set[str] = set()
+    lines_in_round = 0
+    for index, line in enumerate(lines):
+        if not isinstance(line, RestChannelsRecord):
+            continue
+        lists: dict[str, list[PollItem]] = {
+            "tickers": list(line.tickers),
+            "mark_prices": list(line.mark_prices),
+            "open_interest": list(line.open_interest),
+        }
+        symbols = {item.symbol for items in lists.values() for item in items}
+        if not symbols:
+            continue  # nothing these routes answered: no poll of them to offer
+        if current is None or symbols & markets:
+            current = out[index] = _Round({route: [] for route in lists})
+            markets, lines_in_round = set(), 0
+        markets |= symbols
+        lines_in_round += 1
+        for route, items in lists.items():
+            current.items[route].extend(items)
+        # Every group of a round polls the same routes (one channel list for the feed): a route
+        # any line of the round answered takes one request per line.
+        for route in lists:
+            if current.items[route]:
+                current.left[route] = lines_in_round
+    return out
+
+
 class ReplayExchange:
     """What the ASGI app serves in replay: the recording's timeline (see the module docstring)."""
 
@@ -211,6 +284,13 @@ class ReplayExchange:
             key = self._answer_key(line)
             if key is not None:
                 self._left[key] += 1
+        self._rounds = _rounds(recording.lines)
+        self._rounds_left = len(self._rounds)
+        self._round: _Round | None = None
+        """The poll round the timeline offers now (None between rounds)."""
+        self._deferred: dict[str, deque[_Round]] = defaultdict(deque)
+        """Rounds whose route the client had not asked for when the timeline left them."""
+        self._tickers: dict[str, Ticker] = {}
 
     @staticmethod
     def _answer_key(line: object) -> tuple[str, str] | None:
@@ -226,16 +306,17 @@ class ReplayExchange:
         """Walk the recording, then keep serving the last answers until cancelled."""
         task_status.started()
         previous = self.recording.header.now
-        for line in self.recording.lines:
+        for index, line in enumerate(self.recording.lines):
             if self.speed is not None and line.now > previous:
                 await trio.sleep((line.now - previous) / self.speed)
             previous = max(previous, line.now)
-            await self._play(line)
+            await self._play(line, index)
         self.finished.set()
+        self._notify()
         _log.info("replay: every recorded line served (%s)", dict(self.stats))
         await trio.sleep_forever()
 
-    async def _play(self, line: object) -> None:
+    async def _play(self, line: object, index: int) -> None:
         if isinstance(line, FramesRecord):
             for item in line.raw:
                 raw = item if isinstance(item, str) else item.b
@@ -244,6 +325,10 @@ class ReplayExchange:
             await self._answer(("depth", line.symbol), _depth_body(line))
         elif isinstance(line, RestTradesRecord | BackfillRecord):
             await self._answer(("trades", line.symbol), _trades_body(line))
+        elif isinstance(line, RestChannelsRecord):
+            poll = self._rounds.get(index)
+            if poll is not None:  # a later group's share of a round was offered with its first
+                await self._offer(poll)
         elif isinstance(line, NewsRecord) and line.status is StatusKind.RECONNECTING:
             self._drop_connections(line.symbol)
         elif isinstance(line, FrameErrorRecord):
@@ -298,6 +383,54 @@ class ReplayExchange:
         # The client handles the answer before the frames recorded after it arrive.
         await trio.sleep(self.settle)
 
+    async def _offer(self, poll: _Round) -> None:
+        """Offer a poll round until the client took it, moved on to its next round, or
+        ``request_wait`` passed; what it did not take waits for the route's next request."""
+        self._rounds_left -= 1
+        self._round = poll
+        for item in poll.items["tickers"]:
+            assert isinstance(item, Ticker)
+            self._tickers[item.symbol] = item
+        self._notify()
+        with trio.move_on_after(self.request_wait):
+            while any(poll.left.values()) and not poll.moved_on:
+                await self._changed.wait()
+        self._round = None
+        for route, left in poll.left.items():
+            # The client's own clock decides when it polls (open interest: every 60 s of it), so
+            # a route it asks for later than recorded gets this answer then, in recorded order.
+            self._deferred[route].extend([poll] * left)
+            self.stats["polls_deferred"] += left
+        self._notify()
+        # The client handles the round before the lines recorded after it arrive.
+        await trio.sleep(self.settle)
+
+    async def _poll_answer(self, route: str, symbol: str) -> bytes:
+        """A REST channel route's answer: a deferred one first, else the offered round's."""
+        while True:
+            deferred = self._deferred[route]
+            if deferred:
+                self.stats["polls_served"] += 1
+                return deferred.popleft().body(route, symbol)
+            poll = self._round
+            if poll is not None:
+                if poll.left.get(route, 0) > 0:
+                    poll.left[route] -= 1
+                    self._notify()
+                    self.stats["polls_served"] += 1
+                    return poll.body(route, symbol)
+                if route not in poll.left:
+                    # The recorded round has no such answer (open interest not due then, or
+                    # nothing for the group's markets): an empty list makes no events either.
+                    self.stats["polls_empty"] += 1
+                    return b"[]"
+                poll.moved_on = True
+                self._notify()
+            elif self._rounds_left <= 0 or self.finished.is_set():
+                self.stats["polls_empty"] += 1
+                return b"[]"
+            await self._changed.wait()
+
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
@@ -347,13 +480,24 @@ class ReplayExchange:
         headers: Mapping[str, str] | None = None,
         body: bytes = b"",
     ) -> HttpResponse:
-        """Depth and trades from the timeline; everything else from the market table."""
+        """Depth, trades and the REST channel polls from the timeline; everything else from
+        the market table."""
         params = parse_qs(query)
         symbol = (params.get("symbol") or [""])[0]
         if path == _DEPTH:
             key = ("depth", symbol)
         elif path in _TRADES:
             key = ("trades", symbol)
+        elif path in _POLLS:
+            body = await self._poll_answer(_POLLS[path], symbol)
+            return HttpResponse(200, dict(_JSON), body)
+        elif path == _TICKER and symbol in self._tickers:
+            return HttpResponse(200, dict(_JSON), msgspec.json.encode(self._tickers[symbol]))
+        elif path == _TICKER and symbol in self.static.models:
+            # Not the simulator's made-up prices: the recording has no ticker of it (yet).
+            message = f"no ticker of {symbol} recorded up to this point of the replay"
+            body = msgspec.json.encode({"code": "RESOURCE_NOT_FOUND", "message": message})
+            return HttpResponse(404, dict(_JSON), body)
         else:
             return await self.static.handle_http(
                 method, path, query, client=client, headers=headers, body=body

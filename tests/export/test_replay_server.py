@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Sequence
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,27 @@ import trio.testing
 
 from backpack_actors.config import FeedConfig
 from backpack_actors.core.book import OrderBook
-from backpack_actors.core.events import BookDelta, BookSnapshot, Event, StatusEvent, StatusKind
+from backpack_actors.core.events import (
+    BookDelta,
+    BookSnapshot,
+    Event,
+    MarkPrice,
+    OpenInterest,
+    StatusEvent,
+    StatusKind,
+    Ticker,
+)
+from backpack_actors.core.wire import MarkPrice as WireMarkPrice
+from backpack_actors.core.wire import OpenInterest as WireOpenInterest
+from backpack_actors.core.wire import Ticker as WireTicker
 from backpack_actors.feed import open_feed
-from backpack_actors.recording import replay_events
-from backpack_actors.sim.replay import open_replay_server
+from backpack_actors.recording import (
+    Recording,
+    RestChannelsRecord,
+    load_recording,
+    replay_events,
+)
+from backpack_actors.sim.replay import ReplayExchange, open_replay_server
 from backpack_actors.testing import simulate_feed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,3 +210,154 @@ async def test_cli_sim_replay_serves_the_recorded_snapshot(
             assert [tuple(lv) for lv in reversed(depth["bids"])] == list(first.raw_bids)
             process.send_signal(signal.SIGINT)
             assert await process.wait() == 0
+
+
+# --- REST-only channel polls: tickers, mark prices, open interest -----------------------------
+
+REST_ONLY = {
+    "rest_only": True,
+    "channels": ["l2_book", "trades", "ticker", "mark_price", "open_interest"],
+    "rest_poll_interval": 0.25,
+}
+POLLED = (Ticker, MarkPrice, OpenInterest)
+
+
+@pytest.fixture(scope="module")
+def rest_only_recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Event]]:
+    path = tmp_path_factory.mktemp("replay") / "rest_only.jsonl.gz"
+    symbols = ["ETH-USDC", "ETH-USDC-PERP"]
+    return path, _record(path, symbols, seed=8, levels=30, rate=5, events=60, config=REST_ONLY)
+
+
+def _polled(events: list[Event]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Each symbol's ticker, mark-price and open-interest events in order, without local times.
+
+    REST answers carry no emit time, so the feed stamps a REST-built ticker's ``event_time_us``
+    and a mark price's ``event_time_us``/``engine_time_us`` with its receipt time (local too);
+    open interest keeps the exchange's ``timestamp``.
+    """
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for event in events:
+        if not isinstance(event, POLLED):
+            continue
+        body = msgspec.to_builtins(event)
+        for key in [k for k in body if _local_time(k)]:
+            del body[key]
+        if not isinstance(event, OpenInterest):
+            del body["event_time_us"]
+            body.pop("engine_time_us", None)
+        out.setdefault((event.symbol, type(event).__name__), []).append(body)
+    return out
+
+
+async def test_the_feed_against_the_replay_gets_the_recorded_rest_channel_polls(
+    rest_only_recording: tuple[Path, list[Event]],
+) -> None:
+    path, recorded = rest_only_recording
+    want = _polled(recorded)
+    # Both markets' tickers, the perp's mark prices and open interest, over several poll rounds.
+    assert {key: len(rows) >= 1 for key, rows in want.items()} == {
+        ("ETH-USDC", "Ticker"): True,
+        ("ETH-USDC-PERP", "Ticker"): True,
+        ("ETH-USDC-PERP", "MarkPrice"): True,
+        ("ETH-USDC-PERP", "OpenInterest"): True,
+    }
+    assert len(want["ETH-USDC", "Ticker"]) >= 4
+    # The rounds differ (trades move the 24 h statistics): equal contents are not a repeat.
+    assert len({json.dumps(t, sort_keys=True) for t in want["ETH-USDC", "Ticker"]}) > 2
+    expected = sum(isinstance(e, POLLED) for e in recorded)
+    got: list[Event] = []
+    with trio.fail_after(60):
+        async with open_replay_server(path, speed=0, subscribe_wait=3, request_wait=3) as server:
+            config = FeedConfig.from_kwargs(
+                symbols=["ETH-USDC", "ETH-USDC-PERP"],
+                rest_url=server.rest_url,
+                ws_url=server.ws_url,
+                **REST_ONLY,
+            )
+            async with open_feed(config) as feed:
+                with trio.move_on_after(30):
+                    async for event in feed:
+                        got.append(event)
+                        if sum(isinstance(e, POLLED) for e in got) >= expected:
+                            break
+            stats = dict(server.exchange.stats)
+    assert _polled(got) == want
+    assert stats.get("polls_served", 0) >= len(want["ETH-USDC", "Ticker"]), stats
+
+
+def _round(
+    tickers: Sequence[WireTicker] = (),
+    marks: Sequence[WireMarkPrice] = (),
+    interest: Sequence[WireOpenInterest] = (),
+) -> RestChannelsRecord:
+    return RestChannelsRecord(1.0, list(tickers), list(marks), list(interest))
+
+
+def _wire(items: Sequence[Any]) -> list[Any]:
+    """Items as the exchange's JSON sends them."""
+    return list(msgspec.json.decode(msgspec.json.encode(items)))
+
+
+async def test_poll_rounds_follow_the_clients_own_schedule(
+    rest_only_recording: tuple[Path, list[Event]], autojump_clock: trio.testing.MockClock
+) -> None:
+    """The client's clock decides when it polls: open interest asked for in a round that has none
+    gets an empty list; one recorded in a round the client skipped it in comes with its next
+    request; several connection groups' shares of a round reach every group."""
+    path, _ = rest_only_recording
+    recording = load_recording(path)
+    recorded = [line for line in recording.lines if isinstance(line, RestChannelsRecord)]
+    assert len(recorded) >= 4
+    spot = [t for t in recorded[-1].tickers if t.symbol == "ETH_USDC"]
+    perp = [t for t in recorded[-1].tickers if t.symbol == "ETH_USDC_PERP"]
+    marks = recorded[-1].mark_prices
+    oi = [WireOpenInterest("ETH_USDC_PERP", Decimal("12.5"), 1_767_225_660_000)]
+    later_oi = [WireOpenInterest("ETH_USDC_PERP", Decimal("13.75"), 1_767_225_720_000)]
+    r0, r1, r2, r3 = recorded[:4]
+    lines: list[Any] = [
+        _round(r0.tickers, r0.mark_prices, r0.open_interest),
+        _round(r1.tickers, r1.mark_prices),
+        _round(r2.tickers, r2.mark_prices, oi),
+        _round(r3.tickers, r3.mark_prices, later_oi),
+        # Two connection groups' shares of one round (disjoint markets).
+        _round(spot),
+        _round(perp, marks),
+    ]
+    exchange = ReplayExchange(Recording(recording.header, lines), request_wait=5.0)
+
+    async def get(route: str) -> list[Any]:
+        answer = await exchange.handle_http("GET", f"/api/v1/{route}")
+        assert answer.status == 200
+        return list(msgspec.json.decode(answer.body))
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(exchange.run)
+            assert await get("tickers") == _wire(r0.tickers)
+            assert await get("markPrices") == _wire(r0.mark_prices)
+            assert await get("openInterest") == _wire(r0.open_interest)
+            # Open interest asked for earlier than recorded: nothing (no event), as recorded.
+            assert await get("tickers") == _wire(r1.tickers)
+            assert await get("markPrices") == _wire(r1.mark_prices)
+            assert await get("openInterest") == []
+            # A round without the client's open-interest request: the next round's tickers
+            # request moves the timeline on, and the skipped answer comes with the next request.
+            assert await get("tickers") == _wire(r2.tickers)
+            assert await get("markPrices") == _wire(r2.mark_prices)
+            assert await get("tickers") == _wire(r3.tickers)
+            assert await get("markPrices") == _wire(r3.mark_prices)
+            assert await get("openInterest") == _wire(oi)
+            # Each group's requests get both shares (a feed keeps its own group's markets).
+            for _group in range(2):
+                assert await get("tickers") == _wire([*spot, *perp])
+                assert await get("markPrices") == _wire(marks)
+            assert await get("openInterest") == _wire(later_oi)
+            await exchange.finished.wait()
+            assert await get("tickers") == []
+            assert await get("openInterest") == []
+            # One market's ticker: its latest recorded one.
+            answer = await exchange.handle_http("GET", "/api/v1/ticker", "symbol=ETH_USDC")
+            assert msgspec.json.decode(answer.body) == _wire(spot)[0]
+            nursery.cancel_scope.cancel()
+    assert exchange.stats["polls_deferred"] == 2
