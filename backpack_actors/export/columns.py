@@ -1,4 +1,5 @@
-"""Events as column rows: one row per trade, per book level changed, per snapshot level, per status.
+"""Events as column rows: one row per trade, per book level changed, per snapshot level (books and
+interval snapshots alike), per status.
 
 This module needs no pyarrow: it turns events into plain per-column lists grouped by partition
 (channel, symbol, UTC date), which the Parquet writers turn into Arrow tables. Prices and sizes
@@ -21,6 +22,7 @@ from backpack_actors.core.events import (
     BookTicker,
     Candle,
     Event,
+    IntervalSnapshot,
     Liquidation,
     MarkPrice,
     OpenInterest,
@@ -53,6 +55,7 @@ __all__ = [
 CHANNELS: Final = (
     "trades",
     "book",
+    "interval_snapshots",
     "status",
     "book_ticker",
     "ticker",
@@ -61,8 +64,8 @@ CHANNELS: Final = (
     "open_interest",
     "liquidations",
 )
-"""The datasets an export writes: trades, book levels (snapshots and deltas), status news, and
-one per stateless channel."""
+"""The datasets an export writes: trades, book levels (snapshots and deltas), the top-N views of
+``book_snapshots`` (:class:`IntervalSnapshot`), status news, and one per stateless channel."""
 
 PRECISION: Final = 38
 """Digits of every decimal column (decimal128's maximum)."""
@@ -81,7 +84,7 @@ def seconds_to_ns(seconds: float) -> int:
     return int(Decimal(repr(seconds)).scaleb(9).to_integral_value(ROUND_HALF_EVEN))
 
 
-def received_at_ns(event: Trade | BookSnapshot | BookDelta) -> int:
+def received_at_ns(event: Trade | BookSnapshot | BookDelta | IntervalSnapshot) -> int:
     """The receipt time in integer ns: ``received_at_ns`` where events carry it, else converted."""
     ns = getattr(event, "received_at_ns", None)
     if isinstance(ns, int):
@@ -115,6 +118,14 @@ def fits(text: str, scale: int) -> bool:
     )
 
 
+def _split(text: str | None, scale: int) -> tuple[str | None, str | None]:
+    """An optional decimal as ``(decimal column, text column)``: exact at ``scale`` goes in the
+    first, anything else in the second; None leaves both empty."""
+    if text is None:
+        return None, None
+    return (text, None) if fits(text, scale) else (None, text)
+
+
 _TRADE = (
     "seq",
     "exchange_symbol",
@@ -144,6 +155,24 @@ _BOOK = (
     "engine_time_us",
     "received_at_ns",
     "reason",
+)
+_INTERVAL = (
+    "seq",
+    "exchange_symbol",
+    "side",
+    "level",
+    "price",
+    "size",
+    "price_text",
+    "size_text",
+    "update_id",
+    "engine_time_us",
+    "received_at_ns",
+    "depth",
+    "valid_bid_floor",
+    "valid_ask_ceiling",
+    "valid_bid_floor_text",
+    "valid_ask_ceiling_text",
 )
 _STATUS = ("seq", "kind", "reason", "stream", "excerpt", "counts", "at_ns")
 
@@ -202,6 +231,7 @@ def _generic_columns(channel: str) -> tuple[str, ...]:
 COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "trades": _TRADE,
     "book": _BOOK,
+    "interval_snapshots": _INTERVAL,
     "status": _STATUS,
     **{channel: _generic_columns(channel) for channel in GENERIC_KINDS},
 }
@@ -278,6 +308,30 @@ class Columns:
                 d["received_at_ns"].append(received)
                 d["reason"].append(reason)
 
+    def add_interval(self, seq: int, event: IntervalSnapshot) -> None:
+        """One row per level of the view; ``level`` is its rank on its side (0 = best)."""
+        d = self.data
+        received = received_at_ns(event)
+        price_scale, size_scale = self.price_scale, self.size_scale
+        floor, floor_text = _split(event.valid_bid_floor, price_scale)
+        ceiling, ceiling_text = _split(event.valid_ask_ceiling, price_scale)
+        for side, levels in (("bid", event.raw_bids), ("ask", event.raw_asks)):
+            for rank, (price, size) in enumerate(levels):
+                d["seq"].append(seq)
+                d["exchange_symbol"].append(event.exchange_symbol)
+                d["side"].append(side)
+                d["level"].append(rank)
+                self._decimal(price, price_scale, d["price"], d["price_text"])
+                self._decimal(size, size_scale, d["size"], d["size_text"])
+                d["update_id"].append(event.update_id)
+                d["engine_time_us"].append(event.engine_time_us)
+                d["received_at_ns"].append(received)
+                d["depth"].append(event.depth)
+                d["valid_bid_floor"].append(floor)
+                d["valid_ask_ceiling"].append(ceiling)
+                d["valid_bid_floor_text"].append(floor_text)
+                d["valid_ask_ceiling_text"].append(ceiling_text)
+
     def add_generic(self, seq: int, event: Event) -> None:
         d = self.data
         d["seq"].append(seq)
@@ -314,8 +368,8 @@ class Columns:
 def partition_of(event: Event) -> PartitionKey | None:
     """The channel, symbol and UTC date an event's rows belong to; None for other event types.
 
-    The date is the exchange's time (engine time, else for snapshots without one the receipt time);
-    for status news it is the local time.
+    The date is the exchange's time (engine time — an interval snapshot's is its boundary — else
+    for snapshots without one the receipt time); for status news it is the local time.
     """
     if isinstance(event, Trade):
         return "trades", event.symbol, utc_date(event.engine_time_us)
@@ -326,6 +380,8 @@ def partition_of(event: Event) -> PartitionKey | None:
         if us is None:
             us = received_at_ns(event) // 1000
         return "book", event.symbol, utc_date(us)
+    if isinstance(event, IntervalSnapshot):
+        return "interval_snapshots", event.symbol, utc_date(event.engine_time_us)
     if isinstance(event, StatusEvent | ProtocolErrorEvent):
         return "status", event.symbol or UNATTRIBUTED, utc_date(at_ns(event) // 1000)
     channel = GENERIC.get(type(event))
@@ -353,7 +409,8 @@ class Partitioner:
         self.seq = first_seq
         self.parts: dict[PartitionKey, Columns] = {}
         self.skipped = 0
-        """Events of types without a dataset yet (the stateless channels' events)."""
+        """Events of types without a dataset (every public event type has one; a key function
+        may leave some out)."""
 
     def columns(self, key: PartitionKey) -> Columns:
         part = self.parts.get(key)
@@ -375,6 +432,8 @@ class Partitioner:
                 part.add_trade(self.seq, event)
             elif isinstance(event, BookSnapshot | BookDelta):
                 part.add_book(self.seq, event)
+            elif isinstance(event, IntervalSnapshot):
+                part.add_interval(self.seq, event)
             elif isinstance(event, StatusEvent | ProtocolErrorEvent):
                 part.add_status(self.seq, event)
             else:

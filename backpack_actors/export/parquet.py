@@ -3,11 +3,13 @@
 Every dataset is laid out ``channel=<c>/symbol=<s>/date=<YYYY-MM-DD>/`` (Hive partitioning: the
 symbol and date come from the path). Prices and sizes are ``decimal128(38, scale)``; a value not
 exact at that scale is null there and kept as text in ``price_text``/``size_text``/``amount_text``
-(null everywhere else). The stateless channels (book ticker, ticker, candles, mark price, open
-interest, liquidations) have one column per event field, decimals at scale 18 with the same
-``*_text`` spill. Exchange times are int64 µs, local times int64 ns. ``exchange_symbol``,
-``side``, ``reason`` and ``kind`` are dictionary-encoded; files are zstd-compressed, and the schema
-metadata names the source and the market table.
+(null everywhere else). Interval snapshots (``book_snapshots``) have one row per level with its
+rank (``level``), the view's ``depth`` and its valid window (prices, same spill). The stateless
+channels (book ticker, ticker, candles, mark price, open interest, liquidations) have one column
+per event field, decimals at scale 18 with the same ``*_text`` spill. Exchange times are int64
+µs, local times int64 ns. ``exchange_symbol``, ``side``, ``reason`` and ``kind`` are
+dictionary-encoded; files are zstd-compressed, and the schema metadata names the source and the
+market table.
 """
 
 from __future__ import annotations
@@ -68,11 +70,17 @@ def _types(price_scale: int, size_scale: int) -> dict[str, Any]:
         "excerpt": pa.string(),
         "counts": pa.string(),
         "at_ns": pa.int64(),
+        "level": pa.int32(),
+        "depth": pa.int32(),
+        "valid_bid_floor": price,
+        "valid_ask_ceiling": price,
+        "valid_bid_floor_text": pa.string(),
+        "valid_ask_ceiling_text": pa.string(),
     }
 
 
 _NOT_NULL = {"seq", "exchange_symbol", "trade_id", "side", "is_snapshot", "update_id"}
-_NOT_NULL |= {"received_at_ns", "backfilled", "kind", "reason", "at_ns", "counts"}
+_NOT_NULL |= {"received_at_ns", "backfilled", "kind", "reason", "at_ns", "counts", "level"}
 
 
 def _generic_fields(channel: str) -> list[Any]:

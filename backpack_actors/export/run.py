@@ -130,7 +130,8 @@ async def _tardis(recording: Recording, out: Path) -> ExportSummary:
     from backpack_actors.export.tardis import TardisWriter
 
     summary = ExportSummary()
-    writer = TardisWriter(out)
+    snapshots = recording.header.settings.book_snapshots
+    writer = TardisWriter(out, interval_ms=None if snapshots is None else snapshots[1])
     try:
         async for batch in replay_batches(recording):
             summary.events += len(batch)

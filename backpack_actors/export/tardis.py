@@ -12,6 +12,12 @@ removes it). A snapshot that directly follows another (no delta rows between) or
 not reset a reader that way; it is written as the level changes from the book before it
 (``is_snapshot=false``), which rebuilds the same book. ``book_snapshot_N`` and ``quotes`` rows are
 written whenever the top N levels (or the best bid/ask) change, from the book those rows rebuild.
+
+Interval snapshots (config ``book_snapshots {depth: N, interval_ms: M}``) are written as
+``book_snapshot_N_Mms``, the name tardis-machine and tardis-dev give top-N snapshots taken every
+M ms, with the ``book_snapshot_N`` columns: one row per snapshot, ``timestamp`` its boundary,
+``local_timestamp`` the receipt of the update that closed the interval. Whole-book ones (N = 0)
+have no fixed column count and are left out (the Parquet export has them).
 gzip headers carry no name or time, so the bytes depend only on the rows.
 """
 
@@ -24,7 +30,14 @@ from pathlib import Path
 from typing import IO, Final
 
 from backpack_actors.core.book import OrderBook
-from backpack_actors.core.events import BookDelta, BookSnapshot, Event, RawLevel, Trade
+from backpack_actors.core.events import (
+    BookDelta,
+    BookSnapshot,
+    Event,
+    IntervalSnapshot,
+    RawLevel,
+    Trade,
+)
 from backpack_actors.export.columns import received_at_ns, utc_date
 
 __all__ = ["DATA_TYPES", "EXCHANGE", "TardisWriter", "tardis_header"]
@@ -48,7 +61,8 @@ def tardis_header(data_type: str) -> list[str]:
         return [*_PREFIX, "id", "side", "price", "amount"]
     if data_type == "quotes":
         return [*_PREFIX, "ask_amount", "ask_price", "bid_price", "bid_amount"]
-    depth = int(data_type.rsplit("_", 1)[1])
+    # book_snapshot_<N> (on every change) or book_snapshot_<N>_<M>ms (every M ms).
+    depth = int(data_type.removeprefix("book_snapshot_").split("_")[0])
     levels = []
     for i in range(depth):
         levels += [f"asks[{i}].price", f"asks[{i}].amount", f"bids[{i}].price", f"bids[{i}].amount"]
@@ -69,10 +83,17 @@ class _Book:
 class TardisWriter:
     """Writes events as Tardis CSV files under ``out``; :meth:`close` finishes them."""
 
-    def __init__(self, out: Path, *, compresslevel: int = 6) -> None:
+    def __init__(
+        self, out: Path, *, compresslevel: int = 6, interval_ms: int | None = None
+    ) -> None:
         self.out = out
         self.compresslevel = compresslevel
+        self.interval_ms = interval_ms
+        """The ``book_snapshots`` interval the interval snapshots were taken at (their file name
+        says it; the events do not carry it)."""
         self.rows: dict[str, int] = dict.fromkeys(DATA_TYPES, 0)
+        self.skipped_whole_books = 0
+        """Whole-book interval snapshots, left out (see the module docstring)."""
         self.files: list[Path] = []
         self._open: dict[tuple[str, str, str], tuple[IO[bytes], gzip.GzipFile]] = {}
         self._books: dict[str, _Book] = {}
@@ -96,7 +117,7 @@ class TardisWriter:
     def _emit(self, data_type: str, symbol: str, us: int, lines: list[str]) -> None:
         if lines:
             self._file(data_type, symbol, utc_date(us)).write("".join(lines).encode())
-            self.rows[data_type] += len(lines)
+            self.rows[data_type] = self.rows.get(data_type, 0) + len(lines)
 
     def write(self, events: Iterable[Event]) -> None:
         """Write the rows of ``events`` (in order)."""
@@ -105,6 +126,21 @@ class TardisWriter:
                 self._trade(event)
             elif isinstance(event, BookSnapshot | BookDelta):
                 self._book(event)
+            elif isinstance(event, IntervalSnapshot):
+                self._interval(event)
+
+    def _interval(self, view: IntervalSnapshot) -> None:
+        depth = view.depth
+        if depth is None:
+            self.skipped_whole_books += 1
+            return
+        if self.interval_ms is None:
+            raise ValueError("interval snapshots need the writer's interval_ms (book_snapshots)")
+        symbol = view.exchange_symbol
+        us = view.engine_time_us
+        local = received_at_ns(view) // 1000
+        line = f"{EXCHANGE},{symbol},{us},{local}," + _levels((view.raw_bids, view.raw_asks), depth)
+        self._emit(f"book_snapshot_{depth}_{self.interval_ms}ms", symbol, us, [line])
 
     def _trade(self, trade: Trade) -> None:
         local = received_at_ns(trade) // 1000

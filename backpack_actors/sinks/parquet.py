@@ -35,6 +35,7 @@ from backpack_actors.core.events import (
     BookDelta,
     BookSnapshot,
     Event,
+    IntervalSnapshot,
     ProtocolErrorEvent,
     StatusEvent,
     Trade,
@@ -74,6 +75,8 @@ def hourly_partition(event: Event) -> PartitionKey | None:
         return "trades", event.symbol, _hour_of(received_at_ns(event))
     if isinstance(event, BookSnapshot | BookDelta):
         return "book", event.symbol, _hour_of(received_at_ns(event))
+    if isinstance(event, IntervalSnapshot):
+        return "interval_snapshots", event.symbol, _hour_of(received_at_ns(event))
     if isinstance(event, StatusEvent | ProtocolErrorEvent):
         return "status", event.symbol or UNATTRIBUTED, _hour_of(at_ns(event))
     channel = GENERIC.get(type(event))
