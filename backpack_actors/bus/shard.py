@@ -76,7 +76,7 @@ class ShardedSink(RedisStreamsSink):
     def _forget(self, symbol: str) -> None:
         # The book kept of a symbol no longer streamed goes stale at once: were it kept, a
         # retried write or the next epoch could turn it into a checkpoint.
-        self._symbols.pop(symbol, None)
+        self.forget(symbol)
 
     @staticmethod
     def _decrement(counts: dict[str, int], symbol: str) -> None:

@@ -348,7 +348,9 @@ async def _start_bus(
     from backpack_actors.core.symbols import normalize
 
     symbols = [normalize(symbol) for symbol in feed.symbols]
-    await nursery.start(run_bus_publisher, subscription, bus, symbols)
+    # Given the feed, the publisher shards the exchange connections: it streams only the
+    # symbols it leases (docs/bus.md, "Connection sharding").
+    await nursery.start(partial(run_bus_publisher, subscription, bus, symbols, feed=feed))
 
 
 def _unreachable(feed: Feed, config: FeedConfig, timeout: float) -> ExchangeUnreachableError:

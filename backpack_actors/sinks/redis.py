@@ -260,6 +260,11 @@ class RedisStreamsSink:
 
     # -- trio side --------------------------------------------------------------------------------
 
+    def forget(self, symbol: str) -> None:
+        """Drop what this sink knows of ``symbol``'s book (it is no longer streamed here): a
+        later retried write or epoch must never turn that stale book into a checkpoint."""
+        self._symbols.pop(symbol, None)
+
     async def publish(self, events: list[Event]) -> None:
         """Write ``events`` (in order, with any checkpoints due); retries until written."""
         entries: list[_Entry] = []
