@@ -15,7 +15,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -197,19 +197,21 @@ class Feed:
             raise RuntimeError("markets are not loaded yet")
         return table.resolve(symbol)
 
-    async def subscribe(self, *symbols: str) -> list[str]:
-        """Add markets at runtime (any symbol form); the others are not disturbed. Returns the
-        exchange ids added; an unknown symbol raises UnknownSymbolError with suggestions."""
-        infos = [self._resolve(symbol) for symbol in symbols]
+    async def subscribe(self, *symbols: str | Iterable[str]) -> list[str]:
+        """Add markets at runtime (any symbol form, or lists of them); the others are not
+        disturbed. Returns the exchange ids added; an unknown symbol raises UnknownSymbolError
+        with suggestions."""
+        infos = [self._resolve(symbol) for symbol in _flat(symbols)]
         new = [info for info in infos if info.exchange_id not in self.tree.markets]
         self.tree.add_markets(new, reason="subscribed at runtime")
         await trio.lowlevel.checkpoint()
         return [info.exchange_id for info in new]
 
-    async def unsubscribe(self, *symbols: str) -> list[str]:
-        """Remove markets at runtime; each gets a final ``unsubscribed`` status event."""
+    async def unsubscribe(self, *symbols: str | Iterable[str]) -> list[str]:
+        """Remove markets at runtime (symbols or lists of them); each gets a final
+        ``unsubscribed`` status event."""
         removed = []
-        for symbol in symbols:
+        for symbol in _flat(symbols):
             info = self._resolve(symbol)
             if info.exchange_id in self.tree.markets:
                 self.tree.remove_symbol(
@@ -456,3 +458,17 @@ class CcxtBackpackFeed:
     def run(self, *, max_events: int | None = None) -> None:
         """Block running the feed until ``stop()``, Ctrl-C or ``max_events``."""
         trio.run(lambda: self.run_async(max_events=max_events))
+
+
+def _flat(symbols: tuple[str | Iterable[str], ...]) -> list[str]:
+    # ccxt habits pass lists (watch_order_book_for_symbols); anything else is named clearly.
+    out: list[str] = []
+    for item in symbols:
+        group = [item] if isinstance(item, str) else item
+        if not isinstance(group, Iterable):
+            raise TypeError(f"a symbol is a string such as 'BTC-USDC', not {item!r}")
+        for symbol in group:
+            if not isinstance(symbol, str):
+                raise TypeError(f"a symbol is a string such as 'BTC-USDC', not {symbol!r}")
+            out.append(symbol)
+    return out

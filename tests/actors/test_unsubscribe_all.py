@@ -8,6 +8,7 @@ falls back to the configured symbols when none is left."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from backpack_actors.config import FeedConfig
@@ -84,4 +85,37 @@ async def test_symbols_is_empty_once_everything_is_unsubscribed(
                 await feed.unsubscribe("BTC-USDC")
                 assert feed.markets == {}
                 assert feed.symbols == []
+            nursery.cancel_scope.cancel()
+
+
+async def test_subscribe_and_unsubscribe_take_lists_and_name_a_bad_argument(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """ccxt habits pass lists (``watch_order_book_for_symbols``): they work like separate
+    arguments; an argument that is no symbol is a TypeError that says what a symbol is."""
+    markets = ["BTC_USDC", "ETH_USDC", "SOL_USDC"]
+    exchange = SimExchange(seed=66, markets=markets, config=SimConfig(rate=40))
+    config = FeedConfig.from_kwargs(
+        symbols=["BTC-USDC"],
+        rest_url="http://sim.invalid",
+        ws_url="ws://sim.invalid",
+        snapshot_interval=0,
+        metadata_refresh_interval=0,
+    )
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(exchange.run)
+            async with open_feed(
+                config,
+                rest_client=SimRestClient(exchange),
+                ws_connect=sim_memory_connector(exchange),
+            ) as feed:
+                assert await feed.subscribe(["ETH-USDC", "SOL/USDC"]) == ["ETH_USDC", "SOL_USDC"]
+                assert sorted(feed.symbols) == markets
+                assert await feed.unsubscribe(["ETH-USDC"], "SOL-USDC") == ["ETH_USDC", "SOL_USDC"]
+                assert feed.symbols == ["BTC_USDC"]
+                with pytest.raises(TypeError, match="a symbol is a string"):
+                    await feed.subscribe(42)  # type: ignore[arg-type]
+                with pytest.raises(TypeError, match="a symbol is a string"):
+                    await feed.unsubscribe([None])  # type: ignore[list-item]
             nursery.cancel_scope.cancel()
