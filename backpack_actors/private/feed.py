@@ -356,7 +356,10 @@ class PrivateFeed:
             self._emit(event)
         self._fills_read_ms = fills_read_ms
         if len(state.fill_ids) + len(state.orders) > _PRUNE_AT and state.last_fill_ms is not None:
-            state.prune(state.last_fill_ms - _PRUNE_HORIZON_MS)
+            # Behind both the newest fill and where history reads start (a read cut at _MAX_PAGES
+            # leaves that far behind the stream): a pruned id must never be read again.
+            reach = min(state.last_fill_ms, since - _FILL_MARGIN_MS)
+            state.prune(reach - _PRUNE_HORIZON_MS)
         self.stats["reconciliations"] += 1
         done = self.stats["reconciliations"]
         for target, waiter in list(self._waiters):

@@ -128,8 +128,9 @@ class PrivateState:
     def prune(self, before_ms: int) -> int:
         """Forget fills and finished orders last heard of before ``before_ms``; returns how many.
 
-        Only safe for what history reads can no longer return (the feed reads history from a
-        little before the last fill seen), so the horizon is kept well behind that.
+        Only safe for what history reads can no longer return (the feed reads fill history from a
+        little before the newest fill its previous read returned), so the horizon is kept well
+        behind that.
         """
         horizon_us = before_ms * 1000
         old_fills = [t for t, us in self._fill_times.items() if us < horizon_us]
