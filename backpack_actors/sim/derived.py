@@ -5,8 +5,9 @@ stream has ground truth a test can recompute independently:
 
 * ``kline.<interval>.<symbol>``: the candle of the current bucket, built from the model's trades,
   sent at most once a tick (the exchange says "at most once per second") when it changed, and a
-  final ``X: true`` copy once the bucket is over. A closed candle equals the REST ``/klines``
-  answer for its bucket.
+  final ``X: true`` copy once the bucket is over — to whoever is subscribed then: a bucket that
+  ends while nobody listens is never sent. A closed candle equals the REST ``/klines`` answer for
+  its bucket.
 * ``markPrice.<symbol>`` (perps): mark = the book's mid, index = the last trade price, estimated
   funding = (mark − index) / index clamped to ±0.0005 at 8 decimals, next funding on the next 8 h
   boundary. Sent every tick; :func:`mark_price_fields` gives the same numbers at any moment.
@@ -202,6 +203,10 @@ class DerivedStreams:
                 stream = f"kline.{interval}.{symbol}"
                 if self._subscribed(stream):
                     self._kline(symbol, model, stream, seconds, now_us)
+                else:
+                    # Nobody listened: a later subscriber starts with the bucket in progress
+                    # then, as on the exchange, not with the final of one that ended unheard.
+                    self._klines.pop(stream, None)
             if model.spec.market_type != "PERP":
                 continue
             stream = f"markPrice.{symbol}"

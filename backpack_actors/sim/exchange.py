@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -60,6 +60,8 @@ KLINE_INTERVALS = {
     "3d": 259200, "1w": 604800, "1month": 2592000,
 }  # fmt: skip
 HISTORY_ROUTES = frozenset({"/api/v1/trades/history", "/api/v1/klines"})
+HTTP_LOG_SIZE = 10_000
+"""REST requests ``SimExchange.http_log`` keeps (the newest)."""
 INVALID_STREAM = {"code": 4006, "message": "Invalid stream"}
 _encode = msgspec.json.Encoder(order="sorted").encode
 
@@ -324,6 +326,10 @@ class SimExchange:
         self._reorder_held: dict[str, str] = {}
         self._aggregates: dict[str, _Aggregate] = {}
         self._rate_windows: dict[tuple[str, bool], deque[float]] = {}
+        # Every REST request as received, by public route ("other" for the rest): totals, and
+        # the newest requests with their trio time, so a test can see how often a route is asked.
+        self.http_calls: Counter[str] = Counter()
+        self.http_log: deque[tuple[float, str]] = deque(maxlen=HTTP_LOG_SIZE)
         self._last_gen: float | None = None
         self._carry: dict[str, int] = dict.fromkeys(self.models, 0)
         self._next_ticker = 0.0
@@ -732,6 +738,9 @@ class SimExchange:
         """Answer one REST request (``path`` may carry ``?query``); awaits only injected delays."""
         path, _, inline = path.partition("?")
         params = _parse_query(query, inline)
+        route = path if path in _ROUTES else "other"
+        self.http_calls[route] += 1
+        self.http_log.append((trio.current_time(), route))
         faults = self.faults
         if faults.http451:
             faults.injected["http_451"] += 1
