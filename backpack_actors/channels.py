@@ -36,6 +36,7 @@ from backpack_actors.core.events import (
 from backpack_actors.core.symbols import MarketInfo
 from backpack_actors.core.wire import (
     BookTickerEvent,
+    Kline,
     KlineEvent,
     LiquidationEvent,
     MarkPriceEvent,
@@ -48,6 +49,7 @@ from backpack_actors.core.wire import Ticker as RestTicker
 
 __all__ = [
     "CANDLE_INTERVALS",
+    "CANDLE_SECONDS",
     "CHANNELS",
     "DEPTH_STREAMS",
     "Channel",
@@ -58,6 +60,7 @@ __all__ = [
     "interval_of",
     "parse_channel",
     "private_channels",
+    "rest_candle",
     "rest_mark_price",
     "rest_open_interest",
     "rest_ticker",
@@ -83,6 +86,30 @@ CANDLE_INTERVALS: Final = (
     "1month",
 )
 """Backpack's kline intervals (REST and WebSocket share them; docs/protocol.md §3)."""
+
+CANDLE_SECONDS: Final = {
+    "1s": 1,
+    "1m": 60,
+    "3m": 180,
+    "5m": 300,
+    "15m": 900,
+    "30m": 1800,
+    "1h": 3600,
+    "2h": 7200,
+    "4h": 14400,
+    "6h": 21600,
+    "8h": 28800,
+    "12h": 43200,
+    "1d": 86400,
+    "3d": 259200,
+    "1w": 604800,
+    "1month": 2592000,
+}
+"""Each interval's length, and the grid REST-only candle polls align to: buckets start at
+multiples of it since the Unix epoch. Exact for ``1s``..``1d`` (each divides a UTC day); for
+``3d``, ``1w`` and ``1month`` (30 days here) the exchange's alignment is not documented — the
+simulator uses this grid, and the REST answers' own ``start``/``end`` decide what is published
+(docs/channels.md)."""
 
 
 Builder = Callable[[Any, MarketInfo, int, int], Event]
@@ -305,6 +332,35 @@ def rest_open_interest(
         info.exchange_id,
         _text(wire.open_interest),
         wire.timestamp * 1000,
+        received_ns,
+        mono,
+    )
+
+
+def rest_candle(wire: Kline, info: MarketInfo, received_ns: int, mono: int) -> Candle | None:
+    """A closed ``/api/v1/klines`` item (REST-only mode); None for a bucket without values.
+
+    REST gives no emit time: ``event_time_us`` is the receipt time. Only candles the caller knows
+    are over are given here, so ``closed`` is true.
+    """
+    o, h, lo, c, v = wire.open, wire.high, wire.low, wire.close, wire.volume
+    if o is None or h is None or lo is None or c is None or v is None:
+        return None
+    start, end = _iso_us(wire.start), _iso_us(wire.end)
+    return Candle(
+        info.normalized,
+        info.exchange_id,
+        interval_of(start, end),
+        start,
+        end,
+        _text(o),
+        _text(h),
+        _text(lo),
+        _text(c),
+        _text(v),
+        wire.trades or 0,
+        True,
+        received_ns // 1000,
         received_ns,
         mono,
     )

@@ -31,6 +31,7 @@ import trio
 from backpack_actors.actors.connection import decode_read
 from backpack_actors.actors.messages import (
     BackfillDone,
+    CandlePoll,
     FrameBatch,
     FrameError,
     InboxMessage,
@@ -253,7 +254,11 @@ class BackfillRecord(
 class RestChannelsRecord(
     msgspec.Struct, frozen=True, tag="rest_channels", tag_field="kind", omit_defaults=True
 ):
-    """REST-only tickers, mark prices, open interest (:class:`RestChannels`)."""
+    """REST-only tickers, mark prices, open interest, candles (:class:`RestChannels`).
+
+    ``candles`` (klines answers) was added within format 2: absent, as in older files, it is
+    empty, and a line without candles is written exactly as before.
+    """
 
     now: float
     tickers: list[Ticker] = []
@@ -261,6 +266,7 @@ class RestChannelsRecord(
     open_interest: list[OpenInterest] = []
     received_ns: int = 0
     mono_ns: int = 0
+    candles: list[CandlePoll] = []
 
 
 RecordLine = (  # one line of a recording file
@@ -351,6 +357,7 @@ def _line_of(message: InboxMessage, now: float) -> RecordLine:
             message.open_interest,
             message.received_ns,
             message.mono_ns,
+            message.candles,
         )
     return BackfillRecord(
         message.symbol, message.trades, message.error, now, message.received_ns, message.mono_ns
@@ -532,7 +539,12 @@ def _message_of(line: _Entry | BackfillRecord) -> InboxMessage:
         return RestTrades(line.symbol, line.trades, _rx(line), line.mono_ns)
     if isinstance(line, RestChannelsRecord):
         return RestChannels(
-            line.tickers, line.mark_prices, line.open_interest, line.received_ns, line.mono_ns
+            line.tickers,
+            line.mark_prices,
+            line.open_interest,
+            line.received_ns,
+            line.mono_ns,
+            candles=line.candles,
         )
     return BackfillDone(line.symbol, line.trades, line.error, _rx(line), line.mono_ns)
 

@@ -6,7 +6,8 @@
      │                 where it happens and reported in-band)
      ├─ metadata      market table; resolves symbols; listings/delistings at each refresh
      ├─ rest          every REST call: per-symbol fair queues, priorities, one budget, deadlines
-     └─ connections   one ConnectionActor per group of ``connection_group_size`` symbols
+     └─ connections   one ConnectionActor per group of ``connection_group_size`` symbols, and
+                   the feed's one ChannelPoller of the REST-only channels (per route, not group)
 
     reconciler        every symbol's BookSync/TradeSync, called synchronously by connections
                       and by the REST actor (no task, no inbox)
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from backpack_actors.actors.connection import (
+    ChannelPoller,
     ConnectionActor,
     Connections,
     ConnectionSettings,
@@ -86,6 +88,9 @@ class ActorTree:
                 rate_per_s=config.rest_rate_per_s,
                 burst=config.rest_burst,
                 history_per_min=config.history_rate_per_min,
+                # REST-only candles get two thirds of the historical budget; backfills keep the
+                # rest even when candle polls for many markets would take it all.
+                klines_per_min=config.history_rate_per_min * 2 / 3,
                 concurrency=config.rest_concurrency,
                 timeout=config.rest_timeout,
                 snapshot_attempts=config.snapshot_attempts,
@@ -178,6 +183,10 @@ class ActorTree:
             record_raw=self._recorder is not None,
         )
         reconciler = self.reconciler
+        # One poller of the REST-only channels for every group (one call per route per round).
+        poller = ChannelPoller(
+            reconciler=reconciler, rest=self.rest, settings=settings, wall_clock=self._wall_clock
+        )
 
         def make_actor(group_id: str, symbols: list[str]) -> ConnectionActor:
             return ConnectionActor(
@@ -192,10 +201,14 @@ class ActorTree:
                 backoff=cfg.make_backoff(),
                 rng=self._rng,
                 subscribe_budget=self._subscribe_budget,
+                poller=poller,
             )
 
         self.connections = Connections(
-            self.markets, make_actor=make_actor, group_size=cfg.connection_group_size
+            self.markets,
+            make_actor=make_actor,
+            group_size=cfg.connection_group_size,
+            poller=poller,
         )
 
     # -- runtime changes of the symbol set --------------------------------------------------------

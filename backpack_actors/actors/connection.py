@@ -18,12 +18,20 @@ polling through the REST actor (books about once a second, fairly, within the bu
 probe promotes it back once a WebSocket delivers decodable, in-sequence frames (or, for a quiet
 market, nothing while REST shows the exchange did not move) for ``promote_healthy_after``
 seconds. Downstream slowness never reaches this actor: it never waits for anybody but the socket.
+
+The channels whose REST route serves every market in one call (tickers, mark prices, open
+interest) and REST-only candles are polled by one :class:`ChannelPoller` for the whole feed, not
+per group; it also fills, over REST, the candles a stream missed while it was down. The feed-wide
+``liquidation`` stream rides one connection still on the WebSocket, chosen by
+:class:`Connections` and handed over when that connection fails (docs/channels.md).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
+import math
 import random
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,6 +42,7 @@ import msgspec
 import trio
 
 from backpack_actors.actors.messages import (
+    CandlePoll,
     FrameError,
     PollRequest,
     RestChannels,
@@ -41,8 +50,8 @@ from backpack_actors.actors.messages import (
     StreamStarted,
 )
 from backpack_actors.actors.reconciler import Reconciler
-from backpack_actors.actors.rest import RestActor
-from backpack_actors.channels import CHANNELS, global_streams, streams_for
+from backpack_actors.actors.rest import RestActor, fetch_klines
+from backpack_actors.channels import CANDLE_SECONDS, CHANNELS, global_streams, streams_for
 from backpack_actors.core.budget import TokenBucket
 from backpack_actors.core.clock import mono_ns, wall_ns_of
 from backpack_actors.core.events import StatusKind
@@ -52,7 +61,6 @@ from backpack_actors.core.wire import (
     DepthEvent,
     LiquidationEvent,
     MarketData,
-    OpenInterest,
     TradeEvent,
     decode_ws_frame,
 )
@@ -69,6 +77,7 @@ from backpack_actors.errors import (
 from backpack_actors.transport.ws import WsConnection, WsConnector
 
 __all__ = [
+    "ChannelPoller",
     "ConnectionActor",
     "ConnectionHealth",
     "ConnectionSettings",
@@ -136,8 +145,22 @@ def subscribe_frame(streams: Iterable[str], *, method: str = "SUBSCRIBE") -> str
     return msgspec.json.encode({"method": method, "params": list(streams)}).decode()
 
 
-# Channels with a REST route polled in REST-only mode (besides trades and l2_book).
-_REST_CHANNELS = frozenset({"ticker", "mark_price", "open_interest"})
+# Channels whose one REST route serves every market, polled in REST-only mode (route, client
+# method name), in registry order.
+_ROUTES: dict[str, tuple[str, str]] = {
+    "ticker": ("/api/v1/tickers", "tickers"),
+    "mark_price": ("/api/v1/markPrices", "mark_prices"),
+    "open_interest": ("/api/v1/openInterest", "open_interest"),
+}
+_OPEN_INTEREST_EVERY_S = 60.0
+"""The exchange publishes open interest every 60 s (docs/protocol.md §4.9): no use asking more."""
+CANDLE_GRACE_S = 2
+"""Seconds after a candle's close before REST is asked for it: trades printed at the very end of
+the bucket must have reached the exchange's candles, and the local clock may lag the exchange's."""
+KLINES_PER_CALL = 500
+"""Buckets one ``/klines`` call asks for at most (the answer's size limit is not documented)."""
+_KLINES_RETRY_S = 30.0
+_BEHIND_REPORT_EVERY_S = 60.0
 
 # A wire type's stream prefix, to name a misrouted frame's stream in its report.
 _STREAM_OF: dict[type, str] = {DepthEvent: "depth", TradeEvent: "trade"} | {
@@ -205,10 +228,19 @@ class ConnectionActor:
         backoff: Backoff,
         rng: random.Random,
         subscribe_budget: TokenBucket,
+        poller: ChannelPoller | None = None,
     ) -> None:
         self.id = group_id
         self.health = ConnectionHealth(group_id, rest_only=not settings.websocket)
+        # Per symbol: the epoch of its current stream (0: never started yet).
         self._symbols: dict[str, int] = dict.fromkeys(symbols, 0)
+        # Per symbol: the wall time it joined this group, when its current WebSocket
+        # subscription started, and (start, end) of its last one: where the candles it may have
+        # missed begin (candle_floor).
+        carried = wall_clock()
+        self._since: dict[str, float] = dict.fromkeys(self._symbols, carried)
+        self._subscribed_at: dict[str, float] = {}
+        self._streamed: dict[str, tuple[float, float]] = {}
         self._connector = connector
         self._reconciler = reconciler
         self._rest = rest
@@ -230,9 +262,16 @@ class ConnectionActor:
         self._mode_changed = trio.Event()
         self.cancel_scope = trio.CancelScope()
         # Whether this connection carries the streams of every market (``liquidation``): one
-        # connection of the feed does (the Connections manager decides which).
+        # connection of the feed does (the Connections manager decides which, told through
+        # ``on_ws`` whenever a WebSocket session of this group starts or ends).
         self.carries_global = False
         self._global_pending = False
+        self.on_ws: Callable[[ConnectionActor, bool], None] | None = None
+        # The feed's poller of the REST-only channels; a group run alone polls for itself.
+        self._own_poller = poller is None
+        self.poller = poller or ChannelPoller(
+            reconciler=reconciler, rest=rest, settings=settings, wall_clock=wall_clock
+        )
         # Markets moved off an aggregated depth stream that did not keep the id chain, and the
         # aggregated streams still to unsubscribe on the live connection.
         self._realtime_depth: set[str] = set()
@@ -245,8 +284,29 @@ class ConnectionActor:
     def symbols(self) -> list[str]:
         return list(self._symbols)
 
+    @property
+    def streaming(self) -> bool:
+        """Whether a WebSocket session of this group is up (connected, not REST-only)."""
+        return self._session is not None and not self.health.rest_only
+
+    def candle_floor(self, symbol: str, interval_s: int) -> int:
+        """The start (s) of ``symbol``'s oldest ``interval_s`` bucket whose closed candle may
+        have been missed: the one in progress when it joined the group, or — when its last
+        WebSocket subscription outlived a whole bucket, so every close until then was streamed —
+        the one in progress when that subscription ended."""
+        floor = _grid(self._since.get(symbol, self._wall_clock()), interval_s)
+        window = self._streamed.get(symbol)
+        if window is not None:
+            start, end = window
+            if _grid(start, interval_s) < _grid(end, interval_s):
+                floor = max(floor, _grid(end, interval_s))
+        return floor
+
     def __len__(self) -> int:
         return len(self._symbols)
+
+    def __contains__(self, symbol: object) -> bool:
+        return symbol in self._symbols
 
     # -- runtime membership --------------------------------------------------------------------
 
@@ -255,6 +315,7 @@ class ConnectionActor:
         if symbol in self._symbols:
             return
         self._symbols[symbol] = 0
+        self._since[symbol] = self._wall_clock()
         self._gone.discard(symbol)
         self._to_unsubscribe.discard(symbol)
         if self.health.rest_only or not self.settings.websocket:
@@ -271,18 +332,28 @@ class ConnectionActor:
         self._gone.add(symbol)
         self._to_subscribe.discard(symbol)
         self._seen.pop(symbol, None)
+        self._since.pop(symbol, None)
+        self._subscribed_at.pop(symbol, None)
+        self._streamed.pop(symbol, None)
+        self.poller.forget(symbol)
         if self._session is not None and not self.health.rest_only:
             self._to_unsubscribe.add(symbol)
             self._session.control.set()
 
     def carry_global(self) -> None:
-        """Carry the feed-wide streams from now on (the previous carrier left)."""
+        """Carry the feed-wide streams from now on (the previous carrier left or failed)."""
         if self.carries_global:
             return
         self.carries_global = True
         if self._session is not None and not self.health.rest_only:
             self._global_pending = True
             self._session.control.set()
+
+    def drop_global(self) -> None:
+        """Stop carrying the feed-wide streams (called once this group's session has ended, so
+        nothing is left to unsubscribe and no frame of them can still arrive here)."""
+        self.carries_global = False
+        self._global_pending = False
 
     def use_realtime_depth(self, symbol: str) -> None:
         """Serve ``symbol``'s book from the real-time depth stream from now on (resubscribed)."""
@@ -311,9 +382,16 @@ class ConnectionActor:
         return streams
 
     def _start_symbol(self, symbol: str, mode: str) -> None:
+        previous = self._symbols[symbol]
         epoch = next(self._epochs)
         self._symbols[symbol] = epoch
         self._reconciler.handle(StreamStarted(symbol, epoch, mode))  # type: ignore[arg-type]
+        if mode == "ws":
+            self._subscribed_at[symbol] = self._wall_clock()
+            if previous:
+                # Streamed or polled before: a candle that closed in between (reconnecting, or
+                # between the last REST poll and now) never reaches a new subscription.
+                self.poller.resubscribed(self, symbol)
 
     def _news(self, kind: StatusKind, reason: str, counts: dict[str, int]) -> None:
         for symbol in list(self._symbols):
@@ -346,6 +424,14 @@ class ConnectionActor:
         settings, health = self.settings, self.health
         session = self._session
         self._session = None
+        ended = self._wall_clock()
+        for symbol, at in self._subscribed_at.items():
+            self._streamed[symbol] = (at, ended)
+        self._subscribed_at.clear()
+        if self.on_ws is not None:
+            # Ended (or never connected): a carrier of the feed-wide streams hands them over now,
+            # not after the reconnects, so they pause only for the handover.
+            self.on_ws(self, False)
         now = trio.current_time()
         # Healthy: it kept delivering (more than one read) for healthy_after seconds and did
         # not end by going silent — a stale connection's data stopped, whenever it started.
@@ -412,6 +498,9 @@ class ConnectionActor:
                 for symbol in list(self._symbols):
                     self._start_symbol(symbol, "ws")
                     self._seen[symbol] = health.reads
+                if self.on_ws is not None:
+                    # May make this group the carrier: then the first SUBSCRIBE names them.
+                    self.on_ws(self, True)
                 self._global_pending = False
                 await conn.send(
                     subscribe_frame(self._streams(self._symbols, with_global=self.carries_global))
@@ -698,31 +787,38 @@ class ConnectionActor:
             self._start_symbol(symbol, "rest")
         mark_started()
         promoted = False
-        async with trio.open_nursery() as nursery:
+        poller = self.poller
+        # Books and trades per market here; the channels with a REST route and candles for
+        # every REST-only group at once by the poller.
+        poller.join(self)
+        try:
+            async with trio.open_nursery() as nursery:
 
-            async def poll() -> None:
-                while True:
-                    for symbol in list(self._symbols):
-                        if settings.book:
-                            self._rest.request(PollRequest(symbol, "book"))
-                        if settings.trades:
-                            self._rest.request(PollRequest(symbol, "trades"))
-                    await trio.sleep(settings.rest_poll_interval)
+                async def poll() -> None:
+                    while True:
+                        for symbol in list(self._symbols):
+                            if settings.book:
+                                self._rest.request(PollRequest(symbol, "book"))
+                            if settings.trades:
+                                self._rest.request(PollRequest(symbol, "trades"))
+                        await trio.sleep(settings.rest_poll_interval)
 
-            async def probe() -> None:
-                nonlocal promoted
-                while True:
-                    await trio.sleep(settings.promote_probe_interval)
-                    if await self._probe():
-                        promoted = True
-                        nursery.cancel_scope.cancel()
-                        return
+                async def probe() -> None:
+                    nonlocal promoted
+                    while True:
+                        await trio.sleep(settings.promote_probe_interval)
+                        if await self._probe():
+                            promoted = True
+                            nursery.cancel_scope.cancel()
+                            return
 
-            nursery.start_soon(poll)
-            if _REST_CHANNELS & {c.partition(":")[0] for c in settings.channels}:
-                nursery.start_soon(self._poll_channels)
-            if settings.websocket:
-                nursery.start_soon(probe)
+                nursery.start_soon(poll)
+                if self._own_poller:
+                    nursery.start_soon(poller.run)
+                if settings.websocket:
+                    nursery.start_soon(probe)
+        finally:
+            poller.leave(self)
         if promoted:
             health.rest_only = False
             health.consecutive_failures = 0
@@ -734,52 +830,6 @@ class ConnectionActor:
                 "leaving REST-only",
                 {"promotions": health.promotions},
             )
-
-    async def _poll_channels(self) -> None:
-        """REST-only: the ticker, mark-price and open-interest channels from their REST routes.
-
-        One call per route serves every market, so a group asks once per round for its own
-        markets: tickers and mark prices each ``rest_poll_interval`` (at least a second, the
-        stream's own rate), open interest every 60 s (likewise). Candles (a history route,
-        30 requests a minute) and liquidations (no route) have no REST-only form.
-        """
-        settings = self.settings
-        wanted = {c.partition(":")[0] for c in settings.channels}
-        every = max(1.0, settings.rest_poll_interval)
-        next_open_interest = trio.current_time()
-        client = self._rest.client
-        while True:
-            mine = self._symbols
-            tickers = await self._channel_call("tickers", client.tickers, "ticker" in wanted)
-            marks = await self._channel_call(
-                "markPrices", client.mark_prices, "mark_price" in wanted
-            )
-            interest: list[OpenInterest] = []
-            if "open_interest" in wanted and trio.current_time() >= next_open_interest:
-                next_open_interest = trio.current_time() + 60.0
-                interest = await self._channel_call("openInterest", client.open_interest, True)
-            if tickers or marks or interest:
-                self._reconciler.handle(
-                    RestChannels(
-                        [t for t in tickers if t.symbol in mine],
-                        [m for m in marks if m.symbol in mine],
-                        [o for o in interest if o.symbol in mine],
-                        self._wall_ns(),
-                        mono_ns(),
-                    )
-                )
-            await trio.sleep(every)
-
-    async def _channel_call(self, what: str, fn: Callable[[], Any], wanted: bool) -> list[Any]:
-        if not wanted:
-            return []
-        try:
-            result: list[Any] = await self._rest.call(f"{what} (REST-only)", fn, max_attempts=2)
-        except (TransientError, ExchangeRequestError, ProtocolError) as exc:
-            # Reported by the REST actor's counters; the next round tries again.
-            log.info("connection %s: %s poll failed: %s", self.id, what, exc)
-            return []
-        return result
 
     async def _probe(self) -> bool:
         """Connect and subscribe; healthy = decodable, in-sequence frames and no refusal for
@@ -849,12 +899,318 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return leaves[0] if len(leaves) == 1 else group
 
 
+def _grid(seconds_since_epoch: float, interval_s: int) -> int:
+    """The start (s) of the ``interval_s`` bucket holding that moment (CANDLE_SECONDS' grid)."""
+    moment = math.floor(seconds_since_epoch)
+    return moment - moment % interval_s
+
+
+_Pair = tuple[str, str]  # (exchange symbol, candle interval)
+
+
+@attrs.define
+class PollerStats:
+    """Counters of the feed-wide REST-only poller (read through ``Connections.poller``)."""
+
+    route_calls: dict[str, int] = attrs.field(factory=dict)
+    klines_calls: int = 0
+    klines_failures: int = 0
+    candles_behind_s: int = 0
+    """How late the last candle poll was: seconds since its oldest missing candle closed."""
+    klines_needed_per_min: float = 0.0
+    """The calls a minute REST-only candles need to poll each market once per interval."""
+
+
+class ChannelPoller:
+    """The REST-only channels of the whole feed: one poller per route, not one per group.
+
+    ``/tickers``, ``/markPrices`` and ``/openInterest`` each answer for every market in one call,
+    so one call per route and round (``rest_poll_interval``, at least a second — the streams' own
+    rate; open interest every 60 s) serves every REST-only group's markets, whether one group is
+    REST-only or all of them. Candles have a per-market history route (``/klines``): each call
+    fills one market and interval from its oldest unpublished candle up to the last bucket
+    closed ``CANDLE_GRACE_S`` ago, the most overdue market first, within the REST actor's klines
+    budget. Each candle is published when closed, once: the reconciler drops any candle it
+    already published, whoever delivered it. When the budget cannot poll every market once per
+    interval, the markets polled late get a ``degraded_rest_only`` status saying how late
+    (``candles_behind_s``), and another when they caught up.
+
+    Markets on the WebSocket are polled too, once, after a (re)subscription: the candles that
+    closed while their stream was down (reconnects, the last REST poll before a promotion).
+    """
+
+    def __init__(
+        self,
+        *,
+        reconciler: Reconciler,
+        rest: RestActor,
+        settings: ConnectionSettings,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self._reconciler = reconciler
+        self._rest = rest
+        self.settings = settings
+        self._wall_clock = wall_clock
+        self._wall_ns = wall_ns_of(wall_clock)
+        wanted = {c.partition(":")[0] for c in settings.channels}
+        self._routes = tuple(name for name in _ROUTES if name in wanted)
+        self._intervals = tuple(
+            c.partition(":")[2] for c in settings.channels if c.startswith("candles:")
+        )
+        self._groups: dict[ConnectionActor, None] = {}
+        self._routes_wake = trio.Event()
+        self._candles_wake = trio.Event()
+        # Candles: markets to fill up to a bucket start (s) after a resubscription, with their
+        # group; how far each (market, interval) was asked for; when a failed one may be asked
+        # again; when a late one was last reported.
+        self._catch_up: dict[_Pair, tuple[int, ConnectionActor]] = {}
+        self._covered: dict[_Pair, int] = {}
+        self._retry_at: dict[_Pair, float] = {}
+        self._reported: dict[_Pair, float] = {}
+        self.stats = PollerStats()
+
+    # -- membership (synchronous) ----------------------------------------------------------------
+
+    def join(self, actor: ConnectionActor) -> None:
+        """``actor``'s group is REST-only from now on: poll for its markets too."""
+        self._groups[actor] = None
+        self._wake()
+
+    def leave(self, actor: ConnectionActor) -> None:
+        self._groups.pop(actor, None)
+        self._wake()
+
+    def resubscribed(self, actor: ConnectionActor, symbol: str) -> None:
+        """``symbol``'s streams are being subscribed again on ``actor``: fill its candles that
+        closed meanwhile (nothing to ask unless a bucket closed since its last candle)."""
+        if not self._intervals:
+            return
+        # A bucket that closes while the subscription takes effect may miss the stream as well:
+        # it is asked for too (published once, whoever delivers it first).
+        target = self._wall_clock() + CANDLE_GRACE_S
+        for interval in self._intervals:
+            pair = (symbol, interval)
+            goal = _grid(target, CANDLE_SECONDS[interval])
+            previous = self._catch_up.get(pair)
+            self._catch_up[pair] = (max(goal, previous[0]) if previous else goal, actor)
+        self._wake()
+
+    def forget(self, symbol: str) -> None:
+        """``symbol`` left the feed (or its group): nothing more to ask for it."""
+        for table in (self._catch_up, self._covered, self._retry_at, self._reported):
+            for pair in [p for p in table if p[0] == symbol]:
+                del table[pair]
+
+    def _wake(self) -> None:
+        self._routes_wake.set()
+        self._candles_wake.set()
+
+    def polled_symbols(self) -> set[str]:
+        """The markets of every REST-only group."""
+        return {symbol for actor in self._groups for symbol in actor.symbols}
+
+    # -- the tasks -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Poll until cancelled (returns at once when no configured channel needs it)."""
+        async with trio.open_nursery() as nursery:
+            if self._routes:
+                nursery.start_soon(self._poll_routes)
+            if self._intervals:
+                nursery.start_soon(self._poll_candles)
+
+    async def _poll_routes(self) -> None:
+        every = max(1.0, self.settings.rest_poll_interval)
+        next_round = -math.inf
+        next_interest = -math.inf
+        while True:
+            symbols = self.polled_symbols()
+            if not symbols:
+                self._routes_wake = trio.Event()
+                await self._routes_wake.wait()
+                continue
+            now = trio.current_time()
+            if now < next_round:
+                # Rounds start at least `every` apart, however many groups joined meanwhile.
+                await trio.sleep(next_round - now)
+                continue
+            next_round = now + every
+            perps = any(self._is_perp(symbol) for symbol in symbols)
+            # Mark prices and open interest exist for perps only; open interest once a minute.
+            calls = [
+                name
+                for name in self._routes
+                if name == "ticker" or (perps and (name == "mark_price" or now >= next_interest))
+            ]
+            if "open_interest" in calls:
+                next_interest = now + _OPEN_INTEREST_EVERY_S
+            answers: dict[str, list[Any]] = {}
+            async with trio.open_nursery() as nursery:
+                for name in calls:
+                    nursery.start_soon(self._route_call, name, answers)
+            # Membership again: a group may have left while the calls were out.
+            mine = self.polled_symbols()
+            message = RestChannels(
+                [t for t in answers.get("ticker", ()) if t.symbol in mine],
+                [m for m in answers.get("mark_price", ()) if m.symbol in mine],
+                [o for o in answers.get("open_interest", ()) if o.symbol in mine],
+                self._wall_ns(),
+                mono_ns(),
+            )
+            if message.tickers or message.mark_prices or message.open_interest:
+                self._reconciler.handle(message)
+
+    def _is_perp(self, symbol: str) -> bool:
+        info = self._reconciler.market(symbol)
+        return info is not None and info.market_type == "perp"
+
+    async def _route_call(self, name: str, answers: dict[str, list[Any]]) -> None:
+        route, method = _ROUTES[name]
+        calls = self.stats.route_calls
+        calls[route] = calls.get(route, 0) + 1
+        fn = getattr(self._rest.client, method)
+        try:
+            answers[name] = await self._rest.call(f"{route} (REST-only)", fn, max_attempts=2)
+        except (TransientError, ExchangeRequestError, ProtocolError) as exc:
+            # Counted by the REST actor; the next round asks again.
+            log.info("REST-only poll of %s failed: %s", route, exc)
+
+    async def _poll_candles(self) -> None:
+        client = self._rest.client
+        while True:
+            now = self._wall_clock()
+            pick, wait = self._pick(now)
+            if pick is None:
+                self._candles_wake = trio.Event()
+                with trio.move_on_after(min(wait, 60.0)):
+                    await self._candles_wake.wait()
+                continue
+            pair, start_s, end_s, late, rest_only = pick
+            symbol, interval = pair
+            if rest_only:
+                # A market on the WebSocket catching up is not "degraded": only the REST-only
+                # ones are told how late their candles are.
+                self._report_lateness(pair, late, now)
+            self.stats.klines_calls += 1
+            try:
+                klines = await self._rest.call(
+                    f"klines {symbol} {interval} (REST-only candles)",
+                    functools.partial(fetch_klines, client, symbol, interval, start_s, end_s),
+                    klines=True,
+                    max_attempts=2,
+                )
+            except NotImplementedError as exc:
+                log.warning("REST-only candles are off: %s", exc)
+                return
+            except (TransientError, ExchangeRequestError, ProtocolError) as exc:
+                self.stats.klines_failures += 1
+                self._retry_at[pair] = self._wall_clock() + _KLINES_RETRY_S
+                log.info("klines %s %s failed: %s; asking again later", symbol, interval, exc)
+                continue
+            self._covered[pair] = max(self._covered.get(pair, end_s), end_s)
+            poll = CandlePoll(symbol, interval, start_s, end_s, klines)
+            self._reconciler.handle(
+                RestChannels(candles=[poll], received_ns=self._wall_ns(), mono_ns=mono_ns())
+            )
+
+    def _cursor(self, pair: _Pair, interval_s: int, actor: ConnectionActor) -> int:
+        """The start (s) of the oldest bucket of ``pair`` not yet known published or empty."""
+        symbol, interval = pair
+        cursor = actor.candle_floor(symbol, interval_s)
+        covered = self._covered.get(pair)
+        if covered is not None:
+            cursor = max(cursor, covered)
+        end_us = self._reconciler.last_closed_candle_end(symbol, interval)
+        if end_us is not None:
+            cursor = max(cursor, end_us // 1_000_000)
+        return cursor
+
+    def _pick(self, now: float) -> tuple[tuple[_Pair, int, int, float, bool] | None, float]:
+        """The most overdue (market, interval), its range, how late it is and whether its group
+        is REST-only — or None and how long to wait."""
+        active: dict[_Pair, ConnectionActor] = {}
+        for actor in self._groups:
+            for symbol in actor.symbols:
+                for interval in self._intervals:
+                    active[(symbol, interval)] = actor
+        self.stats.klines_needed_per_min = sum(60 / CANDLE_SECONDS[iv] for _, iv in active)
+        best: tuple[_Pair, int, int, float, bool] | None = None
+        wait = math.inf
+        for pair, (_goal, owner) in list(self._catch_up.items()):
+            if pair not in active and pair[0] not in owner:
+                del self._catch_up[pair]  # the market left that group meanwhile
+        for pair in active.keys() | self._catch_up.keys():
+            interval_s = CANDLE_SECONDS[pair[1]]
+            polled = active.get(pair)
+            if polled is None:
+                goal, owner = self._catch_up[pair]
+            else:
+                goal, owner = 0, polled
+            cursor = self._cursor(pair, interval_s, owner)
+            target = _grid(now - CANDLE_GRACE_S, interval_s)
+            if polled is None:
+                if cursor >= goal:
+                    del self._catch_up[pair]
+                    continue
+                target = min(target, goal)
+            retry = self._retry_at.get(pair, -math.inf)
+            if cursor >= target or retry > now:
+                # Askable once its oldest missing bucket closed CANDLE_GRACE_S ago.
+                wait = min(wait, max(cursor + interval_s + CANDLE_GRACE_S, retry) - now)
+                continue
+            late = now - (cursor + interval_s)
+            if best is None or late > best[3]:
+                end = min(target, cursor + KLINES_PER_CALL * interval_s)
+                best = (pair, cursor, end, late, polled is not None)
+        # A lateness report and a retry delay are about polling; how far a market was asked
+        # (_covered) is kept until it leaves the feed, for its next REST-only spell.
+        keep = active.keys() | self._catch_up.keys()
+        for table in (self._retry_at, self._reported):
+            for pair in [p for p in table if p not in keep]:
+                del table[pair]
+        return best, max(wait, 0.0)
+
+    def _report_lateness(self, pair: _Pair, late: float, now: float) -> None:
+        symbol, interval = pair
+        interval_s = CANDLE_SECONDS[interval]
+        self.stats.candles_behind_s = int(late)
+        # Keeping up: polled before the next candle closed (and became askable) too.
+        behind = late > interval_s + CANDLE_GRACE_S
+        last = self._reported.get(pair)
+        if behind and (last is None or now - last >= max(_BEHIND_REPORT_EVERY_S, interval_s)):
+            self._reported[pair] = now
+            needed = self.stats.klines_needed_per_min
+            budget = self._rest.settings.klines_per_min
+            reason = (
+                f"candles:{interval} over REST are {late:.0f} s behind (polling every REST-only "
+                f"market once per interval takes {needed:.4g} klines calls a minute; the budget "
+                f"is {budget:g}); closed candles still arrive, late"
+            )
+            counts = {"candles_behind_s": int(late), "klines_per_min": math.floor(budget)}
+        elif not behind and last is not None:
+            del self._reported[pair]
+            reason = f"candles:{interval} over REST caught up ({late:.0f} s after the close)"
+            counts = {"candles_behind_s": int(late)}
+        else:
+            return
+        self._reconciler.handle(StreamNews(symbol, StatusKind.DEGRADED_REST_ONLY, reason, counts))
+
+
 class Connections:
     """The connections manager: groups of ``group_size`` symbols, one actor each.
 
-    Every group task lives in this actor's nursery. Retryable trouble is handled inside each
-    group (reconnect with backoff, REST fallback); anything else is a bug and ends this actor,
-    which its supervisor escalates.
+    Every group task lives in this actor's nursery, and so does the feed-wide
+    :class:`ChannelPoller` when one is given. Retryable trouble is handled inside each group
+    (reconnect with backoff, REST fallback); anything else is a bug and ends this actor, which
+    its supervisor escalates.
+
+    The feed-wide streams (``liquidation``) ride one group's connection, the carrier: the first
+    group to begin with, then, whenever the carrier's session ends (a failure, the way to
+    REST-only), the first group whose WebSocket session is up, at once — or, when none is, the
+    next group whose session comes up. A carrier that is healthy keeps the role (moving it would
+    only risk a gap). The old carrier's session is over before the new one subscribes, so no
+    liquidation can arrive on both; those sent during the handover are not delivered (no REST
+    route has them, docs/channels.md).
     """
 
     def __init__(
@@ -863,10 +1219,14 @@ class Connections:
         *,
         make_actor: Callable[[str, list[str]], ConnectionActor],
         group_size: int,
+        poller: ChannelPoller | None = None,
     ) -> None:
         self._make_actor = make_actor
         self.group_size = max(1, group_size)
+        self.poller = poller
         self.actors: list[ConnectionActor] = []
+        self._carrier: ConnectionActor | None = None
+        self.handovers = 0
         self._ids = itertools.count(1)
         self._pending: list[ConnectionActor] = []
         initial = list(symbols)
@@ -876,11 +1236,44 @@ class Connections:
 
     def _new_actor(self, symbols: list[str]) -> ConnectionActor:
         actor = self._make_actor(f"c{next(self._ids)}", symbols)
+        actor.on_ws = self._ws_changed
         if not self.actors:
             actor.carries_global = True
+            self._carrier = actor
         self.actors.append(actor)
         self._pending.append(actor)
         return actor
+
+    @property
+    def carrier(self) -> ConnectionActor | None:
+        """The group carrying the feed-wide streams (None while no WebSocket session is up)."""
+        return self._carrier
+
+    def _ws_changed(self, actor: ConnectionActor, up: bool) -> None:
+        # Synchronous, from the group's own task: a session just started (before its first
+        # SUBSCRIBE) or ended (its connection closed).
+        if up:
+            if self._carrier is None:
+                self._carrier = actor
+                self.handovers += 1
+                actor.carry_global()
+            return
+        if actor is not self._carrier:
+            return
+        actor.drop_global()
+        self._carrier = None
+        for other in self.actors:
+            if other is not actor and other.streaming:
+                self._carrier = other
+                self.handovers += 1
+                other.carry_global()
+                return
+        if global_streams(actor.settings.channels):
+            log.warning(
+                "connection %s stopped carrying the feed-wide streams and no other WebSocket "
+                "is up: liquidations pause until one is",
+                actor.id,
+            )
 
     def use_realtime_depth(self, symbol: str) -> None:
         """Move ``symbol`` off the aggregated depth stream (see the reconciler's fallback)."""
@@ -916,12 +1309,14 @@ class Connections:
             # An empty group holds a connection for nothing.
             actor.cancel_scope.cancel()
             self.actors.remove(actor)
-            if actor.carries_global and self.actors:
-                self.actors[0].carry_global()
+            if actor is self._carrier:
+                self._ws_changed(actor, False)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start every group (concurrently) and run them; ready once each has started."""
         async with trio.open_nursery() as nursery:
+            if self.poller is not None:
+                nursery.start_soon(self.poller.run)
             pending, self._pending = self._pending, []
             remaining = len(pending)
             all_started = trio.Event()

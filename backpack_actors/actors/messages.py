@@ -12,6 +12,7 @@ from backpack_actors.core.symbols import MarketInfo
 from backpack_actors.core.wire import (
     DepthSnapshot,
     DepthSnapshotText,
+    Kline,
     MarketData,
     MarkPrice,
     OpenInterest,
@@ -22,6 +23,7 @@ from backpack_actors.core.wire import (
 __all__ = [
     "BackfillDone",
     "BackfillRequest",
+    "CandlePoll",
     "FrameBatch",
     "FrameError",
     "InboxMessage",
@@ -145,9 +147,25 @@ class SymbolRemoved:
     reason: str
 
 
+class CandlePoll(msgspec.Struct, frozen=True):
+    """One ``/api/v1/klines`` answer: ``symbol``'s ``interval`` candles asked for from
+    ``start_s`` to ``end_s`` (exchange seconds, the request's ``startTime``/``endTime``).
+
+    The reconciler publishes, as closed, only the candles lying wholly inside that range: the
+    poller puts ``end_s`` behind the clock (docs/channels.md), and the bucket holding ``end_s``
+    may be partial. A msgspec struct so a recording stores the answer as it came.
+    """
+
+    symbol: str
+    interval: str
+    start_s: int
+    end_s: int
+    klines: list[Kline]
+
+
 @attrs.frozen
 class RestChannels:
-    """REST-only mode: a connection group's markets' tickers, mark prices or open interest.
+    """REST-only mode: tickers, mark prices, open interest or candles of the polled markets.
 
     Not about one symbol (``symbol`` is ""): each item names its market.
     """
@@ -158,6 +176,7 @@ class RestChannels:
     received_ns: int = 0
     mono_ns: int = 0
     symbol: str = ""
+    candles: list[CandlePoll] = attrs.field(factory=list)
 
 
 InboxMessage = (

@@ -39,6 +39,7 @@ from backpack_actors.actors.messages import (
 )
 from backpack_actors.channels import (
     builders_for,
+    rest_candle,
     rest_mark_price,
     rest_open_interest,
     rest_ticker,
@@ -49,6 +50,7 @@ from backpack_actors.core.events import (
     BookDelta,
     BookSnapshot,
     BookTicker,
+    Candle,
     Event,
     IntervalSnapshot,
     ProtocolErrorEvent,
@@ -59,7 +61,7 @@ from backpack_actors.core.events import (
 )
 from backpack_actors.core.symbols import MarketInfo
 from backpack_actors.core.sync import Status as BookStatus
-from backpack_actors.core.wire import DepthEvent, MarketData, TradeEvent
+from backpack_actors.core.wire import DepthEvent, KlineEvent, MarketData, TradeEvent
 from backpack_actors.errors import excerpt
 
 __all__ = ["Reconciler"]
@@ -72,8 +74,40 @@ AGGREGATED_GAPS_BEFORE_FALLBACK = 2
 _NEVER = 2**63
 """A boundary no engine time reaches (interval snapshots off)."""
 
+CLOSED_CANDLES_KEPT = 64
+"""Closed candles remembered per market and interval (by start) to refuse a second copy."""
+
 Publish = Callable[[list[Event]], None]
 Request = Callable[[RestRequest], None]
+
+
+class _ClosedCandles:
+    """The closed candles of one market and interval published so far.
+
+    The stream and REST polls can both deliver a candle (around a fallback, a promotion or a
+    reconnect), and a REST catch-up may land after newer candles from the stream: a set of the
+    newest starts, and below it a floor, say which were published, whatever their order.
+    """
+
+    __slots__ = ("floor", "newest_end", "newest_start", "starts")
+
+    def __init__(self) -> None:
+        self.starts: set[int] = set()
+        self.floor = -1
+        self.newest_start = -1
+        self.newest_end = 0
+
+    def published(self, start_us: int) -> bool:
+        return start_us <= self.floor or start_us in self.starts
+
+    def add(self, start_us: int, end_us: int) -> None:
+        self.starts.add(start_us)
+        if start_us > self.newest_start:
+            self.newest_start, self.newest_end = start_us, end_us
+        if len(self.starts) > CLOSED_CANDLES_KEPT:
+            oldest = min(self.starts)
+            self.starts.discard(oldest)
+            self.floor = max(self.floor, oldest)
 
 
 class _Symbol:
@@ -81,6 +115,7 @@ class _Symbol:
         "aggregated_gaps",
         "backfill",
         "book",
+        "candles",
         "info",
         "mode",
         "next_boundary",
@@ -112,6 +147,8 @@ class _Symbol:
         self.next_boundary = _NEVER
         # Gaps seen on an aggregated depth stream; -1 once the symbol fell back to real time.
         self.aggregated_gaps = 0
+        # Per candle interval: the closed candles published (one copy each, stream or REST).
+        self.candles: dict[str, _ClosedCandles] = {}
 
 
 class Reconciler:
@@ -158,6 +195,7 @@ class Reconciler:
         # Stateless channels (``backpack_actors.channels``): wire type -> public event builder.
         self._builders = builders_for(channels)
         self._rest_wanted = frozenset(c.partition(":")[0] for c in channels)
+        self._candle_channels = frozenset(c for c in channels if c.startswith("candles:"))
         self._book_ticker = "book_ticker" in self._rest_wanted
         self.protocol_errors: dict[str, int] = {}
         self.frames = 0
@@ -210,6 +248,15 @@ class Reconciler:
     def last_update_id(self, symbol: str) -> int | None:
         state = self._symbols.get(symbol)
         return None if state is None else state.book.last_update_id
+
+    def last_closed_candle_end(self, symbol: str, interval: str) -> int | None:
+        """The close time (µs) of the newest closed ``interval`` candle published for ``symbol``.
+
+        Where a REST catch-up of candles starts (after a fallback or a reconnect).
+        """
+        state = self._symbols.get(symbol)
+        seen = None if state is None else state.candles.get(interval)
+        return None if seen is None or seen.newest_start < 0 else seen.newest_end
 
     def snapshot_event(self, symbol: str, reason: str = "conflated") -> BookSnapshot | None:
         """The current book of a LIVE (or REST-only) symbol as an event; None while resyncing.
@@ -395,7 +442,9 @@ class Reconciler:
                 # A stateless channel's frame: one event each (unless not asked for).
                 build = self._builders.get(type(frame))
                 if build is not None:
-                    append(build(frame, info, received_ns, mono_ns))
+                    event = build(frame, info, received_ns, mono_ns)
+                    if type(frame) is not KlineEvent or self._new_candle(state, event):
+                        append(event)
         if self._need_depth:
             self._check_window(state)
 
@@ -450,12 +499,41 @@ class Reconciler:
             )
         state.next_boundary = boundary + interval
 
+    def _new_candle(self, state: _Symbol, candle: Event) -> bool:
+        """Whether ``candle`` is news: not a closed candle already published, nor an update of
+        one (a candle is closed once, whether the stream or a REST poll delivered it)."""
+        assert isinstance(candle, Candle)
+        seen = state.candles.get(candle.interval)
+        if seen is not None and seen.published(candle.start_us):
+            return False
+        if candle.closed:
+            if seen is None:
+                seen = state.candles[candle.interval] = _ClosedCandles()
+            seen.add(candle.start_us, candle.end_us)
+        return True
+
     def _on_rest_channels(self, message: RestChannels) -> None:
         # REST-only: the channels Backpack also serves over REST, for markets polled, not
         # streamed (a market back on the WebSocket gets them from there).
         ns, mono = message.received_ns, message.mono_ns
         wanted = self._rest_wanted
         out = self._out
+        # Candles in any mode: a catch-up after a reconnect or a promotion fills what the
+        # stream missed, and _new_candle keeps each closed candle to one copy.
+        for poll in message.candles:
+            state = self._symbols.get(poll.symbol)
+            if state is None or f"candles:{poll.interval}" not in self._candle_channels:
+                continue
+            low, high = poll.start_s * 1_000_000, poll.end_s * 1_000_000
+            for kline in sorted(poll.klines, key=lambda k: k.start):
+                candle = rest_candle(kline, state.info, ns, mono)
+                if (
+                    candle is not None
+                    and low <= candle.start_us
+                    and candle.end_us <= high
+                    and self._new_candle(state, candle)
+                ):
+                    out.append(candle)
         groups: tuple[tuple[str, list[Any], Callable[..., Event | None]], ...] = (
             ("ticker", message.tickers, rest_ticker),
             ("mark_price", message.mark_prices, rest_mark_price),

@@ -17,8 +17,13 @@ prio  request                                why
 Every call draws from one token bucket sized from Backpack's published limit (2000 requests per
 minute per account on standard routes, 30 per minute on historical routes — the exchange's
 support FAQ, docs/protocol.md §6) and has a total deadline (``rest_timeout``), not only a per-read
-timeout. A failing call is retried with jittered backoff as a *delayed job*, so it never holds a
-worker; after ``snapshot_attempts`` failures the reconciler gets :class:`SnapshotFailed` (a
+timeout. Calls of a historical route (``/trades/history`` for backfills, ``/klines`` for REST-only
+candles) also draw from the historical bucket, and ``/klines`` calls from a third one of their own
+(``klines_per_min``, two thirds of the historical budget by default) so candle polls for many
+markets never take the whole historical budget from trade backfills (docs/channels.md).
+
+A failing call is retried with jittered backoff as a *delayed job*, so it never holds a worker;
+after ``snapshot_attempts`` failures the reconciler gets :class:`SnapshotFailed` (a
 ``snapshot_failed`` status for consumers) and the symbol keeps being retried on a slower schedule
 (``snapshot_retry_slow``, doubling up to ten times that). A 4xx about one symbol is that symbol's
 failure. Only HTTP 451 (region restriction) is terminal for the feed: it is about the location,
@@ -53,14 +58,20 @@ from backpack_actors.actors.messages import (
 )
 from backpack_actors.core.budget import TokenBucket
 from backpack_actors.core.clock import mono_ns, wall_ns_of
-from backpack_actors.core.wire import DepthSnapshot, DepthSnapshotText, RestTrade
+from backpack_actors.core.wire import (
+    DepthSnapshot,
+    DepthSnapshotText,
+    Kline,
+    RestTrade,
+    decode_klines,
+)
 from backpack_actors.errors import (
     ExchangeRequestError,
     ExchangeUnavailableError,
     ProtocolError,
     RateLimitedError,
 )
-from backpack_actors.transport.rest import RestClient
+from backpack_actors.transport.rest import CcxtRestClient, RestClient, SimRestClient
 
 __all__ = [
     "INTERVAL_REASON",
@@ -68,6 +79,7 @@ __all__ = [
     "RestSettings",
     "RestStats",
     "backfill_trades",
+    "fetch_klines",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,6 +101,8 @@ class RestSettings:
     rate_per_s: float = 30.0
     burst: int = 50
     history_per_min: float = 30.0
+    klines_per_min: float = 20.0
+    """REST-only candle polls (``/klines``), within the historical budget (module docstring)."""
     concurrency: int = 8
     timeout: float = 10.0
     snapshot_attempts: int = 4
@@ -165,6 +179,7 @@ class RestActor:
         cfg = self.settings
         self.general = TokenBucket(cfg.rate_per_s, cfg.burst)
         self.history = TokenBucket(cfg.history_per_min / 60.0, 1)
+        self.klines = TokenBucket(cfg.klines_per_min / 60.0, 1)
         self.stats = RestStats()
         # The last call's failure (for startup errors that must say what went wrong).
         self.last_failure: BaseException | None = None
@@ -244,18 +259,32 @@ class RestActor:
 
     # -- calls ----------------------------------------------------------------------------------
 
-    async def _budget(self, *, history: bool = False) -> None:
-        for bucket in (self.general, self.history) if history else (self.general,):
+    async def _budget(self, *, history: bool = False, klines: bool = False) -> None:
+        if klines:
+            buckets: tuple[TokenBucket, ...] = (self.klines, self.history, self.general)
+        elif history:
+            buckets = (self.history, self.general)
+        else:
+            buckets = (self.general,)
+        for bucket in buckets:
             wait = bucket.reserve(trio.current_time())
             if wait > 0:
                 self.stats.waited_for_budget += wait
                 await trio.sleep(wait)
 
     async def call_once(
-        self, what: str, fn: Callable[[], Awaitable[_T]], *, history: bool = False
+        self,
+        what: str,
+        fn: Callable[[], Awaitable[_T]],
+        *,
+        history: bool = False,
+        klines: bool = False,
     ) -> _T:
-        """One attempt within the budget and the total deadline; errors are the project's."""
-        await self._budget(history=history)
+        """One attempt within the budget and the total deadline; errors are the project's.
+
+        ``history``: a historical route; ``klines``: ``/klines`` (its own bucket besides).
+        """
+        await self._budget(history=history, klines=klines)
         self.stats.calls += 1
         try:
             return await self._attempt(what, fn)
@@ -282,6 +311,7 @@ class RestActor:
             now = trio.current_time()
             self.general.penalize(now, delay)
             self.history.penalize(now, delay)
+            self.klines.penalize(now, delay)
             log.warning("%s: rate limited (HTTP 429); pausing REST for %.2f s", what, delay)
             raise
         except ExchangeUnavailableError:
@@ -300,6 +330,7 @@ class RestActor:
         fn: Callable[[], Awaitable[_T]],
         *,
         history: bool = False,
+        klines: bool = False,
         max_attempts: int | None = 3,
     ) -> _T:
         """:meth:`call_once` retried (with backoff, in this task) on retryable errors."""
@@ -307,7 +338,7 @@ class RestActor:
         while True:
             attempt += 1
             try:
-                return await self.call_once(what, fn, history=history)
+                return await self.call_once(what, fn, history=history, klines=klines)
             except _RETRYABLE as exc:
                 if max_attempts is not None and attempt >= max_attempts:
                     raise
@@ -510,3 +541,31 @@ async def backfill_trades(
         drift = max(0, observed - newest)
         newest = observed
     return [found[i] for i in sorted(found)]
+
+
+async def fetch_klines(
+    client: RestClient, symbol: str, interval: str, start_s: int, end_s: int
+) -> list[Kline]:
+    """``GET /api/v1/klines`` for ``symbol`` from ``start_s`` to ``end_s`` (seconds).
+
+    ``RestClient`` has no klines method: a client that defines ``klines(symbol, interval,
+    start_s, end_s)`` is asked through it; the project's two clients through their GET of a data
+    route, which maps errors and bounds bodies like their other calls.
+    """
+    method = getattr(client, "klines", None)
+    if method is not None:
+        klines: list[Kline] = await method(symbol, interval, start_s, end_s)
+        return klines
+    params = [
+        ("symbol", symbol),
+        ("interval", interval),
+        ("startTime", str(start_s)),
+        ("endTime", str(end_s)),
+    ]
+    if isinstance(client, CcxtRestClient):
+        body = await client._get("klines", "/api/v1/klines", params)
+    elif isinstance(client, SimRestClient):
+        body = await client._get("/api/v1/klines", params)
+    else:
+        raise NotImplementedError(f"{type(client).__name__} has no klines method")
+    return decode_klines(body, symbol)
