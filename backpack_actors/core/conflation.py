@@ -73,16 +73,20 @@ TradePolicy = Literal["drop_newest", "drop_oldest"]
 class ConflatedMarker:
     """Stands in the queue for every book event of ``symbol`` absorbed since it was queued."""
 
-    __slots__ = ("absorbed", "symbol")
+    __slots__ = ("absorbed", "ended", "symbol")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         self.absorbed = 0
+        # The subscription whose book events it stands for ended (unsubscribed, delisted, or a
+        # new one listed) before the reader reached it: it then stands for nothing.
+        self.ended = False
 
     def __repr__(self) -> str:
         return f"ConflatedMarker({self.symbol!r}, absorbed={self.absorbed})"
 
 
+_SUBSCRIPTION_ENDS = frozenset({StatusKind.UNSUBSCRIBED, StatusKind.DELISTED, StatusKind.LISTED})
 _LATEST_KINDS = frozenset({BookTicker, Ticker, MarkPrice, OpenInterest, Candle, IntervalSnapshot})
 
 
@@ -266,6 +270,12 @@ class SubscriberQueue:
                 self._overflow_marker(event.symbol, front=False).dropped_liquidations += 1
                 self.dropped_liquidations += 1
                 return
+        elif kind is StatusEvent and self._conflating and _ends_subscription(event):
+            self._end_conflation(event.symbol)
+            if len(items) - len(self._dead) >= self.status_limit:
+                self._overflow_marker(event.symbol, front=False).dropped_status += 1
+                self.dropped_status += 1
+                return
         elif (kind is StatusEvent or kind is ProtocolErrorEvent) and len(items) - len(
             self._dead
         ) >= self.status_limit:
@@ -275,6 +285,14 @@ class SubscriberQueue:
         # (Not ``items``: making room may have compacted the deque into a new one.)
         self._items.append(event)
         self._note_depth()
+
+    def _end_conflation(self, symbol: str) -> None:
+        # A marker resolves to the book at the moment it is read: after the subscription it
+        # stood for ended, that would be a later subscription's book, delivered before the end
+        # and then missing where that subscription starts. Book events from here on queue anew.
+        marker = self._conflating.pop(symbol, None)
+        if marker is not None:
+            marker.ended = True
 
     def _retire_latest(self, symbol: str) -> None:
         keys = self._latest_of.pop(symbol, None)
@@ -361,6 +379,8 @@ class SubscriberQueue:
         kind = type(item)
         if kind is ConflatedMarker:
             assert isinstance(item, ConflatedMarker)
+            if item.ended:
+                return None
             del self._conflating[item.symbol]
             return self._snapshot_of(item.symbol)
         if kind is LatestMarker:
@@ -384,6 +404,10 @@ class SubscriberQueue:
             if self._trades and self._trades[0] is item:
                 self._trades.popleft()
         return item  # type: ignore[return-value]
+
+
+def _ends_subscription(event: Event) -> bool:
+    return isinstance(event, StatusEvent) and event.kind in _SUBSCRIPTION_ENDS
 
 
 def _overflow_event(marker: OverflowMarker, now: float) -> StatusEvent:

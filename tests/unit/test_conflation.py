@@ -118,6 +118,51 @@ def test_marker_of_a_resyncing_symbol_yields_nothing() -> None:
     assert q.pop() is None, "no book while the symbol is not LIVE; its resync snapshot will follow"
 
 
+def _status(kind: StatusKind, symbol: str = "BTC-USDC") -> StatusEvent:
+    return StatusEvent(symbol=symbol, kind=kind, reason=kind.value, counts={})
+
+
+def test_a_marker_never_carries_a_later_subscriptions_book_across_its_end() -> None:
+    # Unsubscribed and subscribed again while the reader lags: the old subscription's marker
+    # must not turn into the new subscription's book (ahead of "unsubscribed"), and the new
+    # subscription's own first snapshot must reach the reader after "listed".
+    books = _Books()
+    q = SubscriberQueue(8, books.snapshot_of)
+    for u in range(1, 12):
+        books.last["BTC-USDC"] = u
+        q.offer(_delta(u))
+    assert q.conflated["BTC-USDC"] > 0
+    q.offer(_status(StatusKind.UNSUBSCRIBED))
+    del books.last["BTC-USDC"]
+    q.offer(_status(StatusKind.LISTED))
+    books.last["BTC-USDC"] = 100
+    q.offer(
+        BookSnapshot(
+            symbol="BTC-USDC", exchange_symbol="BTC_USDC", update_id=100,
+            raw_bids=(("100", "1"),), raw_asks=(), engine_time_us=100, received_at_ns=0,
+            reason="initial",
+        )
+    )  # fmt: skip
+    books.last["BTC-USDC"] = 101
+    q.offer(_delta(101))
+    out = q.pop_many(100)
+    kinds: list[tuple[str, object, int | None]] = []
+    for e in out:
+        if isinstance(e, StatusEvent):
+            kinds.append(("status", e.kind, None))
+        elif isinstance(e, BookSnapshot):
+            kinds.append(("BookSnapshot", e.reason, e.update_id))
+        elif isinstance(e, BookDelta):
+            kinds.append(("BookDelta", None, e.last_update_id))
+    end = kinds.index(("status", StatusKind.UNSUBSCRIBED, None))
+    assert all(row[2] is None or row[2] < 100 for row in kinds[:end]), kinds
+    after = kinds[end + 1 :]
+    assert after[0] == ("status", StatusKind.LISTED, None), kinds
+    # The queue is still past half full: the new subscription conflates too, into its own
+    # marker after "listed" — a whole book of the new subscription, at its latest update.
+    assert after[1:] == [("BookSnapshot", "conflated", 101)], kinds
+
+
 @given(
     st.lists(
         st.tuples(st.sampled_from(["t", "d", "r"]), st.sampled_from(["A", "B"])), max_size=200
