@@ -123,10 +123,10 @@ class ShardedSink(RedisStreamsSink):
         """An event of a subscription that ended: dropped; the end itself counted."""
         if _is(event, StatusKind.UNSUBSCRIBED):
             self._decrement(self._ending, symbol)
-        elif symbol in self._starting and _is(event, StatusKind.LISTED):
-            # The feed lists a symbol again only after every earlier removal's status: one was
-            # lost to the queue's status bound, and this is where the new subscription begins.
-            self._ending.pop(symbol, None)
+        elif _is(event, StatusKind.LISTED):
+            # A later subscription that ended too (two cycles queued): its start is counted,
+            # but the wait goes on to its own end. (A status lost to the queue's bound always
+            # leaves the overflow report below, never a bare `listed`.)
             self._decrement(self._starting, symbol)
         elif (
             isinstance(event, StatusEvent)
