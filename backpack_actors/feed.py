@@ -202,7 +202,10 @@ class Feed:
         disturbed. Returns the exchange ids added; an unknown symbol raises UnknownSymbolError
         with suggestions."""
         infos = [self._resolve(symbol) for symbol in _flat(symbols)]
-        new = [info for info in infos if info.exchange_id not in self.tree.markets]
+        new = list(
+            {i.exchange_id: i for i in infos if i.exchange_id not in self.tree.markets}.values()
+        )
+        self.tree.metadata.declined.difference_update(info.exchange_id for info in infos)
         self.tree.add_markets(new, reason="subscribed at runtime")
         await trio.lowlevel.checkpoint()
         return [info.exchange_id for info in new]
@@ -218,6 +221,7 @@ class Feed:
                     info.exchange_id, StatusKind.UNSUBSCRIBED, "unsubscribed at runtime"
                 )
                 removed.append(info.exchange_id)
+            self.tree.metadata.declined.add(info.exchange_id)
         await trio.lowlevel.checkpoint()
         return removed
 

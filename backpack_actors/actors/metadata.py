@@ -73,6 +73,9 @@ class MetadataActor:
         self._on_delisted = on_delisted
         self.table: MarketTable | None = None
         self.initial: list[MarketInfo] = []
+        # Markets the consumer unsubscribed at runtime: with ``symbols: all`` a refresh must not
+        # add them back (a sharded bus publisher gives most markets up on purpose).
+        self.declined: set[str] = set()
         self.refreshes = 0
         self.refresh_failures = 0
 
@@ -120,7 +123,13 @@ class MetadataActor:
                 )
         if tuple(self.config.symbols) == ALL_SYMBOLS:
             tracked = set(self._tracked())
-            new = [m for m in table if m.exchange_id not in tracked and _passes(m, self.config)]
+            new = [
+                m
+                for m in table
+                if m.exchange_id not in tracked
+                and m.exchange_id not in self.declined
+                and _passes(m, self.config)
+            ]
             if new:
                 self._on_listed(new)
         if delisted and not self._tracked():

@@ -152,9 +152,12 @@ class FeedShard:
     """Keeps ``feed``'s markets equal to the leases held: pass :meth:`changed` to the
     coordinator as ``on_change``; run :meth:`run` in a nursery."""
 
-    def __init__(self, feed: Feed, sink: ShardedSink) -> None:
+    def __init__(self, feed: Feed, sink: ShardedSink, *, resync_every: float = 5.0) -> None:
         self.feed = feed
         self.sink = sink
+        # The feed's markets change without a lease change too (a market newly listed at a
+        # metadata refresh with ``symbols: all``): they are brought back to the leases this often.
+        self.resync_every = resync_every
         self.wanted: set[str] = set()
         self._changed = trio.Event()
         self.subscribed = 0
@@ -208,4 +211,5 @@ class FeedShard:
             if not started:
                 started = True
                 task_status.started()
-            await self._changed.wait()
+            with trio.move_on_after(self.resync_every):
+                await self._changed.wait()

@@ -119,3 +119,38 @@ async def test_subscribe_and_unsubscribe_take_lists_and_name_a_bad_argument(
                 with pytest.raises(TypeError, match="a symbol is a string"):
                     await feed.unsubscribe([None])  # type: ignore[list-item]
             nursery.cancel_scope.cancel()
+
+
+async def test_a_refresh_of_symbols_all_does_not_add_back_what_was_unsubscribed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``symbols: all``: the markets the consumer unsubscribed stay out across metadata refreshes
+    (a sharded bus publisher gives most of them up on purpose); subscribing one again works."""
+    exchange = SimExchange(
+        seed=67, markets=["BTC_USDC", "SOL_USDC", "ETH_USDC"], config=SimConfig(rate=40)
+    )
+    config = FeedConfig.from_kwargs(
+        symbols="all",
+        rest_url="http://sim.invalid",
+        ws_url="ws://sim.invalid",
+        snapshot_interval=0,
+        metadata_refresh_interval=10,
+    )
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(exchange.run)
+            async with open_feed(
+                config,
+                rest_client=SimRestClient(exchange),
+                ws_connect=sim_memory_connector(exchange),
+                consume=False,
+            ) as feed:
+                assert sorted(feed.symbols) == ["BTC_USDC", "ETH_USDC", "SOL_USDC"]
+                await feed.unsubscribe("SOL-USDC", "ETH-USDC")
+                await trio.sleep(25)  # two refreshes
+                assert feed.tree.metadata.refreshes >= 2
+                assert feed.symbols == ["BTC_USDC"]
+                assert await feed.subscribe("ETH-USDC") == ["ETH_USDC"]
+                await trio.sleep(15)
+                assert sorted(feed.symbols) == ["BTC_USDC", "ETH_USDC"]
+            nursery.cancel_scope.cancel()
