@@ -244,10 +244,16 @@ def _rounds(lines: Sequence[object]) -> dict[int, _Round]:
         lines_in_round += 1
         for route, items in lists.items():
             current.items[route].extend(items)
-        # Every group of a round polls the same routes (one channel list for the feed): a route
-        # any line of the round answered takes one request per line.
+        # Every group of a round polls tickers and mark prices (one channel list for the feed):
+        # those take one request per line. Open interest is polled on each group's own 60 s
+        # clock, so only the lines that carry it took a request for it (a group that asked and
+        # kept nothing cannot be told from one that did not ask: its request finds the round
+        # answered and moves on, as a next round's would).
         for route in lists:
-            if current.items[route]:
+            if route == "open_interest":
+                if lists[route]:
+                    current.left[route] = current.left.get(route, 0) + 1
+            elif current.items[route]:
                 current.left[route] = lines_in_round
     return out
 

@@ -361,3 +361,44 @@ async def test_poll_rounds_follow_the_clients_own_schedule(
             assert msgspec.json.decode(answer.body) == _wire(spot)[0]
             nursery.cancel_scope.cancel()
     assert exchange.stats["polls_deferred"] == 2
+
+
+async def test_groups_with_open_interest_clocks_out_of_phase_each_get_their_own(
+    rest_only_recording: tuple[Path, list[Event]], autojump_clock: trio.testing.MockClock
+) -> None:
+    """Two groups poll open interest on their own 60 s clocks, out of phase: each round's line of
+    one group carries it, the other's does not. Every group's request gets its own round's value,
+    none is deferred, lost or repeated."""
+    path, _ = rest_only_recording
+    header = load_recording(path).header
+    a, b = "A_USDC_PERP", "B_USDC_PERP"
+
+    def line(symbol: str, interest: str | None) -> RestChannelsRecord:
+        oi = [] if interest is None else [WireOpenInterest(symbol, Decimal(interest), 1)]
+        return _round((), [WireMarkPrice(symbol, Decimal("100"))], oi)
+
+    rounds = [(r % 2 == 0, r % 2 == 1) for r in range(6)]
+    lines: list[Any] = []
+    for r, (a_due, b_due) in enumerate(rounds):
+        lines += [line(a, f"{r}.1" if a_due else None), line(b, f"{r}.2" if b_due else None)]
+    exchange = ReplayExchange(Recording(header, lines), request_wait=5.0)
+
+    async def get(route: str) -> list[Any]:
+        return list(msgspec.json.decode((await exchange.handle_http("GET", route)).body))
+
+    kept: list[tuple[str, str]] = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(exchange.run)
+            for a_due, b_due in rounds:
+                for mine, due in ((a, a_due), (b, b_due)):
+                    await get("/api/v1/markPrices")
+                    if due:
+                        body = await get("/api/v1/openInterest")
+                        kept += [
+                            (o["symbol"], o["openInterest"]) for o in body if o["symbol"] == mine
+                        ]
+            nursery.cancel_scope.cancel()
+    want = [(a if r % 2 == 0 else b, f"{r}.{1 if r % 2 == 0 else 2}") for r in range(6)]
+    assert kept == want
+    assert exchange.stats["polls_deferred"] == 0
