@@ -45,9 +45,9 @@ __all__ = ["Row", "health_counts", "main", "run_rows"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTLE_S = 2.0
+"""The steady window starts this long after the last book is ready."""
 TICK_S = 0.005
 """The multiblaster's default write tick."""
-"""The steady window starts this long after the last book is ready."""
 HEALTH_KINDS = ("resyncing", "reconnecting", "stale", "degraded_rest_only", "consumer_overflow")
 
 
