@@ -254,7 +254,9 @@ class ConnectionActor:
         self._session: _Session | None = None
         # Runtime changes waiting for the live connection's control task to send them.
         self._to_subscribe: set[str] = set()
-        self._to_unsubscribe: set[str] = set()
+        # Per symbol removed while live, its streams: named when it is removed, since by the time
+        # the control task sends the UNSUBSCRIBE the reconciler has forgotten the market.
+        self._to_unsubscribe: dict[str, list[str]] = {}
         # Per symbol: the read counter when it last delivered (silence checks per market).
         self._seen: dict[str, int] = {}
         # Markets unsubscribed from this connection: their frames still in flight are expected.
@@ -317,7 +319,7 @@ class ConnectionActor:
         self._symbols[symbol] = 0
         self._since[symbol] = self._wall_clock()
         self._gone.discard(symbol)
-        self._to_unsubscribe.discard(symbol)
+        self._to_unsubscribe.pop(symbol, None)
         if self.health.rest_only or not self.settings.websocket:
             self._start_symbol(symbol, "rest")
             return
@@ -337,7 +339,7 @@ class ConnectionActor:
         self._streamed.pop(symbol, None)
         self.poller.forget(symbol)
         if self._session is not None and not self.health.rest_only:
-            self._to_unsubscribe.add(symbol)
+            self._to_unsubscribe[symbol] = self._streams([symbol])
             self._session.control.set()
 
     def carry_global(self) -> None:
@@ -525,8 +527,10 @@ class ConnectionActor:
                 drop, self._drop_streams = self._drop_streams, []
                 await session.conn.send(subscribe_frame(drop, method="UNSUBSCRIBE"))
             if self._to_unsubscribe:
-                gone, self._to_unsubscribe = sorted(self._to_unsubscribe), set()
-                await session.conn.send(subscribe_frame(self._streams(gone), method="UNSUBSCRIBE"))
+                gone, self._to_unsubscribe = self._to_unsubscribe, {}
+                streams = [stream for symbol in sorted(gone) for stream in gone[symbol]]
+                if streams:
+                    await session.conn.send(subscribe_frame(streams, method="UNSUBSCRIBE"))
             if self._to_subscribe:
                 new, self._to_subscribe = sorted(self._to_subscribe), set()
                 await _take_token(self._subscribe_budget)

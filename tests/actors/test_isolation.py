@@ -369,6 +369,10 @@ async def test_runtime_subscribe_and_unsubscribe_leave_btc_alone(
                 "SOL book ready",
             )
             await wait_for(lambda: seen.deltas("SOL-USDC") >= 300, 60, "SOL deltas")
+            # The exchange was told too: no session of ours still streams ETH.
+            streamed = {s for session in exchange._sessions for s in session.streams}
+            assert not [s for s in streamed if s.endswith("ETH_USDC")], sorted(streamed)
+            assert {"depth.BTC_USDC", "depth.SOL_USDC"} <= streamed, sorted(streamed)
             exchange.pause()
             await trio.sleep(1)
             stats = feed.statistics()

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from functools import partial
 
 import coredis
-import pytest
 import trio
 
 from backpack_actors.bus import open_bus_feed
@@ -218,11 +217,6 @@ async def test_publisher_streams_exactly_its_leases_and_takes_over_from_a_fresh_
         assert total >= TTL, total
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="feed: ConnectionActor._control builds the UNSUBSCRIBE frame after the reconciler "
-    "forgot the market, so it names no stream and the exchange keeps streaming it",
-)
 async def test_a_symbol_given_up_is_unsubscribed_at_the_exchange() -> None:
     exchange = SimExchange(seed=29, markets=MARKETS, config=SimConfig(rate=20))
     feed = _feed(exchange)
