@@ -63,7 +63,6 @@ from backpack_actors.core.wire import (
     DepthSnapshotText,
     Kline,
     RestTrade,
-    decode_klines,
 )
 from backpack_actors.errors import (
     ExchangeRequestError,
@@ -71,7 +70,7 @@ from backpack_actors.errors import (
     ProtocolError,
     RateLimitedError,
 )
-from backpack_actors.transport.rest import CcxtRestClient, RestClient, SimRestClient
+from backpack_actors.transport.rest import RestClient
 
 __all__ = [
     "INTERVAL_REASON",
@@ -548,24 +547,13 @@ async def fetch_klines(
 ) -> list[Kline]:
     """``GET /api/v1/klines`` for ``symbol`` from ``start_s`` to ``end_s`` (seconds).
 
-    ``RestClient`` has no klines method: a client that defines ``klines(symbol, interval,
-    start_s, end_s)`` is asked through it; the project's two clients through their GET of a data
-    route, which maps errors and bounds bodies like their other calls.
+    A client of the program's own that predates ``RestClient.klines`` is named in the error.
     """
     method = getattr(client, "klines", None)
-    if method is not None:
-        klines: list[Kline] = await method(symbol, interval, start_s, end_s)
-        return klines
-    params = [
-        ("symbol", symbol),
-        ("interval", interval),
-        ("startTime", str(start_s)),
-        ("endTime", str(end_s)),
-    ]
-    if isinstance(client, CcxtRestClient):
-        body = await client._get("klines", "/api/v1/klines", params)
-    elif isinstance(client, SimRestClient):
-        body = await client._get("/api/v1/klines", params)
-    else:
-        raise NotImplementedError(f"{type(client).__name__} has no klines method")
-    return decode_klines(body, symbol)
+    if method is None:
+        raise NotImplementedError(
+            f"{type(client).__name__} has no klines(symbol, interval, start_s, end_s): "
+            "REST-only candles need it"
+        )
+    klines: list[Kline] = await method(symbol, interval, start_s, end_s)
+    return klines

@@ -28,11 +28,13 @@ from backpack_actors.core.symbols import MarketTable
 from backpack_actors.core.wire import (
     DepthSnapshot,
     DepthSnapshotText,
+    Kline,
     MarkPrice,
     OpenInterest,
     RestTrade,
     Ticker,
     decode_depth_snapshot_text,
+    decode_klines,
     decode_mark_prices,
     decode_open_interest,
     decode_tickers,
@@ -83,6 +85,12 @@ class RestClient(Protocol):
     async def mark_prices(self) -> list[MarkPrice]: ...
 
     async def open_interest(self) -> list[OpenInterest]: ...
+
+    async def klines(
+        self, exchange_symbol: str, interval: str, start_s: int, end_s: int
+    ) -> list[Kline]:
+        """``/api/v1/klines`` from ``start_s`` to ``end_s`` (seconds): REST-only candles."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -364,6 +372,14 @@ class CcxtRestClient:
     async def open_interest(self) -> list[OpenInterest]:
         return decode_open_interest(await self._get("openInterest", "/api/v1/openInterest", []))
 
+    async def klines(
+        self, exchange_symbol: str, interval: str, start_s: int, end_s: int
+    ) -> list[Kline]:
+        body = await self._get(
+            "klines", "/api/v1/klines", _klines_query(exchange_symbol, interval, start_s, end_s)
+        )
+        return decode_klines(body, exchange_symbol)
+
 
 class _InProcessExchange(Protocol):
     def handle_http(self, method: str, path: str, query: Mapping[str, str]) -> Any: ...
@@ -430,3 +446,20 @@ class SimRestClient:
 
     async def open_interest(self) -> list[OpenInterest]:
         return decode_open_interest(await self._get("/api/v1/openInterest", []))
+
+    async def klines(
+        self, exchange_symbol: str, interval: str, start_s: int, end_s: int
+    ) -> list[Kline]:
+        body = await self._get(
+            "/api/v1/klines", _klines_query(exchange_symbol, interval, start_s, end_s)
+        )
+        return decode_klines(body, exchange_symbol)
+
+
+def _klines_query(symbol: str, interval: str, start_s: int, end_s: int) -> list[tuple[str, str]]:
+    return [
+        ("symbol", symbol),
+        ("interval", interval),
+        ("startTime", str(start_s)),
+        ("endTime", str(end_s)),
+    ]

@@ -3,16 +3,19 @@ types (depth levels as text), the same refusals, and the HTTP errors mapped as b
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from backpack_actors.core.wire import DepthSnapshotText, decode_depth_snapshot_text
+from backpack_actors.core.wire import DepthSnapshotText, decode_depth_snapshot_text, decode_klines
 from backpack_actors.errors import (
     ExchangeRequestError,
     ExchangeUnavailableError,
@@ -161,3 +164,21 @@ def test_text_levels_keep_the_exchange_spelling_and_refuse_what_decimal_refused(
     assert snapshot.bids[-1] == ("100.00", "3")
     with pytest.raises(ProtocolError, match="need a bounded decimal price > 0"):
         decode_depth_snapshot_text(b'{"asks":[["0","1"]],"bids":[],"lastUpdateId":1}', "X")
+
+
+async def test_klines_decode_the_recorded_body_and_ask_the_range() -> None:
+    recorded = json.loads((Path(__file__).parents[1] / "data" / "klines_response.json").read_text())
+    body = json.dumps(recorded["ccxt_static_ETH_USDC_1m"]).encode()
+    with server(200, body) as (url, seen):
+        client = CcxtRestClient(url, timeout=5.0)
+        with trio.fail_after(10):
+            candles = await client.klines("ETH_USDC", "1m", 1_700_000_000, 1_700_000_600)
+        await client.aclose()
+    assert [(c.start, c.end, c.open, c.close, c.volume, c.trades) for c in candles] == [
+        ("2025-09-11 15:33:00", "2025-09-11 15:34:00", Decimal("4422.62"), Decimal("4422.62"),
+         Decimal("0.0176"), 2),
+    ]  # fmt: skip
+    assert candles == decode_klines(body)
+    assert seen == [
+        "/api/v1/klines?symbol=ETH_USDC&interval=1m&startTime=1700000000&endTime=1700000600"
+    ]
