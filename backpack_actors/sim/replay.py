@@ -17,6 +17,11 @@ The recording is one total order (the reconciler's inbox), and the server walks 
   one poll round, offered to the next ``/api/v1/tickers``, ``/markPrices`` and ``/openInterest``
   requests (see :class:`_Round`); ``/api/v1/ticker?symbol=`` answers the symbol's latest recorded
   ticker;
+* recorded klines answers (``rest_channels`` candles) answer ``/api/v1/klines`` by range: a
+  request gets the recorded candles of its market and interval inside its range among the polls
+  the timeline has played; one asking past them, while the recording polls that market again
+  later, waits (up to ``request_wait``) for the timeline to get there. The timeline never waits
+  for a klines request (see :meth:`ReplayExchange.recorded_now` for the client's clock);
 * a recorded ``reconnecting`` drops the connections carrying that symbol, so the client
   reconnects where the recorded one did; an undecodable frame is sent as its recorded excerpt;
 * the markets (``/api/v1/markets``, ``/assets``...) come from the recording's market table.
@@ -29,6 +34,8 @@ settings re-creates the recorded events, local times aside.
 from __future__ import annotations
 
 import argparse
+import bisect
+import datetime
 import logging
 import math
 import sys
@@ -36,6 +43,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -46,21 +54,26 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from backpack_actors.actors.messages import CandlePoll
 from backpack_actors.core.events import StatusKind
 from backpack_actors.core.symbols import MarketInfo
-from backpack_actors.core.wire import MarkPrice, OpenInterest, Ticker
+from backpack_actors.core.wire import Kline, MarkPrice, OpenInterest, Ticker
 from backpack_actors.recording import (
     BackfillRecord,
     FrameErrorRecord,
     FramesRecord,
     NewsRecord,
+    ReconcilerStartedRecord,
     Recording,
     RestChannelsRecord,
     RestTradesRecord,
     SnapshotRecord,
+    StreamStartedRecord,
+    SymbolAddedRecord,
+    SymbolRemovedRecord,
     load_recording,
 )
-from backpack_actors.sim.exchange import HttpResponse, SimConfig, SimExchange
+from backpack_actors.sim.exchange import KLINE_INTERVALS, HttpResponse, SimConfig, SimExchange
 from backpack_actors.sim.market import MarketSpec
 from backpack_actors.sim.server import make_asgi_app
 
@@ -78,6 +91,7 @@ _STREAM = msgspec.json.Decoder(dict[str, Any])
 _DEPTH = "/api/v1/depth"
 _TRADES = ("/api/v1/trades", "/api/v1/trades/history")
 _TICKER = "/api/v1/ticker"
+_KLINES = "/api/v1/klines"
 # The REST-only channel routes, each answered from its list in the recorded polls.
 _POLLS = {
     "/api/v1/tickers": "tickers",
@@ -130,6 +144,54 @@ def _depth_body(line: SnapshotRecord) -> bytes:
 
 def _trades_body(line: RestTradesRecord | BackfillRecord) -> bytes:
     return msgspec.json.encode(line.trades)
+
+
+def _params(
+    path: str, query: str | Mapping[str, str | Sequence[str]] | None
+) -> dict[str, list[str]]:
+    """A request's parameters, from ``path?...`` and ``query`` (text, as the ASGI app passes it,
+    or a mapping, as the in-process :class:`~backpack_actors.transport.rest.SimRestClient`)."""
+    params: dict[str, list[str]] = parse_qs(path.partition("?")[2], keep_blank_values=True)
+    pairs: Mapping[str, str | Sequence[str]] = (
+        parse_qs(query, keep_blank_values=True) if isinstance(query, str) else query or {}
+    )
+    for key, value in pairs.items():
+        params.setdefault(key, []).extend([value] if isinstance(value, str) else value)
+    return params
+
+
+def _first(params: Mapping[str, list[str]], name: str) -> str | None:
+    values = params.get(name)
+    return values[0] if values else None
+
+
+def _utc_s(text: str) -> int:
+    # Kline times are naive UTC, "YYYY-MM-DD HH:MM:SS" over REST, read as channels.py reads them.
+    moment = datetime.datetime.fromisoformat(text.replace(" ", "T"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return math.floor(moment.timestamp())
+
+
+def _plain(value: Decimal | None) -> str | None:
+    # The recorded digits and scale, in the plain notation the exchange uses (never 1E-7).
+    return None if value is None else format(value, "f")
+
+
+def _kline_json(kline: Kline) -> dict[str, str | None]:
+    """One candle as the exchange's ``/klines`` sends it (sim/exchange.py ``_klines``): its
+    field names in sorted order, decimals and the trade count as strings, times as recorded."""
+    return {
+        "close": _plain(kline.close),
+        "end": kline.end,
+        "high": _plain(kline.high),
+        "low": _plain(kline.low),
+        "open": _plain(kline.open),
+        "quoteVolume": _plain(kline.quote_volume),
+        "start": kline.start,
+        "trades": None if kline.trades is None else str(kline.trades),
+        "volume": _plain(kline.volume),
+    }
 
 
 class _Session:
@@ -199,34 +261,63 @@ PollItem = Ticker | MarkPrice | OpenInterest
 class _Round:
     """One REST-only poll round of the REST channels, as recorded.
 
-    A connection group polls ``/tickers``, ``/markPrices`` and (every 60 s of its own clock)
-    ``/openInterest`` once a round and records what it kept, its own markets' items, as one
-    ``rest_channels`` line. Consecutive lines of disjoint markets are the groups' shares of one
-    round: every request of the round gets their union (a group keeps its own markets), and each
-    route with items takes one request per line. ``left`` counts the requests a route still
-    takes; once a route's are taken, a further request for it is the client's next round.
+    The feed's one :class:`~backpack_actors.actors.connection.ChannelPoller` asks ``/tickers``,
+    ``/markPrices`` and (every 60 s of its clock) ``/openInterest`` once a round for every
+    REST-only market, whatever the number of connection groups, so a round takes one request per
+    route it has items for: the first gets them, and a further request for the same route is the
+    client's next round. ``pending`` are the routes with items not asked for yet.
     """
 
     items: dict[str, list[PollItem]]
-    left: dict[str, int] = field(default_factory=dict)
+    pending: set[str] = field(default_factory=set)
     moved_on: bool = False
     """A request for a route this round already answered came: the client polls the next one."""
 
-    def body(self, route: str, symbol: str = "") -> bytes:
-        """The route's answer; ``symbol`` narrows it as the exchange's ``?symbol=`` does."""
-        items = self.items[route]
-        if symbol:
-            items = [item for item in items if item.symbol == symbol]
-        return msgspec.json.encode(items)
+
+def _poll_body(route: str, rounds: Sequence[_Round], symbol: str = "") -> bytes:
+    """The route's answer from ``rounds`` (oldest first): each market's newest item, as the
+    exchange answers with what is current; ``symbol`` narrows it as the exchange's ``?symbol=``
+    does."""
+    newest: dict[str, PollItem] = {}
+    for poll in rounds:
+        for item in poll.items[route]:
+            if not symbol or item.symbol == symbol:
+                newest[item.symbol] = item
+    return msgspec.json.encode(list(newest.values()))
 
 
-def _rounds(lines: Sequence[object]) -> dict[int, _Round]:
-    """The poll rounds by the index of their first ``rest_channels`` line."""
+def _rounds(recording: Recording) -> dict[int, _Round]:
+    """The poll rounds by the index of their first ``rest_channels`` line.
+
+    A recording made since the poller is one for the whole feed (commit e75382e) has one line per
+    round, every REST-only market's items. Older ones have one line per connection group and
+    round, the group's own markets: the shares of a round are consecutive lines of disjoint
+    markets. So a line starts a new round when it shares a market with the current round, or when
+    the current round already holds every market that was REST-only at its last line (the
+    ``stream_started`` lines say which; a round without tickers needs only the perps). The second
+    rule keeps a later round of other markets (one group recovered, another failed) from being
+    taken for a share of the last one: answered with it, it would reach the client a round early
+    and leave the next request without it. A recording that names no REST-only market is grouped
+    by the first rule alone. Lines with candles only are no round (``/klines`` is answered by
+    range, :class:`_Candles`).
+    """
+    perps = {m.exchange_id for m in recording.header.markets if m.market_type == "perp"}
+    rest_only: set[str] = set()
     out: dict[int, _Round] = {}
     current: _Round | None = None
     markets: set[str] = set()
-    lines_in_round = 0
-    for index, line in enumerate(lines):
+    complete = False
+    for index, line in enumerate(recording.lines):
+        if isinstance(line, StreamStartedRecord):
+            if line.mode == "rest":
+                rest_only.add(line.symbol)
+            else:
+                rest_only.discard(line.symbol)
+        elif isinstance(line, SymbolRemovedRecord):
+            rest_only.discard(line.symbol)
+        elif isinstance(line, SymbolAddedRecord | ReconcilerStartedRecord):
+            infos = [line.info] if isinstance(line, SymbolAddedRecord) else line.markets
+            perps |= {m.exchange_id for m in infos if m.market_type == "perp"}
         if not isinstance(line, RestChannelsRecord):
             continue
         lists: dict[str, list[PollItem]] = {
@@ -237,25 +328,59 @@ def _rounds(lines: Sequence[object]) -> dict[int, _Round]:
         symbols = {item.symbol for items in lists.values() for item in items}
         if not symbols:
             continue  # nothing these routes answered: no poll of them to offer
-        if current is None or symbols & markets:
+        if current is None or complete or symbols & markets:
             current = out[index] = _Round({route: [] for route in lists})
-            markets, lines_in_round = set(), 0
+            markets = set()
         markets |= symbols
-        lines_in_round += 1
         for route, items in lists.items():
             current.items[route].extend(items)
-        # Every group of a round polls tickers and mark prices (one channel list for the feed):
-        # those take one request per line. Open interest is polled on each group's own 60 s
-        # clock, so only the lines that carry it took a request for it (a group that asked and
-        # kept nothing cannot be told from one that did not ask: its request finds the round
-        # answered and moves on, as a next round's would).
-        for route in lists:
-            if route == "open_interest":
-                if lists[route]:
-                    current.left[route] = current.left.get(route, 0) + 1
-            elif current.items[route]:
-                current.left[route] = lines_in_round
+            if items:
+                # Only a route with items takes a request: a round without open interest (asked
+                # every 60 s) polled none, and a request for it then gets [] (_poll_answer).
+                current.pending.add(route)
+        needed = rest_only if current.items["tickers"] else rest_only & perps
+        complete = bool(needed) and needed <= markets
     return out
+
+
+@dataclass
+class _Candles:
+    """One market's and interval's recorded klines answers, as far as the timeline has played.
+
+    Only candles lying wholly inside their poll's range are kept: the bucket holding its
+    ``endTime`` may be partial, and the feed took nothing else either (docs/channels.md).
+    """
+
+    ahead: int = 0
+    """Recorded polls the timeline has not played yet."""
+    polled_to: int | None = None
+    """The furthest ``endTime`` (s) of a played poll."""
+    by_start: dict[int, Kline] = field(default_factory=dict)
+    starts: list[int] = field(default_factory=list)
+    """``by_start``'s keys, sorted."""
+
+    def add(self, poll: CandlePoll) -> None:
+        self.ahead -= 1
+        self.polled_to = poll.end_s if self.polled_to is None else max(self.polled_to, poll.end_s)
+        for kline in poll.klines:
+            try:
+                start, end = _utc_s(kline.start), _utc_s(kline.end)
+            except ValueError:
+                continue  # no place in time: the recorded feed could not publish it either
+            if not poll.start_s <= start < end <= poll.end_s:
+                continue
+            if start not in self.by_start:
+                bisect.insort(self.starts, start)
+            # A bucket polled twice (a catch-up overlapping a poll): the later answer stands.
+            self.by_start[start] = kline
+
+    def between(self, start_s: int, end_s: int) -> list[Kline]:
+        """The candles whose bucket starts from ``start_s`` up to before ``end_s``, oldest first:
+        for a range on bucket boundaries, as the feed asks, the simulator's answer (it counts the
+        trades at ``startTime <= t < endTime``)."""
+        low = bisect.bisect_left(self.starts, start_s)
+        high = bisect.bisect_left(self.starts, end_s)
+        return [self.by_start[s] for s in self.starts[low:high]]
 
 
 class ReplayExchange:
@@ -290,13 +415,23 @@ class ReplayExchange:
             key = self._answer_key(line)
             if key is not None:
                 self._left[key] += 1
-        self._rounds = _rounds(recording.lines)
+        self._rounds = _rounds(recording)
         self._rounds_left = len(self._rounds)
         self._round: _Round | None = None
         """The poll round the timeline offers now (None between rounds)."""
         self._deferred: dict[str, deque[_Round]] = defaultdict(deque)
         """Rounds whose route the client had not asked for when the timeline left them."""
         self._tickers: dict[str, Ticker] = {}
+        self._candles: dict[tuple[str, str], _Candles] = defaultdict(_Candles)
+        for line in recording.lines:
+            if isinstance(line, RestChannelsRecord):
+                for poll in line.candles:
+                    self._candles[poll.symbol, poll.interval].ahead += 1
+        # The timeline's clock (recorded_now): the recorded time it is at, and, while it waits
+        # for the next line's time, that time and the trio time the wait began.
+        self._at = recording.header.now
+        self._until = recording.header.now
+        self._since = 0.0
 
     @staticmethod
     def _answer_key(line: object) -> tuple[str, str] | None:
@@ -308,14 +443,30 @@ class ReplayExchange:
 
     # --- the timeline -------------------------------------------------------------------------
 
+    def recorded_now(self) -> float:
+        """The recorded wall time (s) the timeline is at: the time of the line it is playing,
+        running on at ``speed`` while it waits for the next line's, never past that.
+
+        A client's time-driven requests match the recorded ones when its clock is this one: the
+        feed asks ``/klines`` for the buckets closed two seconds ago by its wall clock, so a feed
+        replaying REST-only candles needs ``wall_clock=exchange.recorded_now`` (in process), or a
+        clock on the recording's dates. With another clock it asks for other minutes, which the
+        recording has no candles of.
+        """
+        if self.speed is None or self._until <= self._at:
+            return self._at
+        return min(self._until, self._at + (trio.current_time() - self._since) * self.speed)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Walk the recording, then keep serving the last answers until cancelled."""
         task_status.started()
         previous = self.recording.header.now
         for index, line in enumerate(self.recording.lines):
             if self.speed is not None and line.now > previous:
+                self._until, self._since = line.now, trio.current_time()
                 await trio.sleep((line.now - previous) / self.speed)
             previous = max(previous, line.now)
+            self._at = self._until = previous
             await self._play(line, index)
         self.finished.set()
         self._notify()
@@ -332,6 +483,11 @@ class ReplayExchange:
         elif isinstance(line, RestTradesRecord | BackfillRecord):
             await self._answer(("trades", line.symbol), _trades_body(line))
         elif isinstance(line, RestChannelsRecord):
+            if line.candles:
+                for candles in line.candles:
+                    self._candles[candles.symbol, candles.interval].add(candles)
+                self.stats["klines_polls_played"] += len(line.candles)
+                self._notify()  # klines requests waiting for the timeline to get here
             poll = self._rounds.get(index)
             if poll is not None:  # a later group's share of a round was offered with its first
                 await self._offer(poll)
@@ -399,35 +555,38 @@ class ReplayExchange:
             self._tickers[item.symbol] = item
         self._notify()
         with trio.move_on_after(self.request_wait):
-            while any(poll.left.values()) and not poll.moved_on:
+            while poll.pending and not poll.moved_on:
                 await self._changed.wait()
         self._round = None
-        for route, left in poll.left.items():
+        for route in poll.pending:
             # The client's own clock decides when it polls (open interest: every 60 s of it), so
-            # a route it asks for later than recorded gets this answer then, in recorded order.
-            self._deferred[route].extend([poll] * left)
-            self.stats["polls_deferred"] += left
+            # a route it asks for later than recorded gets this answer then.
+            self._deferred[route].append(poll)
+            self.stats["polls_deferred"] += 1
+        poll.pending.clear()
         self._notify()
         # The client handles the round before the lines recorded after it arrive.
         await trio.sleep(self.settle)
 
     async def _poll_answer(self, route: str, symbol: str) -> bytes:
-        """A REST channel route's answer: a deferred one first, else the offered round's."""
+        """A REST channel route's answer: the rounds deferred for it and the offered round, if
+        it has the route, in one answer (each market's newest item). One answer for them all:
+        a client polling less often than recorded (an old recording's groups, each on its own
+        open-interest clock) would otherwise fall a round further behind at every request."""
         while True:
-            deferred = self._deferred[route]
-            if deferred:
-                self.stats["polls_served"] += 1
-                return deferred.popleft().body(route, symbol)
+            taken = list(self._deferred.pop(route, ()))
             poll = self._round
+            if poll is not None and route in poll.pending:
+                poll.pending.discard(route)
+                taken.append(poll)
+                self._notify()
+            if taken:
+                self.stats["polls_served"] += len(taken)
+                return _poll_body(route, taken, symbol)
             if poll is not None:
-                if poll.left.get(route, 0) > 0:
-                    poll.left[route] -= 1
-                    self._notify()
-                    self.stats["polls_served"] += 1
-                    return poll.body(route, symbol)
-                if route not in poll.left:
+                if not poll.items[route]:
                     # The recorded round has no such answer (open interest not due then, or
-                    # nothing for the group's markets): an empty list makes no events either.
+                    # nothing for the REST-only markets): an empty list makes no events either.
                     self.stats["polls_empty"] += 1
                     return b"[]"
                 poll.moved_on = True
@@ -480,31 +639,36 @@ class ReplayExchange:
         self,
         method: str,
         path: str,
-        query: str = "",
+        query: str | Mapping[str, str | Sequence[str]] | None = "",
         *,
         client: str = "replay",
         headers: Mapping[str, str] | None = None,
         body: bytes = b"",
     ) -> HttpResponse:
-        """Depth, trades and the REST channel polls from the timeline; everything else from
-        the market table."""
-        params = parse_qs(query)
-        symbol = (params.get("symbol") or [""])[0]
-        if path == _DEPTH:
+        """Depth, trades, the REST channel polls and klines from the timeline; everything else
+        from the market table. ``query`` as :meth:`SimExchange.handle_http` takes it."""
+        params = _params(path, query)
+        route = path.partition("?")[0]
+        symbol = _first(params, "symbol") or ""
+        klines = self._klines_request(params) if route == _KLINES else None
+        if route == _DEPTH:
             key = ("depth", symbol)
-        elif path in _TRADES:
+        elif route in _TRADES:
             key = ("trades", symbol)
-        elif path in _POLLS:
-            body = await self._poll_answer(_POLLS[path], symbol)
+        elif route in _POLLS:
+            body = await self._poll_answer(_POLLS[route], symbol)
             return HttpResponse(200, dict(_JSON), body)
-        elif path == _TICKER and symbol in self._tickers:
+        elif klines is not None:
+            return HttpResponse(200, dict(_JSON), await self._klines_answer(*klines))
+        elif route == _TICKER and symbol in self._tickers:
             return HttpResponse(200, dict(_JSON), msgspec.json.encode(self._tickers[symbol]))
-        elif path == _TICKER and symbol in self.static.models:
+        elif route == _TICKER and symbol in self.static.models:
             # Not the simulator's made-up prices: the recording has no ticker of it (yet).
             message = f"no ticker of {symbol} recorded up to this point of the replay"
             body = msgspec.json.encode({"code": "RESOURCE_NOT_FOUND", "message": message})
             return HttpResponse(404, dict(_JSON), body)
         else:
+            # A klines request the exchange would refuse gets the simulator's error for it.
             return await self.static.handle_http(
                 method, path, query, client=client, headers=headers, body=body
             )
@@ -516,6 +680,48 @@ class ReplayExchange:
         await waiter.event.wait()
         assert waiter.body is not None
         return HttpResponse(200, dict(_JSON), waiter.body)
+
+    def _klines_request(self, params: Mapping[str, list[str]]) -> tuple[str, str, int, int] | None:
+        """``(symbol, interval, startTime, endTime)`` of a klines request the exchange takes
+        (the simulator's checks), else None. ``endTime`` defaults to the timeline's time."""
+        symbol, interval = _first(params, "symbol"), _first(params, "interval")
+        start, end = _first(params, "startTime"), _first(params, "endTime")
+        if symbol not in self.static.models or interval not in KLINE_INTERVALS or start is None:
+            return None
+        try:
+            return (
+                symbol,
+                interval,
+                int(start),
+                math.floor(self.recorded_now()) + 1 if end is None else int(end),
+            )
+        except ValueError:
+            return None
+
+    async def _klines_answer(self, symbol: str, interval: str, start_s: int, end_s: int) -> bytes:
+        """The recorded candles of ``symbol``/``interval`` in ``[start_s, end_s)`` that the
+        timeline has played.
+
+        A request reaching past the polls played, while the recording polls that market again
+        later, waits for the timeline (up to ``request_wait``): a client whose clock runs a little
+        ahead of the timeline would otherwise get no candle for a range it then takes as empty
+        and never asks again. The timeline does not wait for klines requests: the request names
+        the candles it wants, so one that comes late is answered all the same.
+        """
+        candles = self._candles.get((symbol, interval))
+
+        def behind() -> bool:
+            assert candles is not None
+            return candles.ahead > 0 and (candles.polled_to is None or candles.polled_to < end_s)
+
+        if candles is not None and behind():
+            self.stats["klines_waited"] += 1
+            with trio.move_on_after(self.request_wait):
+                while behind():
+                    await self._changed.wait()
+        self.stats["klines_served"] += 1
+        found = [] if candles is None else candles.between(start_s, end_s)
+        return msgspec.json.encode([_kline_json(kline) for kline in found])
 
     def _fallback(self, key: tuple[str, str]) -> HttpResponse:
         self.stats[f"{key[0]}_fallbacks"] += 1
