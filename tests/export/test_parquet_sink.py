@@ -89,7 +89,9 @@ def test_bad_specs(spec: str) -> None:
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    # After SIGKILL the JSONL sink's last write may have stopped inside a line: not an event.
+    lines = path.read_text().split("\n")
+    return [json.loads(line) for line in lines[:-1]]
 
 
 def _has_rows(event: dict[str, Any]) -> bool:
@@ -97,12 +99,16 @@ def _has_rows(event: dict[str, Any]) -> bool:
     return not event["type"].startswith("book_") or bool(event["bids"] or event["asks"])
 
 
-def _check_prefix(rows: list[dict[str, Any]], events: list[dict[str, Any]], received: int) -> int:
+def _check_prefix(
+    rows: list[dict[str, Any]], events: list[dict[str, Any]], received: int | None
+) -> int:
     """Rows are exactly the first events: every event up to the last flushed one that has rows,
     each row matching the JSONL event at its position (the JSONL sink is a second subscriber of
-    the same feed; at a stop the two may end a batch apart). Returns the events covered."""
+    the same feed; at a stop the two may end a batch apart, and after SIGKILL the JSONL file may
+    hold fewer events than the Parquet files: ``received`` None). Returns the events covered."""
     seqs = sorted({r["seq"] for r in rows})
-    assert seqs[-1] < received
+    if received is not None:
+        assert seqs[-1] < received
     covered = min(seqs[-1] + 1, len(events))
     assert [s for s in seqs if s < covered] == [i for i in range(covered) if _has_rows(events[i])]
     checked = 0
@@ -126,7 +132,7 @@ def _check_prefix(rows: list[dict[str, Any]], events: list[dict[str, Any]], rece
             ]
             assert row["update_id"] == event["last_update_id"]
             checked += 1
-    assert checked > len(seqs) // 2
+    assert checked > len([s for s in seqs if s < covered]) // 2
     return covered
 
 
@@ -170,7 +176,7 @@ async def test_sigkill_leaves_every_flushed_row_readable(tmp_path: Path) -> None
     assert code == -signal.SIGKILL
     rows = _rows(out)  # every file left behind opens
     written = _jsonl(events)
-    assert _check_prefix(rows, written, received=len(written)) > 20
+    assert _check_prefix(rows, written, received=None) > 20
     assert {r["channel"] for r in rows} >= {"trades", "book", "status"}
     # A sink started on that directory says what it found.
     err = io.StringIO()
