@@ -48,6 +48,7 @@ from backpack_actors.core.wire import OpenInterest as RestOpenInterest
 from backpack_actors.core.wire import Ticker as RestTicker
 
 __all__ = [
+    "CANDLE_GRACE_S",
     "CANDLE_INTERVALS",
     "CANDLE_SECONDS",
     "CHANNELS",
@@ -55,9 +56,11 @@ __all__ = [
     "Channel",
     "ChannelError",
     "builders_for",
+    "candle_grid",
     "channel_of",
     "global_streams",
     "interval_of",
+    "kline_span_us",
     "parse_channel",
     "private_channels",
     "rest_candle",
@@ -105,11 +108,29 @@ CANDLE_SECONDS: Final = {
     "1w": 604800,
     "1month": 2592000,
 }
-"""Each interval's length, and the grid REST-only candle polls align to: buckets start at
-multiples of it since the Unix epoch. Exact for ``1s``..``1d`` (each divides a UTC day); for
-``3d``, ``1w`` and ``1month`` (30 days here) the exchange's alignment is not documented — the
-simulator uses this grid, and the REST answers' own ``start``/``end`` decide what is published
+"""Each interval's length. For ``1s``..``1d`` (each divides a UTC day) it is also the grid
+REST-only candle polls align to: buckets start at multiples of it since the Unix epoch
+(:func:`candle_grid`). For ``3d``, ``1w`` and ``1month`` (30 days here) the exchange's alignment
+is not documented (weeks may start on Mondays, months on the 1st): no grid is assumed, and the
+candles' own ``start``/``end`` in the REST answers say where buckets begin and end
 (docs/channels.md)."""
+
+CANDLE_GRACE_S: Final = 2
+"""Seconds after a candle's close before REST is asked for it, and the time a subscription is
+allowed to take effect: trades printed at the very end of the bucket must have reached the
+exchange's candles, and the local clock may be off the exchange's by that much."""
+
+
+def candle_grid(interval: str) -> int | None:
+    """The grid (s) ``interval``'s buckets start on — multiples since the Unix epoch — or None
+    when the exchange's alignment is not known (``3d``, ``1w``, ``1month``)."""
+    seconds = CANDLE_SECONDS[interval]
+    return seconds if 86_400 % seconds == 0 else None
+
+
+def kline_span_us(wire: Kline) -> tuple[int, int]:
+    """A REST ``/klines`` item's start and close (µs)."""
+    return _iso_us(wire.start), _iso_us(wire.end)
 
 
 Builder = Callable[[Any, MarketInfo, int, int], Event]

@@ -51,7 +51,15 @@ from backpack_actors.actors.messages import (
 )
 from backpack_actors.actors.reconciler import Reconciler
 from backpack_actors.actors.rest import RestActor, fetch_klines
-from backpack_actors.channels import CANDLE_SECONDS, CHANNELS, global_streams, streams_for
+from backpack_actors.channels import (
+    CANDLE_GRACE_S,
+    CANDLE_SECONDS,
+    CHANNELS,
+    candle_grid,
+    global_streams,
+    kline_span_us,
+    streams_for,
+)
 from backpack_actors.core.budget import TokenBucket
 from backpack_actors.core.clock import mono_ns, wall_ns_of
 from backpack_actors.core.events import StatusKind
@@ -59,6 +67,7 @@ from backpack_actors.core.restart import Backoff
 from backpack_actors.core.wire import (
     MARKET_DATA_DECODER,
     DepthEvent,
+    Kline,
     LiquidationEvent,
     MarketData,
     TradeEvent,
@@ -77,6 +86,7 @@ from backpack_actors.errors import (
 from backpack_actors.transport.ws import WsConnection, WsConnector
 
 __all__ = [
+    "CANDLE_GRACE_S",
     "ChannelPoller",
     "ConnectionActor",
     "ConnectionHealth",
@@ -154,12 +164,18 @@ _ROUTES: dict[str, tuple[str, str]] = {
 }
 _OPEN_INTEREST_EVERY_S = 60.0
 """The exchange publishes open interest every 60 s (docs/protocol.md §4.9): no use asking more."""
-CANDLE_GRACE_S = 2
-"""Seconds after a candle's close before REST is asked for it: trades printed at the very end of
-the bucket must have reached the exchange's candles, and the local clock may lag the exchange's."""
 KLINES_PER_CALL = 500
 """Buckets one ``/klines`` call asks for at most (the answer's size limit is not documented)."""
 _KLINES_RETRY_S = 30.0
+"""After a failed klines call, the wait before that market is asked again; it doubles with each
+further failure, up to ``_KLINES_RETRY_MAX_S``."""
+_KLINES_RETRY_MAX_S = 600.0
+_OFF_GRID_RECHECK_S = 86_400
+"""``3d``, ``1w`` and ``1month`` (no known grid): how often a market is asked when no candle in
+progress said when it closes (a bucket without trades yet has no candle to say so)."""
+_OFF_GRID_LOOKBACK_S = 86_400
+"""Off the grid, how much longer than the interval a candle under way at a join may be (a
+calendar month is up to a day longer than ``1month``'s 30 days)."""
 _BEHIND_REPORT_EVERY_S = 60.0
 
 # A wire type's stream prefix, to name a misrouted frame's stream in its report.
@@ -234,13 +250,10 @@ class ConnectionActor:
         self.health = ConnectionHealth(group_id, rest_only=not settings.websocket)
         # Per symbol: the epoch of its current stream (0: never started yet).
         self._symbols: dict[str, int] = dict.fromkeys(symbols, 0)
-        # Per symbol: the wall time it joined this group, when its current WebSocket
-        # subscription started, and (start, end) of its last one: where the candles it may have
-        # missed begin (candle_floor).
+        # Per symbol: the wall time it joined this group, where the candles it is owed begin
+        # (candle_floor; the reconciler knows which of them came).
         carried = wall_clock()
         self._since: dict[str, float] = dict.fromkeys(self._symbols, carried)
-        self._subscribed_at: dict[str, float] = {}
-        self._streamed: dict[str, tuple[float, float]] = {}
         self._connector = connector
         self._reconciler = reconciler
         self._rest = rest
@@ -291,18 +304,20 @@ class ConnectionActor:
         """Whether a WebSocket session of this group is up (connected, not REST-only)."""
         return self._session is not None and not self.health.rest_only
 
-    def candle_floor(self, symbol: str, interval_s: int) -> int:
-        """The start (s) of ``symbol``'s oldest ``interval_s`` bucket whose closed candle may
-        have been missed: the one in progress when it joined the group, or — when its last
-        WebSocket subscription outlived a whole bucket, so every close until then was streamed —
-        the one in progress when that subscription ended."""
-        floor = _grid(self._since.get(symbol, self._wall_clock()), interval_s)
-        window = self._streamed.get(symbol)
-        if window is not None:
-            start, end = window
-            if _grid(start, interval_s) < _grid(end, interval_s):
-                floor = max(floor, _grid(end, interval_s))
-        return floor
+    def joined(self, symbol: str) -> float:
+        """The wall time ``symbol`` joined this group (now, if it is not carried)."""
+        return self._since.get(symbol, self._wall_clock())
+
+    def candle_floor(self, symbol: str, interval: str) -> int:
+        """Where (s) ``symbol``'s owed ``interval`` candles begin: the start of the bucket in
+        progress when it joined the group — off the grid (``3d``, ``1w``, ``1month``), a
+        moment at least one candle's length before the join. Which of them came, by stream or
+        REST, the reconciler knows (:meth:`Reconciler.first_missing_candle`)."""
+        since = self.joined(symbol)
+        grid = candle_grid(interval)
+        if grid is None:
+            return math.floor(since) - CANDLE_SECONDS[interval] - _OFF_GRID_LOOKBACK_S
+        return _grid(since, grid)
 
     def __len__(self) -> int:
         return len(self._symbols)
@@ -335,8 +350,6 @@ class ConnectionActor:
         self._to_subscribe.discard(symbol)
         self._seen.pop(symbol, None)
         self._since.pop(symbol, None)
-        self._subscribed_at.pop(symbol, None)
-        self._streamed.pop(symbol, None)
         self.poller.forget(symbol)
         if self._session is not None and not self.health.rest_only:
             self._to_unsubscribe[symbol] = self._streams([symbol])
@@ -388,12 +401,10 @@ class ConnectionActor:
         epoch = next(self._epochs)
         self._symbols[symbol] = epoch
         self._reconciler.handle(StreamStarted(symbol, epoch, mode))  # type: ignore[arg-type]
-        if mode == "ws":
-            self._subscribed_at[symbol] = self._wall_clock()
-            if previous:
-                # Streamed or polled before: a candle that closed in between (reconnecting, or
-                # between the last REST poll and now) never reaches a new subscription.
-                self.poller.resubscribed(self, symbol)
+        if mode == "ws" and previous:
+            # Streamed or polled before: a candle that closed in between (reconnecting, or
+            # between the last REST poll and now) never reaches a new subscription.
+            self.poller.resubscribed(self, symbol)
 
     def _news(self, kind: StatusKind, reason: str, counts: dict[str, int]) -> None:
         for symbol in list(self._symbols):
@@ -426,10 +437,6 @@ class ConnectionActor:
         settings, health = self.settings, self.health
         session = self._session
         self._session = None
-        ended = self._wall_clock()
-        for symbol, at in self._subscribed_at.items():
-            self._streamed[symbol] = (at, ended)
-        self._subscribed_at.clear()
         if self.on_ws is not None:
             # Ended (or never connected): a carrier of the feed-wide streams hands them over now,
             # not after the reconnects, so they pause only for the handover.
@@ -909,7 +916,15 @@ def _grid(seconds_since_epoch: float, interval_s: int) -> int:
     return moment - moment % interval_s
 
 
+def _closed_by(moment: float, interval: str) -> int:
+    """The candles of ``interval`` closed by ``moment``: on the grid, the start (s) of the bucket
+    holding it (every bucket before it is over); off the grid, the moment itself (whole s)."""
+    grid = candle_grid(interval)
+    return math.floor(moment) if grid is None else _grid(moment, grid)
+
+
 _Pair = tuple[str, str]  # (exchange symbol, candle interval)
+_Plan = tuple[int, int, float]  # (start_s, end_s, due): one klines call and when it is due
 
 
 @attrs.define
@@ -932,15 +947,18 @@ class ChannelPoller:
     so one call per route and round (``rest_poll_interval``, at least a second — the streams' own
     rate; open interest every 60 s) serves every REST-only group's markets, whether one group is
     REST-only or all of them. Candles have a per-market history route (``/klines``): each call
-    fills one market and interval from its oldest unpublished candle up to the last bucket
-    closed ``CANDLE_GRACE_S`` ago, the most overdue market first, within the REST actor's klines
-    budget. Each candle is published when closed, once: the reconciler drops any candle it
-    already published, whoever delivered it. When the budget cannot poll every market once per
-    interval, the markets polled late get a ``degraded_rest_only`` status saying how late
-    (``candles_behind_s``), and another when they caught up.
+    fills one market and interval from its oldest possibly missing candle — the reconciler knows
+    which came, by stream or REST (:meth:`Reconciler.first_missing_candle`) — up to the last
+    bucket closed ``CANDLE_GRACE_S`` ago, the most overdue market first (markets whose calls keep
+    failing last, backing off), within the REST actor's klines budget. Each candle is published
+    when closed, once: the reconciler drops any candle it already published, whoever delivered
+    it. When the budget cannot poll every market once per interval, the markets polled late get
+    a ``degraded_rest_only`` status saying how late (``candles_behind_s``), and another when they
+    caught up.
 
-    Markets on the WebSocket are polled too, once, after a (re)subscription: the candles that
-    closed while their stream was down (reconnects, the last REST poll before a promotion).
+    Markets on the WebSocket are polled too, after a (re)subscription, until the candles that
+    closed while their stream was down (reconnects, the last REST poll before a promotion) are
+    filled, however many newer candles the new subscription streamed meanwhile.
     """
 
     def __init__(
@@ -964,13 +982,19 @@ class ChannelPoller:
         self._groups: dict[ConnectionActor, None] = {}
         self._routes_wake = trio.Event()
         self._candles_wake = trio.Event()
-        # Candles: markets to fill up to a bucket start (s) after a resubscription, with their
-        # group; how far each (market, interval) was asked for; when a failed one may be asked
-        # again; when a late one was last reported.
+        # Candles: markets to fill after a resubscription — every candle closed by a moment
+        # (_closed_by) — with their group; when a failed one may be asked again and how many
+        # calls in a row failed; when a late one was last reported. Off the grid (3d, 1w,
+        # 1month): how far each was last asked.
         self._catch_up: dict[_Pair, tuple[int, ConnectionActor]] = {}
-        self._covered: dict[_Pair, int] = {}
         self._retry_at: dict[_Pair, float] = {}
+        self._failures: dict[_Pair, int] = {}
         self._reported: dict[_Pair, float] = {}
+        self._asked: dict[_Pair, int] = {}
+        # The (market, interval) whose klines call is out, and whether its market left meanwhile
+        # (its answer then is dropped: it could be older than a re-added market's join).
+        self._in_flight: _Pair | None = None
+        self._in_flight_gone = False
         self.stats = PollerStats()
 
     # -- membership (synchronous) ----------------------------------------------------------------
@@ -994,16 +1018,25 @@ class ChannelPoller:
         target = self._wall_clock() + CANDLE_GRACE_S
         for interval in self._intervals:
             pair = (symbol, interval)
-            goal = _grid(target, CANDLE_SECONDS[interval])
+            goal = _closed_by(target, interval)
             previous = self._catch_up.get(pair)
             self._catch_up[pair] = (max(goal, previous[0]) if previous else goal, actor)
         self._wake()
 
     def forget(self, symbol: str) -> None:
         """``symbol`` left the feed (or its group): nothing more to ask for it."""
-        for table in (self._catch_up, self._covered, self._retry_at, self._reported):
+        tables: tuple[dict[_Pair, Any], ...] = (
+            self._catch_up,
+            self._retry_at,
+            self._failures,
+            self._reported,
+            self._asked,
+        )
+        for table in tables:
             for pair in [p for p in table if p[0] == symbol]:
                 del table[pair]
+        if self._in_flight is not None and self._in_flight[0] == symbol:
+            self._in_flight_gone = True
 
     def _wake(self) -> None:
         self._routes_wake.set()
@@ -1096,6 +1129,7 @@ class ChannelPoller:
                 # ones are told how late their candles are.
                 self._report_lateness(pair, late, now)
             self.stats.klines_calls += 1
+            self._in_flight, self._in_flight_gone = pair, False
             try:
                 klines = await self._rest.call(
                     f"klines {symbol} {interval} (REST-only candles)",
@@ -1108,26 +1142,90 @@ class ChannelPoller:
                 return
             except (TransientError, ExchangeRequestError, ProtocolError) as exc:
                 self.stats.klines_failures += 1
-                self._retry_at[pair] = self._wall_clock() + _KLINES_RETRY_S
+                if not self._in_flight_gone:
+                    # Backing off: a market whose calls keep failing must not take the budget
+                    # of the others (it also ranks after them, _pick).
+                    failures = self._failures[pair] = self._failures.get(pair, 0) + 1
+                    delay = min(_KLINES_RETRY_S * 2 ** (failures - 1), _KLINES_RETRY_MAX_S)
+                    self._retry_at[pair] = self._wall_clock() + delay
                 log.info("klines %s %s failed: %s; asking again later", symbol, interval, exc)
                 continue
-            self._covered[pair] = max(self._covered.get(pair, end_s), end_s)
+            finally:
+                self._in_flight = None
+            if self._in_flight_gone:
+                continue  # the market left while the call was out
+            self._failures.pop(pair, None)
+            self._retry_at.pop(pair, None)
+            if candle_grid(interval) is None:
+                self._asked[pair] = end_s
+                start_s = self._owed_from(pair, start_s, klines)
             poll = CandlePoll(symbol, interval, start_s, end_s, klines)
             self._reconciler.handle(
                 RestChannels(candles=[poll], received_ns=self._wall_ns(), mono_ns=mono_ns())
             )
 
-    def _cursor(self, pair: _Pair, interval_s: int, actor: ConnectionActor) -> int:
-        """The start (s) of the oldest bucket of ``pair`` not yet known published or empty."""
+    def _owed_from(self, pair: _Pair, start_s: int, klines: list[Kline]) -> int:
+        """Off the grid a call starts a candle's length before the join (candle_floor): the
+        candles of the answer that closed by the join are not owed — the poll is cut after them
+        (the reconciler takes only candles inside it)."""
+        owner = self._owner(pair)
+        if owner is None:
+            return start_s
+        joined = math.floor(owner.joined(pair[0]))
+        for kline in klines:
+            start_us, end_us = kline_span_us(kline)
+            if start_us >= start_s * 1_000_000 and end_us <= joined * 1_000_000:
+                start_s = max(start_s, end_us // 1_000_000)
+        return start_s
+
+    def _owner(self, pair: _Pair) -> ConnectionActor | None:
+        catch_up = self._catch_up.get(pair)
+        if catch_up is not None:
+            return catch_up[1]
+        return next((actor for actor in self._groups if pair[0] in actor), None)
+
+    def _plan(
+        self, pair: _Pair, owner: ConnectionActor, now: float, goal: int | None
+    ) -> _Plan | None:
+        """The next klines call of ``pair`` — a REST-only market's, or (``goal``) a catch-up
+        after a resubscription, None once that is done."""
         symbol, interval = pair
-        cursor = actor.candle_floor(symbol, interval_s)
-        covered = self._covered.get(pair)
-        if covered is not None:
-            cursor = max(cursor, covered)
-        end_us = self._reconciler.last_closed_candle_end(symbol, interval)
-        if end_us is not None:
-            cursor = max(cursor, end_us // 1_000_000)
-        return cursor
+        interval_s = CANDLE_SECONDS[interval]
+        floor = owner.candle_floor(symbol, interval)
+        # From the oldest candle possibly missing: the stream may have delivered newer ones,
+        # but never the ones it missed.
+        cursor = self._reconciler.first_missing_candle(symbol, interval, floor)
+        if goal is not None and cursor >= goal:
+            return None
+        grid = candle_grid(interval)
+        if grid is not None:
+            target = _grid(now - CANDLE_GRACE_S, grid)
+            if goal is not None:
+                target = min(target, goal)
+            # Askable once its oldest missing bucket closed CANDLE_GRACE_S ago.
+            due: float = cursor + interval_s + CANDLE_GRACE_S
+            return cursor, max(cursor, min(target, cursor + KLINES_PER_CALL * interval_s)), due
+        # Off the grid the candles say where buckets end: asked up to now (less the grace) when
+        # the candle under way (seen on the stream or in an answer) closes — if nothing owed can
+        # be missing before it — else once a day (once right away at first).
+        asked = self._asked.get(pair)
+        under_way = self._reconciler.candle_under_way(symbol, interval)
+        closes = None
+        if under_way is not None and under_way[0] <= max(cursor, owner.joined(symbol)):
+            closes = under_way[1]
+        if goal is not None:
+            if (asked is not None and asked >= goal) or (closes is not None and closes > goal):
+                return None  # every candle closed by the goal is answered, or none closed
+            due = goal + CANDLE_GRACE_S
+        elif closes is not None and (asked is None or asked < closes):
+            due = closes + CANDLE_GRACE_S
+        elif asked is None:
+            due = now
+        else:
+            due = asked + CANDLE_GRACE_S + _OFF_GRID_RECHECK_S
+        # Not before the range is a second long (a close may have come a moment ago).
+        due = max(due, cursor + CANDLE_GRACE_S + 1)
+        return cursor, max(cursor, math.floor(now) - CANDLE_GRACE_S), due
 
     def _pick(self, now: float) -> tuple[tuple[_Pair, int, int, float, bool] | None, float]:
         """The most overdue (market, interval), its range, how late it is and whether its group
@@ -1137,39 +1235,44 @@ class ChannelPoller:
             for symbol in actor.symbols:
                 for interval in self._intervals:
                     active[(symbol, interval)] = actor
-        self.stats.klines_needed_per_min = sum(60 / CANDLE_SECONDS[iv] for _, iv in active)
+        self.stats.klines_needed_per_min = sum(
+            60 / (CANDLE_SECONDS[iv] if candle_grid(iv) else _OFF_GRID_RECHECK_S)
+            for _, iv in active
+        )
         best: tuple[_Pair, int, int, float, bool] | None = None
+        best_rank = (True, math.inf)
         wait = math.inf
         for pair, (_goal, owner) in list(self._catch_up.items()):
             if pair not in active and pair[0] not in owner:
                 del self._catch_up[pair]  # the market left that group meanwhile
         for pair in active.keys() | self._catch_up.keys():
-            interval_s = CANDLE_SECONDS[pair[1]]
             polled = active.get(pair)
             if polled is None:
                 goal, owner = self._catch_up[pair]
-            else:
-                goal, owner = 0, polled
-            cursor = self._cursor(pair, interval_s, owner)
-            target = _grid(now - CANDLE_GRACE_S, interval_s)
-            if polled is None:
-                if cursor >= goal:
+                plan = self._plan(pair, owner, now, goal)
+                if plan is None:
                     del self._catch_up[pair]
                     continue
-                target = min(target, goal)
-            retry = self._retry_at.get(pair, -math.inf)
-            if cursor >= target or retry > now:
-                # Askable once its oldest missing bucket closed CANDLE_GRACE_S ago.
-                wait = min(wait, max(cursor + interval_s + CANDLE_GRACE_S, retry) - now)
+            else:
+                plan = self._plan(pair, polled, now, None)
+                assert plan is not None
+            start_s, end_s, due = plan
+            ready = max(due, self._retry_at.get(pair, -math.inf))
+            if ready > now or end_s <= start_s:
+                wait = min(wait, ready - now)
                 continue
-            late = now - (cursor + interval_s)
-            if best is None or late > best[3]:
-                end = min(target, cursor + KLINES_PER_CALL * interval_s)
-                best = (pair, cursor, end, late, polled is not None)
-        # A lateness report and a retry delay are about polling; how far a market was asked
-        # (_covered) is kept until it leaves the feed, for its next REST-only spell.
+            # Since its oldest missing candle closed; a market whose calls keep failing ranks
+            # after every other, so it cannot starve them.
+            late = now - due + CANDLE_GRACE_S
+            rank = (pair in self._failures, -late)
+            if rank < best_rank:
+                best_rank = rank
+                best = (pair, start_s, end_s, late, polled is not None)
+        # A lateness report, a retry delay and a failure count are about polling; how far an
+        # off-grid market was asked is kept until it leaves the feed, for its next REST-only
+        # spell.
         keep = active.keys() | self._catch_up.keys()
-        for table in (self._retry_at, self._reported):
+        for table in (self._retry_at, self._reported, self._failures):
             for pair in [p for p in table if p not in keep]:
                 del table[pair]
         return best, max(wait, 0.0)

@@ -14,7 +14,9 @@ enqueue; at most one outstanding snapshot and one backfill per symbol).
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -38,7 +40,10 @@ from backpack_actors.actors.messages import (
     SymbolRemoved,
 )
 from backpack_actors.channels import (
+    CANDLE_GRACE_S,
+    CANDLE_INTERVALS,
     builders_for,
+    candle_grid,
     rest_candle,
     rest_mark_price,
     rest_open_interest,
@@ -75,32 +80,79 @@ _NEVER = 2**63
 """A boundary no engine time reaches (interval snapshots off)."""
 
 CLOSED_CANDLES_KEPT = 64
-"""Closed candles remembered per market and interval (by start) to refuse a second copy."""
+"""Closed candles remembered by start per market and interval (the newest) to refuse a second
+copy; older ones are refused when they lie in a span known to be complete (``_ClosedCandles``)."""
+CANDLE_GAPS_KEPT = 64
+"""Gaps — spans whose candles may be missing — remembered per market and interval. Beyond that
+the oldest gap counts as filled: its candles, if REST ever brings them, are refused."""
+
+_OFF_GRID = frozenset(iv for iv in CANDLE_INTERVALS if candle_grid(iv) is None)
+"""Candle intervals whose buckets are not known to lie on the epoch grid (``candle_grid``)."""
 
 Publish = Callable[[list[Event]], None]
 Request = Callable[[RestRequest], None]
 
 
 class _ClosedCandles:
-    """The closed candles of one market and interval published so far.
+    """The closed candles of one market and interval published so far, and where none is missing.
 
     The stream and REST polls can both deliver a candle (around a fallback, a promotion or a
-    reconnect), and a REST catch-up may land after newer candles from the stream: a set of the
-    newest starts, and below it a floor, say which were published, whatever their order.
+    reconnect), and a REST catch-up may land after newer candles from the stream. ``starts`` are
+    the newest published starts; ``known`` are the spans (µs, a flat sorted list of disjoint
+    ``[start, end)`` pairs) in which every candle was published or does not exist: the candles
+    published, the buckets between two closes of one subscription (it would have sent any
+    other), on the bucket grid those from its start (plus ``CANDLE_GRACE_S``) to its first
+    close, and what REST answered for. Between the spans lie the gaps a catch-up must fill; an
+    old candle is refused only inside a span, so a gap's candles are taken however late they
+    come, and however many newer candles were published meanwhile.
     """
 
-    __slots__ = ("floor", "newest_end", "newest_start", "starts")
+    __slots__ = (
+        "floor",
+        "known",
+        "newest_end",
+        "newest_start",
+        "starts",
+        "stream_end",
+        "stream_epoch",
+        "under_way",
+    )
 
     def __init__(self) -> None:
         self.starts: set[int] = set()
         self.floor = -1
+        self.known: list[int] = []
         self.newest_start = -1
         self.newest_end = 0
+        # The subscription (epoch) whose close came last, and that close's end.
+        self.stream_epoch = 0
+        self.stream_end = 0
+        # Off the bucket grid (3d, 1w, 1month): the newest candle seen under way (start, end),
+        # which says when the next close is due.
+        self.under_way: tuple[int, int] | None = None
 
     def published(self, start_us: int) -> bool:
-        return start_us <= self.floor or start_us in self.starts
+        if start_us in self.starts:
+            return True
+        return start_us <= self.floor and self.is_known(start_us)
+
+    def is_known(self, moment_us: int) -> bool:
+        return bisect.bisect_right(self.known, moment_us) % 2 == 1
+
+    def first_missing(self, moment_us: int) -> int:
+        """``moment_us``, or the end of the span holding it: where a candle may be missing."""
+        known = self.known
+        i = bisect.bisect_right(known, moment_us)
+        return known[i] if i % 2 else moment_us
+
+    def saw_under_way(self, start_us: int, end_us: int) -> None:
+        if self.under_way is None or start_us >= self.under_way[0]:
+            self.under_way = (start_us, end_us)
 
     def add(self, start_us: int, end_us: int) -> None:
+        """A closed candle published."""
+        if self.under_way == (start_us, end_us):
+            self.under_way = None
         self.starts.add(start_us)
         if start_us > self.newest_start:
             self.newest_start, self.newest_end = start_us, end_us
@@ -108,6 +160,24 @@ class _ClosedCandles:
             oldest = min(self.starts)
             self.starts.discard(oldest)
             self.floor = max(self.floor, oldest)
+        self.add_known(start_us, end_us)
+
+    def add_known(self, start_us: int, end_us: int) -> None:
+        """No candle is missing in ``[start_us, end_us)``: merged with the spans it touches."""
+        if start_us >= end_us:
+            return
+        known = self.known
+        i = bisect.bisect_left(known, start_us)
+        if i % 2:  # inside a span, or touching its end
+            i -= 1
+            start_us = known[i]
+        j = bisect.bisect_right(known, end_us)
+        if j % 2:  # inside a span, or touching its start
+            end_us = known[j]
+            j += 1
+        known[i:j] = (start_us, end_us)
+        if len(known) > 2 * (CANDLE_GAPS_KEPT + 1):
+            del known[1:3]  # the oldest gap counts as filled (CANDLE_GAPS_KEPT)
 
 
 class _Symbol:
@@ -124,6 +194,8 @@ class _Symbol:
         "rx_ns",
         "snapshot_pending",
         "trades",
+        "ws_epoch",
+        "ws_since",
     )
 
     def __init__(self, info: MarketInfo, side_cap: int) -> None:
@@ -149,6 +221,10 @@ class _Symbol:
         self.aggregated_gaps = 0
         # Per candle interval: the closed candles published (one copy each, stream or REST).
         self.candles: dict[str, _ClosedCandles] = {}
+        # The current WebSocket subscription (epoch) and the wall time it started: any bucket
+        # that closed CANDLE_GRACE_S after it would have come on it.
+        self.ws_epoch = 0
+        self.ws_since = 0.0
 
 
 class Reconciler:
@@ -250,13 +326,30 @@ class Reconciler:
         return None if state is None else state.book.last_update_id
 
     def last_closed_candle_end(self, symbol: str, interval: str) -> int | None:
-        """The close time (µs) of the newest closed ``interval`` candle published for ``symbol``.
-
-        Where a REST catch-up of candles starts (after a fallback or a reconnect).
-        """
+        """The close time (µs) of the newest closed ``interval`` candle published for ``symbol``."""
         state = self._symbols.get(symbol)
         seen = None if state is None else state.candles.get(interval)
         return None if seen is None or seen.newest_start < 0 else seen.newest_end
+
+    def first_missing_candle(self, symbol: str, interval: str, from_s: int) -> int:
+        """The moment (s), at or after ``from_s``, from which ``symbol``'s ``interval`` candles
+        may be missing: ``from_s`` itself, or the end of the span from there in which every
+        candle was published or does not exist. Where a REST catch-up starts."""
+        state = self._symbols.get(symbol)
+        seen = None if state is None else state.candles.get(interval)
+        if seen is None:
+            return from_s
+        return max(from_s, seen.first_missing(from_s * 1_000_000) // 1_000_000)
+
+    def candle_under_way(self, symbol: str, interval: str) -> tuple[int, int] | None:
+        """Off the bucket grid (``3d``, ``1w``, ``1month``): the start and close (s) of the newest
+        ``interval`` candle of ``symbol`` seen under way (stream or REST), if not closed since."""
+        state = self._symbols.get(symbol)
+        seen = None if state is None else state.candles.get(interval)
+        if seen is None or seen.under_way is None:
+            return None
+        start, end = seen.under_way
+        return start // 1_000_000, end // 1_000_000
 
     def snapshot_event(self, symbol: str, reason: str = "conflated") -> BookSnapshot | None:
         """The current book of a LIVE (or REST-only) symbol as an event; None while resyncing.
@@ -301,8 +394,10 @@ class Reconciler:
 
     def handle(self, message: InboxMessage) -> None:
         """Process one message and publish what it produced (public so replay can drive it)."""
+        now = math.nan
         if self._recorder is not None:
-            self._recorder(message, self._wall_clock())
+            now = self._wall_clock()
+            self._recorder(message, now)
         if isinstance(message, SymbolAdded):
             self.add_symbol(message.info)
             self._status(self._symbols[message.symbol], StatusKind.LISTED, message.reason, {})
@@ -329,7 +424,8 @@ class Reconciler:
                 state, message.epoch, message.frames, message.received_ns, message.mono_ns
             )
         elif isinstance(message, StreamStarted):
-            self._on_stream_started(state, message)
+            # The moment replay hands back (the recorded one), so candles replay identically.
+            self._on_stream_started(state, message, self._wall_clock() if math.isnan(now) else now)
         elif isinstance(message, SnapshotReady):
             self._on_snapshot(state, message)
         elif isinstance(message, SnapshotFailed):
@@ -443,7 +539,7 @@ class Reconciler:
                 build = self._builders.get(type(frame))
                 if build is not None:
                     event = build(frame, info, received_ns, mono_ns)
-                    if type(frame) is not KlineEvent or self._new_candle(state, event):
+                    if type(frame) is not KlineEvent or self._new_candle(state, event, epoch):
                         append(event)
         if self._need_depth:
             self._check_window(state)
@@ -499,18 +595,43 @@ class Reconciler:
             )
         state.next_boundary = boundary + interval
 
-    def _new_candle(self, state: _Symbol, candle: Event) -> bool:
+    def _new_candle(self, state: _Symbol, candle: Event, epoch: int = 0) -> bool:
         """Whether ``candle`` is news: not a closed candle already published, nor an update of
-        one (a candle is closed once, whether the stream or a REST poll delivered it)."""
+        one (a candle is closed once, whether the stream — ``epoch``, its subscription — or a
+        REST poll delivered it)."""
         assert isinstance(candle, Candle)
         seen = state.candles.get(candle.interval)
-        if seen is not None and seen.published(candle.start_us):
-            return False
-        if candle.closed:
-            if seen is None:
-                seen = state.candles[candle.interval] = _ClosedCandles()
+        if not candle.closed:
+            if candle.interval in _OFF_GRID:
+                if seen is None:
+                    seen = state.candles[candle.interval] = _ClosedCandles()
+                seen.saw_under_way(candle.start_us, candle.end_us)
+            return seen is None or not seen.published(candle.start_us)
+        if seen is None:
+            seen = state.candles[candle.interval] = _ClosedCandles()
+        news = not seen.published(candle.start_us)
+        if news:
             seen.add(candle.start_us, candle.end_us)
-        return True
+        if epoch:
+            self._streamed_close(state, seen, candle, epoch)
+        return news
+
+    @staticmethod
+    def _streamed_close(state: _Symbol, seen: _ClosedCandles, candle: Candle, epoch: int) -> None:
+        # One subscription sends the close of every bucket that ends while it is in effect: the
+        # buckets since its previous close had no trade, and so did those since it started
+        # (CANDLE_GRACE_S to take effect) — where the bucket grid is known.
+        start, end = candle.start_us, candle.end_us
+        if seen.stream_epoch == epoch and seen.stream_end <= start:
+            start = seen.stream_end
+        elif seen.stream_epoch != epoch and epoch == state.ws_epoch:
+            grid = candle_grid(candle.interval)
+            if grid is not None:
+                since = math.floor(state.ws_since + CANDLE_GRACE_S)
+                start = min(start, (since - since % grid) * 1_000_000)
+        seen.add_known(start, end)
+        if seen.stream_epoch != epoch or end > seen.stream_end:
+            seen.stream_epoch, seen.stream_end = epoch, end
 
     def _on_rest_channels(self, message: RestChannels) -> None:
         # REST-only: the channels Backpack also serves over REST, for markets polled, not
@@ -525,15 +646,27 @@ class Reconciler:
             if state is None or f"candles:{poll.interval}" not in self._candle_channels:
                 continue
             low, high = poll.start_s * 1_000_000, poll.end_s * 1_000_000
+            seen = state.candles.get(poll.interval)
+            if seen is None:
+                seen = state.candles[poll.interval] = _ClosedCandles()
+            newest = low
+            off_grid = poll.interval in _OFF_GRID
             for kline in sorted(poll.klines, key=lambda k: k.start):
                 candle = rest_candle(kline, state.info, ns, mono)
-                if (
-                    candle is not None
-                    and low <= candle.start_us
-                    and candle.end_us <= high
-                    and self._new_candle(state, candle)
-                ):
+                if candle is None or not low <= candle.start_us < candle.end_us:
+                    continue
+                if candle.end_us > high:
+                    if off_grid:
+                        seen.saw_under_way(candle.start_us, candle.end_us)
+                    continue
+                newest = max(newest, candle.end_us)
+                if self._new_candle(state, candle):
                     out.append(candle)
+            # The answer holds every candle that closed in the range: none is missing there. On
+            # the grid the range ends on a bucket boundary; off it (3d, 1w, 1month) the newest
+            # close returned is the last boundary known — a candle under way at ``end_s`` may
+            # have begun before it.
+            seen.add_known(low, newest if off_grid else high)
         groups: tuple[tuple[str, list[Any], Callable[..., Event | None]], ...] = (
             ("ticker", message.tickers, rest_ticker),
             ("mark_price", message.mark_prices, rest_mark_price),
@@ -550,8 +683,10 @@ class Reconciler:
                 if event is not None:
                     out.append(event)
 
-    def _on_stream_started(self, state: _Symbol, message: StreamStarted) -> None:
+    def _on_stream_started(self, state: _Symbol, message: StreamStarted, now: float) -> None:
         state.mode = message.mode
+        if message.mode == "ws":
+            state.ws_epoch, state.ws_since = message.epoch, now
         if message.mode == "rest":
             # REST-only: books come as whole snapshots from the poller; old WS frames are stale.
             state.book.enter_rest_mode(message.epoch)

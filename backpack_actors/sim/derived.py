@@ -7,7 +7,9 @@ stream has ground truth a test can recompute independently:
   sent at most once a tick (the exchange says "at most once per second") when it changed, and a
   final ``X: true`` copy once the bucket is over — to whoever is subscribed then: a bucket that
   ends while nobody listens is never sent. A closed candle equals the REST ``/klines`` answer for
-  its bucket.
+  its bucket. Buckets start at multiples of the interval since the Unix epoch; with
+  ``calendar=True`` (``SimConfig.kline_calendar``) ``1w`` buckets start on Mondays and ``1month``
+  ones on the 1st, 00:00 UTC, as many exchanges cut them (:func:`kline_bucket`).
 * ``markPrice.<symbol>`` (perps): mark = the book's mid, index = the last trade price, estimated
   funding = (mark − index) / index clamped to ±0.0005 at 8 decimals, next funding on the next 8 h
   boundary. Sent every tick; :func:`mark_price_fields` gives the same numbers at any moment.
@@ -20,6 +22,7 @@ Integer arithmetic throughout (ticks and steps), so the wire text is exact.
 
 from __future__ import annotations
 
+import calendar as _calendar
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -37,6 +40,7 @@ __all__ = [
     "candle_fields",
     "derived_stream_names",
     "is_liquidation",
+    "kline_bucket",
     "mark_price_fields",
 ]
 
@@ -56,6 +60,7 @@ KLINE_SECONDS: dict[str, int] = {
     "1d": 86400,
     "3d": 259200,
     "1w": 604800,
+    "1month": 2592000,
 }
 FUNDING_INTERVAL_MS = 8 * 3600 * 1000
 OPEN_INTEREST_INTERVAL_US = 60_000_000
@@ -73,15 +78,41 @@ def is_liquidation(model: MarketModel, trade: SimTrade) -> bool:
     return model.spec.market_type == "PERP" and trade.id % LIQUIDATION_EVERY == 0
 
 
+_MONDAY_S = 4 * 86_400
+"""1970-01-05, the first Monday of the Unix epoch: calendar weeks start on its multiples."""
+
+
+def kline_bucket(seconds: int, moment_s: int, *, calendar: bool = False) -> tuple[int, int]:
+    """The start and end (s) of the ``seconds`` bucket holding ``moment_s``: on the epoch grid, or
+    (``calendar``) for ``1w`` from Monday and for ``1month`` from the 1st, 00:00 UTC."""
+    if calendar and seconds == KLINE_SECONDS["1w"]:
+        start = moment_s - (moment_s - _MONDAY_S) % seconds
+        return start, start + seconds
+    if calendar and seconds == KLINE_SECONDS["1month"]:
+        day = time.gmtime(moment_s)
+        start = _calendar.timegm((day.tm_year, day.tm_mon, 1, 0, 0, 0))
+        year, month = (day.tm_year + 1, 1) if day.tm_mon == 12 else (day.tm_year, day.tm_mon + 1)
+        return start, _calendar.timegm((year, month, 1, 0, 0, 0))
+    start = moment_s - moment_s % seconds
+    return start, start + seconds
+
+
 def candle_fields(
-    model: MarketModel, seconds: int, bucket: int, until_us: int | None = None
+    model: MarketModel,
+    seconds: int,
+    bucket: int,
+    until_us: int | None = None,
+    *,
+    end: int | None = None,
 ) -> dict[str, Any] | None:
-    """The candle of ``bucket`` (start, in seconds) from the model's trades up to ``until_us``.
+    """The candle of ``bucket`` (start, in seconds; ``end``, by default ``bucket + seconds``)
+    from the model's trades up to ``until_us``.
 
     None when no trade fell in it. Values are wire strings, trailing zeros stripped.
     """
     pd, sd = model.price_decimals, model.size_decimals
-    start_us, end_us = bucket * 1_000_000, (bucket + seconds) * 1_000_000
+    end_s = bucket + seconds if end is None else end
+    start_us, end_us = bucket * 1_000_000, end_s * 1_000_000
     o = h = lo = c = None
     volume = count = 0
     picked: list[SimTrade] = []
@@ -112,8 +143,22 @@ def candle_fields(
         "v": format_stripped(volume, sd),
         "n": count,
         "t": _iso(bucket),
-        "T": _iso(bucket + seconds),
+        "T": _iso(end_s),
     }
+
+
+def _traded_buckets(
+    model: MarketModel, seconds: int, first: int, until: int, calendar: bool
+) -> list[tuple[int, int]]:
+    """The ``seconds`` buckets (start, end) from ``first`` to before ``until`` with a trade."""
+    buckets: set[tuple[int, int]] = set()
+    for trade in reversed(model.trades):
+        t = trade.engine_time_us // 1_000_000
+        if t < first:
+            break
+        if t < until:
+            buckets.add(kline_bucket(seconds, t, calendar=calendar))
+    return sorted(buckets)
 
 
 def mark_price_fields(model: MarketModel, now_us: int) -> dict[str, Any]:
@@ -142,7 +187,7 @@ def derived_stream_names(symbols: Iterable[str], perps: Iterable[str]) -> set[st
     """Every derived stream name the simulator accepts."""
     names = {"liquidation"}
     for sym in symbols:
-        names.update(f"kline.{iv}.{sym}" for iv in (*KLINE_SECONDS, "1month"))
+        names.update(f"kline.{iv}.{sym}" for iv in KLINE_SECONDS)
     for sym in perps:
         names.update({f"markPrice.{sym}", f"openInterest.{sym}"})
     return names
@@ -165,8 +210,11 @@ class DerivedStreams:
         models: dict[str, MarketModel],
         subscribed: Callable[[str], bool],
         emit: Callable[[str, str, dict[str, Any]], None],
+        *,
+        calendar: bool = False,
     ) -> None:
         self._models = models
+        self._calendar = calendar
         self._subscribed = subscribed
         self._emit = emit
         self._klines: dict[str, _Kline] = {}
@@ -225,15 +273,20 @@ class DerivedStreams:
         self, symbol: str, model: MarketModel, stream: str, seconds: int, now_us: int
     ) -> None:
         state = self._klines.setdefault(stream, _Kline())
-        now_s = now_us // 1_000_000
-        bucket = now_s - now_s % seconds
+        bucket, end = kline_bucket(seconds, now_us // 1_000_000, calendar=self._calendar)
         if state.bucket is not None and state.bucket != bucket:
-            final = candle_fields(model, seconds, state.bucket)
-            if final is not None:
-                self._emit(symbol, stream, self._kline_data(symbol, final, now_us, closed=True))
+            # Every bucket that ended since the last tick gets its final — more than one when a
+            # tick came later than a whole bucket (1s candles; ticks drift past the second).
+            for start, stop in _traded_buckets(
+                model, seconds, state.bucket, bucket, self._calendar
+            ):
+                final = candle_fields(model, seconds, start, end=stop)
+                if final is not None:
+                    data = self._kline_data(symbol, final, now_us, closed=True)
+                    self._emit(symbol, stream, data)
             state.last_sent = None
         state.bucket = bucket
-        current = candle_fields(model, seconds, bucket, until_us=now_us)
+        current = candle_fields(model, seconds, bucket, until_us=now_us, end=end)
         if current is not None and current != state.last_sent:
             state.last_sent = current
             self._emit(symbol, stream, self._kline_data(symbol, current, now_us, closed=False))

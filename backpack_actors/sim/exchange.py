@@ -33,7 +33,12 @@ import trio
 import trio.testing
 import trio_websocket
 
-from backpack_actors.sim.derived import DerivedStreams, derived_stream_names, mark_price_fields
+from backpack_actors.sim.derived import (
+    DerivedStreams,
+    derived_stream_names,
+    kline_bucket,
+    mark_price_fields,
+)
 from backpack_actors.sim.faults import Faults
 from backpack_actors.sim.market import (
     DEFAULT_MARKETS,
@@ -84,6 +89,10 @@ class SimConfig:
     rate_limit_per_minute: int = 2000
     history_rate_limit_per_minute: int = 30
     ticker_interval: float = 1.0
+    kline_calendar: bool = False
+    """``1w`` candles from Monday and ``1month`` ones from the 1st, 00:00 UTC (stream and REST),
+    instead of multiples of the interval since the Unix epoch (Backpack's alignment of them is
+    not documented; docs/channels.md)."""
     aggregated_keeps_chain: bool = True
     """Whether ``depth.<window>.*`` frames keep the U/u chain (U = the window's first id); False
     sends U = u = the window's last id, so merged windows skip ids (the case the docs leave
@@ -337,6 +346,7 @@ class SimExchange:
             self.models,
             lambda stream: bool(self._subs.get(stream)),
             lambda sym, stream, data: self._emit(sym, stream, _frame(stream, data)),
+            calendar=self.config.kline_calendar,
         )
         self._valid_streams = self._build_valid_streams()
         # The account side (sim/orders.py): private REST routes, order engine, private streams.
@@ -963,6 +973,11 @@ class SimExchange:
             )
         start = _int_param(params, "startTime", 0, "i64")
         end = _int_param(params, "endTime", self.now_us() // 1_000_000 + 1, "i64")
+        if self.config.kline_calendar and seconds in (
+            KLINE_INTERVALS["1w"],
+            KLINE_INTERVALS["1month"],
+        ):
+            return _json_response(200, _calendar_klines(model, seconds, start, end))
         return _json_response(200, _klines(model, seconds, start, end))
 
     def _perps(self, params: dict[str, list[str]]) -> list[MarketModel]:
@@ -1083,13 +1098,39 @@ def _parse_query(
 
 
 def _klines(model: MarketModel, seconds: int, start: int, end: int) -> list[dict[str, str]]:
-    pd, sd = model.price_decimals, model.size_decimals
-    candles: dict[int, list[Any]] = {}
+    # The epoch grid: the trades in the range, by bucket.
+    spans: dict[int, int] = {}
+    picked = []
     for t in model.trades:
         ts = t.engine_time_us // 1_000_000
-        if not start <= ts < end:
-            continue
-        bucket = ts - ts % seconds
+        if start <= ts < end:
+            bucket = ts - ts % seconds
+            spans[bucket] = bucket + seconds
+            picked.append((bucket, t))
+    return _kline_items(model, spans, picked)
+
+
+def _calendar_klines(
+    model: MarketModel, seconds: int, start: int, end: int
+) -> list[dict[str, str]]:
+    # Calendar buckets: each whole (every trade so far), for the buckets starting in the range.
+    spans: dict[int, int] = {}
+    picked = []
+    for t in model.trades:
+        bucket, stop = kline_bucket(seconds, t.engine_time_us // 1_000_000, calendar=True)
+        if start <= bucket < end:
+            spans[bucket] = stop
+            picked.append((bucket, t))
+    return _kline_items(model, spans, picked)
+
+
+def _kline_items(
+    model: MarketModel, spans: dict[int, int], picked: list[tuple[int, SimTrade]]
+) -> list[dict[str, str]]:
+    """The ``/klines`` items of the buckets (start: end) from their trades, in time order."""
+    pd, sd = model.price_decimals, model.size_decimals
+    candles: dict[int, list[Any]] = {}
+    for bucket, t in picked:
         p = int(t.price.scaleb(pd))
         q = int(t.quantity.scaleb(sd))
         c = candles.get(bucket)
@@ -1108,7 +1149,7 @@ def _klines(model: MarketModel, seconds: int, start: int, end: int) -> list[dict
         out.append(
             {
                 "close": _strip(c, pd),
-                "end": _kline_time(bucket + seconds),
+                "end": _kline_time(spans[bucket]),
                 "high": _strip(h, pd),
                 "low": _strip(lo, pd),
                 "open": _strip(o, pd),
