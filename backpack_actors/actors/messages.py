@@ -148,12 +148,15 @@ class SymbolRemoved:
 
 
 class CandlePoll(msgspec.Struct, frozen=True):
-    """One ``/api/v1/klines`` answer: ``symbol``'s ``interval`` candles asked for from
-    ``start_s`` to ``end_s`` (exchange seconds, the request's ``startTime``/``endTime``).
+    """One ``/api/v1/klines`` answer: ``symbol``'s ``interval`` candles, for the range from
+    ``start_s`` to ``end_s`` (exchange seconds; ``end_s`` is the request's ``endTime``).
 
     The reconciler publishes, as closed, only the candles lying wholly inside that range: the
     poller puts ``end_s`` behind the clock (docs/channels.md), and the bucket holding ``end_s``
-    may be partial. A msgspec struct so a recording stores the answer as it came.
+    may be partial. ``start_s`` is the request's ``startTime``, except off the bucket grid
+    (``3d``, ``1w``, ``1month``), where the poller moves it past the answer's candles that closed
+    before the market joined (they are not owed). A msgspec struct so a recording stores the
+    answer as it was used.
     """
 
     symbol: str
