@@ -44,6 +44,8 @@ __all__ = [
     "mark_price_fields",
 ]
 
+# The simulator keeps its own interval table, not the client's CANDLE_SECONDS: an independent
+# peer must not share the names and numbers of the client it checks.
 KLINE_SECONDS: dict[str, int] = {
     "1s": 1,
     "1m": 60,

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import calendar
 import datetime
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -23,16 +21,12 @@ import trio.testing
 
 from backpack_actors.actors.messages import CandlePoll, RestChannels, StreamStarted
 from backpack_actors.actors.reconciler import CANDLE_GAPS_KEPT, CLOSED_CANDLES_KEPT, Reconciler
-from backpack_actors.config import FeedConfig
 from backpack_actors.core.events import Candle, Event
 from backpack_actors.core.wire import MARKET_DATA_DECODER, Kline
 from backpack_actors.errors import ExchangeUnavailableError
-from backpack_actors.feed import open_feed
 from backpack_actors.sim import SimConfig, SimExchange
 from backpack_actors.sim.derived import KLINE_SECONDS, candle_fields, kline_bucket
-from backpack_actors.testing import SimRestClient, sim_memory_connector
-from backpack_actors.transport.rest import RestClient
-from backpack_actors.transport.ws import WsConnector
+from backpack_actors.testing import SimRestClient
 from tests.actors.test_rest_only_channels import (
     Outage,
     _assert_candle_is_truth,
@@ -41,45 +35,8 @@ from tests.actors.test_rest_only_channels import (
     _info,
     _truth_buckets,
     cut,
+    running,
 )
-from tests.pipeline_helpers import ConsumerBooks
-
-
-@asynccontextmanager
-async def running(
-    exchange: SimExchange,
-    config: FeedConfig,
-    connector: WsConnector | None = None,
-    *,
-    rest: RestClient | None = None,
-    warmup: float = 0.0,
-) -> AsyncIterator[tuple[Any, ConsumerBooks, list[Event]]]:
-    """A feed on ``exchange`` (its wall clock the exchange's), opened ``warmup`` seconds after
-    the exchange started, with a consumer task logging."""
-    consumer = ConsumerBooks()
-    log: list[Event] = []
-    async with trio.open_nursery() as outer:
-        await outer.start(exchange.run)
-        await trio.sleep(warmup)
-        async with (
-            open_feed(
-                config,
-                rest_client=rest or SimRestClient(exchange),
-                ws_connect=connector or sim_memory_connector(exchange),
-                wall_clock=lambda: exchange.now_us() / 1_000_000,
-            ) as feed,
-            trio.open_nursery() as nursery,
-        ):
-
-            async def consume() -> None:
-                async for event in feed:
-                    consumer.apply(event)
-                    log.append(event)
-
-            nursery.start_soon(consume)
-            yield feed, consumer, log
-            nursery.cancel_scope.cancel()
-        outer.cancel_scope.cancel()
 
 
 def _assert_truth(exchange: SimExchange, candles: list[Candle], *, calendar: bool = False) -> None:

@@ -39,6 +39,7 @@ from backpack_actors.recording import RestChannelsRecord, load_recording, replay
 from backpack_actors.sim import SimConfig, SimExchange
 from backpack_actors.sim.derived import candle_fields, mark_price_fields
 from backpack_actors.testing import SimRestClient, sim_memory_connector, simulate_feed
+from backpack_actors.transport.rest import RestClient
 from backpack_actors.transport.ws import WsConnection, WsConnector
 from tests.pipeline_helpers import ConsumerBooks
 
@@ -115,17 +116,24 @@ def _config(symbols: list[str], **overrides: object) -> FeedConfig:
 
 @asynccontextmanager
 async def running(
-    exchange: SimExchange, config: FeedConfig, connector: WsConnector | None = None
+    exchange: SimExchange,
+    config: FeedConfig,
+    connector: WsConnector | None = None,
+    *,
+    rest: RestClient | None = None,
+    warmup: float = 0.0,
 ) -> AsyncIterator[tuple[Any, ConsumerBooks, list[Event]]]:
-    """A feed on ``exchange`` (its wall clock the exchange's) with a consumer task logging."""
+    """A feed on ``exchange`` (its wall clock the exchange's), opened ``warmup`` seconds after
+    the exchange started, with a consumer task logging."""
     consumer = ConsumerBooks()
     log: list[Event] = []
     async with trio.open_nursery() as outer:
         await outer.start(exchange.run)
+        await trio.sleep(warmup)
         async with (
             open_feed(
                 config,
-                rest_client=SimRestClient(exchange),
+                rest_client=rest or SimRestClient(exchange),
                 ws_connect=connector or sim_memory_connector(exchange),
                 wall_clock=lambda: exchange.now_us() / 1_000_000,
             ) as feed,
